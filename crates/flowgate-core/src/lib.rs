@@ -1,0 +1,35 @@
+//! flowgate's engine vocabulary, free of any wire format.
+//!
+//! The gRPC edge turns protobuf messages into these types and back; the
+//! provider dialects turn them into vendor REST calls and back. Neither side
+//! sees the other's types: this crate is the only thing they share.
+//!
+//! - [`WorkflowTarget`] / [`WorkflowRef`]: which workflow, in the shape the
+//!   provider's dialect addresses it by.
+//! - [`Invocation`]: one validated call.
+//! - [`RunOutcome`], [`RunStatus`], [`Usage`], [`RateLimitInfo`]: what came back.
+//! - [`GatewayError`]: every failure, typed; mapped to a gRPC status in one
+//!   place at the edge.
+//! - [`Provider`]: the trait every dialect implements; [`Gateway`] routes
+//!   invocations to providers.
+
+mod error;
+mod gateway;
+mod invocation;
+mod outcome;
+mod provider;
+mod run_id;
+mod secret;
+mod target;
+
+pub use error::{
+    ErrorClass, ErrorData, FieldViolation, GatewayError, PreconditionViolation, QuotaViolation,
+    ResourceRef, UpstreamContext,
+};
+pub use gateway::{Gateway, Invoked};
+pub use invocation::{AsyncDelivery, Invocation};
+pub use outcome::{RateLimitInfo, RunError, RunOutcome, RunStatus, Usage, decode_output};
+pub use provider::{Deadline, Provider};
+pub use run_id::RunId;
+pub use secret::SecretString;
+pub use target::{ProviderKind, WorkflowRef, WorkflowTarget};

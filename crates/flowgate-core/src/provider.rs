@@ -1,0 +1,95 @@
+//! The trait every dialect implements.
+
+use std::{
+    fmt,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+
+use crate::{FieldViolation, GatewayError, Invocation, ProviderKind, RunOutcome};
+
+/// When the caller stops waiting. The upstream call never outlives it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// No caller deadline (the provider's own timeout still applies).
+    pub const NONE: Deadline = Deadline(None);
+
+    /// A deadline `timeout` from now.
+    pub fn after(timeout: Duration) -> Self {
+        Self(Instant::now().checked_add(timeout))
+    }
+
+    /// The instant, if any.
+    pub fn instant(self) -> Option<Instant> {
+        self.0
+    }
+
+    /// Time left, `None` when unbounded; zero once passed.
+    pub fn remaining(self) -> Option<Duration> {
+        self.0
+            .map(|at| at.saturating_duration_since(Instant::now()))
+    }
+
+    /// The time an upstream request may take: the provider's `timeout`,
+    /// shortened to what is left of the deadline.
+    pub fn budget(self, timeout: Duration) -> Duration {
+        self.remaining().map_or(timeout, |left| left.min(timeout))
+    }
+
+    /// True once the deadline has passed.
+    pub fn is_expired(self) -> bool {
+        self.remaining().is_some_and(|left| left.is_zero())
+    }
+}
+
+/// One configured provider: a dialect plus its base URL, key and policies.
+///
+/// Implementations translate an [`Invocation`] into the vendor's REST call
+/// and its answer into a [`RunOutcome`] or a typed [`GatewayError`]. They
+/// never see protobuf types.
+#[async_trait]
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// The configured name (unique in the gateway).
+    fn name(&self) -> &str;
+
+    /// The dialect.
+    fn kind(&self) -> ProviderKind;
+
+    /// Dialect rules checked before any network call (slug syntax, required
+    /// fields, mode requirements). Empty when the invocation can be sent.
+    fn validate(&self, invocation: &Invocation) -> Vec<FieldViolation>;
+
+    /// Runs the invocation upstream. Only called after [`Provider::validate`]
+    /// found nothing.
+    async fn invoke(
+        &self,
+        invocation: &Invocation,
+        deadline: Deadline,
+    ) -> Result<RunOutcome, GatewayError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_is_the_shorter_of_timeout_and_deadline() {
+        assert_eq!(
+            Deadline::NONE.budget(Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
+        let soon = Deadline::after(Duration::from_millis(100));
+        assert!(soon.budget(Duration::from_secs(5)) <= Duration::from_millis(100));
+        let late = Deadline::after(Duration::from_secs(60));
+        assert_eq!(late.budget(Duration::from_secs(5)), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn passed_deadline_is_expired() {
+        assert!(Deadline::after(Duration::ZERO).is_expired());
+        assert!(!Deadline::NONE.is_expired());
+    }
+}

@@ -1,0 +1,376 @@
+//! AI Tutor: workflows addressed by id (`wf_…`).
+//!
+//! `POST {base}/api/v1/run/{workflow_id}` with `Authorization: Bearer sk_…`;
+//! the body is the flat map of the workflow's template variables. Success is
+//! `{"success": true, "result", "citations"?}` (an older doc version shows
+//! `{success, run_id, status, output}`: both are read). Errors are
+//! `{"success": false, "error", "code"?}`; `workflow_run_failed` is a run that
+//! ran and failed, so it comes back as a FAILED outcome, not an error.
+//!
+//! AI Tutor has no async mode upstream; gateway-run async arrives with
+//! StreamStatus.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use flowgate_core::{
+    Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, Provider, ProviderKind,
+    RunError, RunOutcome, RunStatus, WorkflowRef, decode_output,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{
+    HttpClient, ProviderSettings,
+    errors::{
+        ErrorBody, credential_rejected, describe, fallback_error, id_text, protocol_error,
+        safe_message, upstream_error,
+    },
+    http::{UpstreamRequest, UpstreamResponse, auth_header},
+};
+
+/// Longest accepted workflow id.
+const MAX_WORKFLOW_ID: usize = 128;
+
+/// A configured AI Tutor provider.
+#[derive(Debug)]
+pub struct AiTutor {
+    settings: ProviderSettings,
+    http: HttpClient,
+    run_url_prefix: String,
+    auth: (HeaderName, HeaderValue),
+}
+
+#[derive(Deserialize)]
+struct RunBody {
+    success: Option<bool>,
+    result: Option<Value>,
+    citations: Option<Vec<Value>>,
+    run_id: Option<Value>,
+    status: Option<String>,
+    output: Option<Value>,
+}
+
+impl AiTutor {
+    /// A provider for `settings` (kind `aitutor`).
+    pub fn new(settings: ProviderSettings, http: HttpClient) -> Self {
+        let run_url_prefix = format!("{}/api/v1/run/", settings.base_url);
+        let auth = auth_header(header::AUTHORIZATION, "Bearer ", &settings);
+        Self {
+            settings,
+            http,
+            run_url_prefix,
+            auth,
+        }
+    }
+
+    /// Decodes an upstream answer (public for decoder tests).
+    pub fn decode(
+        &self,
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+        workflow: &WorkflowRef,
+    ) -> Result<RunOutcome, GatewayError> {
+        self.decode_response(&UpstreamResponse::new(status, headers, body), workflow)
+    }
+
+    fn decode_response(
+        &self,
+        response: &UpstreamResponse,
+        workflow: &WorkflowRef,
+    ) -> Result<RunOutcome, GatewayError> {
+        if response.status != 200 {
+            return self.decode_error(response, workflow);
+        }
+        let Ok(run) = serde_json::from_slice::<RunBody>(&response.body) else {
+            return Err(protocol_error(
+                &self.settings,
+                response,
+                "a body that is not a run object",
+            ));
+        };
+        if run.success == Some(false) {
+            return self.decode_error(response, workflow);
+        }
+        let status = match run.status.as_deref().map(RunStatus::parse_upstream) {
+            Some(Some(status)) => status,
+            Some(None) => {
+                return Err(protocol_error(
+                    &self.settings,
+                    response,
+                    "an unknown run status",
+                ));
+            }
+            None => RunStatus::Completed,
+        };
+        let output = run.result.or(run.output).filter(|output| !output.is_null());
+        if status == RunStatus::Completed && output.is_none() {
+            return Err(protocol_error(
+                &self.settings,
+                response,
+                "success but no result",
+            ));
+        }
+        let citations = run
+            .citations
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|citation| match citation {
+                Value::String(url) => Some(url),
+                _ => None,
+            })
+            .collect();
+        Ok(RunOutcome {
+            upstream_run_id: run.run_id.as_ref().and_then(id_text),
+            upstream_request_id: response.request_id(),
+            status: Some(status),
+            output: output.map(decode_output),
+            citations,
+            rate_limit: response.rate_limit.clone(),
+            ..RunOutcome::default()
+        })
+    }
+
+    /// AI Tutor's documented codes, then the shared fallback. A failed run
+    /// is an outcome.
+    fn decode_error(
+        &self,
+        response: &UpstreamResponse,
+        workflow: &WorkflowRef,
+    ) -> Result<RunOutcome, GatewayError> {
+        let settings = &self.settings;
+        let body = ErrorBody::parse(&response.body);
+        let message = describe(settings, response, &body);
+        let code = body.code.clone();
+        let error = match (response.status, code.as_deref()) {
+            (_, Some("workflow_run_failed")) => {
+                return Ok(RunOutcome {
+                    upstream_request_id: response.request_id(),
+                    status: Some(RunStatus::Failed),
+                    error: Some(RunError {
+                        code: "workflow_run_failed".into(),
+                        message: body
+                            .message
+                            .as_deref()
+                            .map(|m| safe_message(settings, m))
+                            .unwrap_or_else(|| "the workflow run failed".into()),
+                    }),
+                    rate_limit: response.rate_limit.clone(),
+                    ..RunOutcome::default()
+                });
+            }
+            (401, _) => credential_rejected(settings, response),
+            (_, Some("missing_input")) => {
+                let variable = body
+                    .message
+                    .as_deref()
+                    .and_then(|m| m.rsplit_once(':'))
+                    .map(|(_, name)| name.trim())
+                    .filter(|name| !name.is_empty() && !name.contains(' '));
+                let field = variable.map_or("inputs".to_owned(), |name| format!("inputs.{name}"));
+                upstream_error(
+                    settings,
+                    response,
+                    ErrorClass::InvalidArgument,
+                    "missing_input",
+                    message,
+                )
+                .with_violations(vec![FieldViolation::new(
+                    field,
+                    "required by the workflow template",
+                )])
+            }
+            (_, Some("invalid_billing")) | (402, _) => upstream_error(
+                settings,
+                response,
+                ErrorClass::QuotaExhausted,
+                code.unwrap_or_else(|| "invalid_billing".into()),
+                message,
+            ),
+            (_, Some("workflow_not_found")) | (404, _) if body.object.is_some() => upstream_error(
+                settings,
+                response,
+                ErrorClass::NotFound,
+                code.unwrap_or_else(|| "workflow_not_found".into()),
+                message,
+            )
+            .with_resource("aitutor.workflow", workflow.label()),
+            (_, Some("request_blocked")) => upstream_error(
+                settings,
+                response,
+                ErrorClass::PermissionDenied,
+                "request_blocked",
+                message,
+            ),
+            (429, _) => {
+                let error = upstream_error(
+                    settings,
+                    response,
+                    ErrorClass::RateLimited,
+                    code.unwrap_or_else(|| "rate_limited".into()),
+                    message,
+                );
+                // A per-second sliding window: one second always helps.
+                match error.retry_after {
+                    Some(_) => error,
+                    None => error.with_retry_after(Some(Duration::from_secs(1))),
+                }
+            }
+            (500, _) if body.object.is_some() => upstream_error(
+                settings,
+                response,
+                ErrorClass::UpstreamFailure,
+                code.unwrap_or_else(|| "internal_server_error".into()),
+                message,
+            ),
+            (200, _) => upstream_error(
+                settings,
+                response,
+                ErrorClass::ProtocolError,
+                "UPSTREAM_PROTOCOL_ERROR",
+                format!("{message} (success: false without a known code)"),
+            ),
+            _ => fallback_error(settings, response, &body),
+        };
+        Err(error)
+    }
+}
+
+#[async_trait]
+impl Provider for AiTutor {
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::AiTutor
+    }
+
+    fn validate(&self, invocation: &Invocation) -> Vec<FieldViolation> {
+        let mut violations = Vec::new();
+        if let WorkflowRef::WorkflowId(id) = &invocation.workflow {
+            let well_formed = !id.is_empty()
+                && id.len() <= MAX_WORKFLOW_ID
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !well_formed {
+                violations.push(FieldViolation::new(
+                    "target.workflow_id",
+                    format!(
+                        "must be 1 to {MAX_WORKFLOW_ID} letters, digits, '_' or '-' (for example wf_abc123)"
+                    ),
+                ));
+            }
+        }
+        violations
+    }
+
+    async fn invoke(
+        &self,
+        invocation: &Invocation,
+        deadline: Deadline,
+    ) -> Result<RunOutcome, GatewayError> {
+        let WorkflowRef::WorkflowId(id) = &invocation.workflow else {
+            return Err(GatewayError::internal(
+                "aitutor provider given a non-workflow_id target",
+            ));
+        };
+        if invocation.async_delivery.is_some() {
+            return Err(GatewayError::unimplemented(
+                "AI Tutor has no async mode upstream; gateway-run async runs for it are not available yet",
+            ));
+        }
+        let body = serde_json::to_vec(&invocation.inputs)
+            .map_err(|err| GatewayError::internal(format!("encoding the request: {err}")))?;
+        let request = UpstreamRequest {
+            method: Method::POST,
+            url: format!("{}{id}", self.run_url_prefix),
+            auth: (&self.auth.0, &self.auth.1),
+            body: Some(body),
+        };
+        let response = self.http.send(&self.settings, request, deadline).await?;
+        self.decode_response(&response, &invocation.workflow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowgate_core::SecretString;
+    use serde_json::json;
+
+    fn decode(status: u16, body: Value) -> Result<RunOutcome, GatewayError> {
+        let settings =
+            ProviderSettings::new("tutor", ProviderKind::AiTutor, SecretString::new("sk_x"));
+        AiTutor::new(settings, HttpClient::new().unwrap()).decode(
+            status,
+            HeaderMap::new(),
+            Bytes::from(body.to_string()),
+            &WorkflowRef::WorkflowId("wf_1".into()),
+        )
+    }
+
+    #[test]
+    fn result_and_citations() {
+        let outcome = decode(
+            200,
+            json!({"success": true, "result": "[1,2]", "citations": ["https://a"]}),
+        )
+        .unwrap();
+        assert_eq!(outcome.output, Some(json!([1, 2])));
+        assert_eq!(outcome.citations, vec!["https://a"]);
+        assert_eq!(outcome.status, Some(RunStatus::Completed));
+    }
+
+    #[test]
+    fn older_shape_is_read() {
+        let outcome = decode(200, json!({"success": true, "run_id": "r1", "status": "completed", "output": {"text": "hi"}})).unwrap();
+        assert_eq!(outcome.upstream_run_id.as_deref(), Some("r1"));
+        assert_eq!(outcome.output, Some(json!({"text": "hi"})));
+    }
+
+    #[test]
+    fn missing_input_names_the_variable() {
+        let error = decode(
+            400,
+            json!({"success": false, "error": "Missing input: story", "code": "missing_input"}),
+        )
+        .unwrap_err();
+        assert_eq!(error.class, ErrorClass::InvalidArgument);
+        assert_eq!(error.violations[0].field, "inputs.story");
+    }
+
+    #[test]
+    fn failed_run_is_an_outcome() {
+        let outcome = decode(
+            500,
+            json!({"success": false, "error": "boom", "code": "workflow_run_failed"}),
+        )
+        .unwrap();
+        assert_eq!(outcome.status, Some(RunStatus::Failed));
+        assert_eq!(outcome.error.unwrap().code, "workflow_run_failed");
+    }
+
+    #[test]
+    fn success_false_on_200_is_an_error() {
+        let error = decode(
+            200,
+            json!({"success": false, "error": "No credits", "code": "invalid_billing"}),
+        )
+        .unwrap_err();
+        assert_eq!(error.class, ErrorClass::QuotaExhausted);
+        let error = decode(200, json!({"success": false})).unwrap_err();
+        assert_eq!(error.class, ErrorClass::ProtocolError);
+    }
+
+    #[test]
+    fn rate_limit_always_says_when() {
+        let error = decode(429, json!({"success": false, "error": "slow down"})).unwrap_err();
+        assert_eq!(error.class, ErrorClass::RateLimited);
+        assert_eq!(error.retry_after, Some(Duration::from_secs(1)));
+    }
+}

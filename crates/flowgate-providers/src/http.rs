@@ -1,0 +1,228 @@
+//! The one HTTP client every dialect shares, and the transport-level error
+//! mapping (connect failures, timeouts, oversized bodies).
+
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use flowgate_core::{Deadline, ErrorClass, GatewayError, RateLimitInfo, UpstreamContext};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use crate::{ProviderSettings, ratelimit};
+
+/// Largest upstream response body accepted.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// How long establishing a TCP/TLS connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Building the shared client failed (a TLS or system configuration fault).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HttpClientError(String);
+
+/// A cheap-to-clone handle on one pooled HTTP client.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    client: reqwest::Client,
+}
+
+impl HttpClient {
+    /// Builds the client: rustls with the ring provider, HTTP/1.1 and HTTP/2,
+    /// pooled connections, a connect timeout. Call once per process.
+    pub fn new() -> Result<Self, HttpClientError> {
+        // reqwest is built without a bundled crypto provider (to keep aws-lc
+        // out of the build); install ring unless someone already installed one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("flowgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| HttpClientError(format!("building the HTTP client: {err}")))?;
+        Ok(Self { client })
+    }
+}
+
+/// A complete upstream answer.
+#[derive(Debug)]
+pub(crate) struct UpstreamResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub rate_limit: RateLimitInfo,
+}
+
+impl UpstreamResponse {
+    /// An answer received now (parses the rate-limit headers).
+    pub fn new(status: u16, headers: HeaderMap, body: Bytes) -> Self {
+        let rate_limit = ratelimit::parse(&headers, SystemTime::now());
+        Self {
+            status,
+            headers,
+            body,
+            rate_limit,
+        }
+    }
+
+    /// `X-Request-Id`, when the upstream sent one.
+    pub fn request_id(&self) -> Option<String> {
+        self.headers
+            .get("x-request-id")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+/// One prepared upstream request.
+#[derive(Debug)]
+pub(crate) struct UpstreamRequest<'a> {
+    pub method: http::Method,
+    pub url: String,
+    pub auth: (&'a HeaderName, &'a HeaderValue),
+    pub body: Option<Vec<u8>>,
+}
+
+/// The auth header a dialect sends, built once and marked sensitive so it is
+/// never printed by the HTTP stack.
+pub(crate) fn auth_header(
+    name: HeaderName,
+    prefix: &str,
+    settings: &ProviderSettings,
+) -> (HeaderName, HeaderValue) {
+    let value = HeaderValue::from_str(&format!("{prefix}{}", settings.api_key.expose()))
+        .map(|mut value| {
+            value.set_sensitive(true);
+            value
+        })
+        // A key with bytes invalid in a header is rejected by config
+        // validation; an empty value then fails upstream as a 401.
+        .unwrap_or_else(|_| HeaderValue::from_static(""));
+    (name, value)
+}
+
+/// Who is being called, for error context.
+pub(crate) fn context(settings: &ProviderSettings, http_status: Option<u16>) -> UpstreamContext {
+    UpstreamContext {
+        provider: settings.name.clone(),
+        kind: settings.kind,
+        http_status,
+        request_id: None,
+    }
+}
+
+impl HttpClient {
+    /// Sends `request` within the deadline and reads the whole (bounded)
+    /// body. Transport failures come back typed; HTTP error statuses do not
+    /// (the dialect decodes those).
+    pub(crate) async fn send(
+        &self,
+        settings: &ProviderSettings,
+        request: UpstreamRequest<'_>,
+        deadline: Deadline,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let budget = deadline.budget(settings.timeout);
+        let caller_bound = budget < settings.timeout;
+        let mut builder = self
+            .client
+            .request(request.method, &request.url)
+            .header(request.auth.0, request.auth.1.clone())
+            .header(header::ACCEPT, "application/json")
+            .timeout(budget);
+        if let Some(body) = request.body {
+            builder = builder
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let timed_out = |stage: &str| {
+            let (reason, message) = if caller_bound {
+                (
+                    "DEADLINE_EXCEEDED",
+                    format!("the caller's deadline passed while {stage}"),
+                )
+            } else {
+                (
+                    "UPSTREAM_TIMEOUT",
+                    format!(
+                        "{} did not answer within its {} s timeout ({stage})",
+                        settings.name,
+                        settings.timeout.as_secs_f64()
+                    ),
+                )
+            };
+            GatewayError::new(ErrorClass::DeadlineExceeded, reason, message)
+                .with_upstream(context(settings, None))
+        };
+        let mut response = builder.send().await.map_err(|err| {
+            if err.is_timeout() {
+                timed_out("waiting for the upstream response")
+            } else if err.is_connect() {
+                GatewayError::new(
+                    ErrorClass::Unavailable,
+                    "UPSTREAM_UNREACHABLE",
+                    format!("could not connect to {}", settings.name),
+                )
+                .with_upstream(context(settings, None))
+            } else {
+                GatewayError::new(
+                    ErrorClass::Unavailable,
+                    "UPSTREAM_TRANSPORT_ERROR",
+                    format!(
+                        "the connection to {} failed before an answer",
+                        settings.name
+                    ),
+                )
+                .with_upstream(context(settings, None))
+            }
+        })?;
+        let status = response.status().as_u16();
+        let headers = std::mem::take(response.headers_mut());
+        let rate_limit = ratelimit::parse(&headers, SystemTime::now());
+        let protocol = |message: String| {
+            GatewayError::new(
+                ErrorClass::ProtocolError,
+                "UPSTREAM_PROTOCOL_ERROR",
+                message,
+            )
+            .with_upstream(context(settings, Some(status)))
+            .with_rate_limit(rate_limit.clone())
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(protocol(format!(
+                "{} sent a response body over {MAX_RESPONSE_BYTES} bytes",
+                settings.name
+            )));
+        }
+        let mut body = BytesMut::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                        return Err(protocol(format!(
+                            "{} sent a response body over {MAX_RESPONSE_BYTES} bytes",
+                            settings.name
+                        )));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(err) if err.is_timeout() => {
+                    return Err(timed_out("reading the upstream response"));
+                }
+                Err(_) => {
+                    return Err(protocol(format!(
+                        "the response from {} ended before its body was complete",
+                        settings.name
+                    )));
+                }
+            }
+        }
+        Ok(UpstreamResponse {
+            status,
+            headers,
+            body: body.freeze(),
+            rate_limit,
+        })
+    }
+}

@@ -1,0 +1,37 @@
+//! The provider dialects: how flowgate speaks to each workflow vendor.
+//!
+//! One module per dialect, each with its own request builder, success
+//! decoder and error decoder, all behind [`flowgate_core::Provider`]:
+//!
+//! - [`fetchhive`]: `POST {base}/workflow/invoke`, deployment + variant, Bearer key.
+//! - [`aitutor`]: `POST {base}/api/v1/run/{workflow_id}`, flat variables, Bearer key.
+//! - [`knouds`]: `POST {base}/api/workflows/{slug}/run`, `{"inputs"}`, `x-api-key`.
+//!
+//! They share one [`HttpClient`] (one connection pool, built once), the
+//! rate-limit header parser ([`ratelimit`]) and the error-body helpers
+//! ([`errors`]). A fourth dialect is one new module plus a line in
+//! [`build_provider`].
+
+pub mod aitutor;
+pub mod errors;
+pub mod fetchhive;
+mod http;
+pub mod knouds;
+pub mod ratelimit;
+mod settings;
+
+use std::sync::Arc;
+
+use flowgate_core::{Provider, ProviderKind};
+
+pub use http::{HttpClient, HttpClientError};
+pub use settings::ProviderSettings;
+
+/// Builds the provider `settings` describe, sharing `http`.
+pub fn build_provider(settings: ProviderSettings, http: &HttpClient) -> Arc<dyn Provider> {
+    match settings.kind {
+        ProviderKind::FetchHive => Arc::new(fetchhive::FetchHive::new(settings, http.clone())),
+        ProviderKind::AiTutor => Arc::new(aitutor::AiTutor::new(settings, http.clone())),
+        ProviderKind::Knouds => Arc::new(knouds::Knouds::new(settings, http.clone())),
+    }
+}
