@@ -1,0 +1,282 @@
+//! Protobuf ⇄ domain. The edge's only translation layer: everything past it
+//! is `flowgate-core` types.
+
+use std::time::{Duration, SystemTime};
+
+use flowgate_core::{
+    AsyncDelivery, FieldViolation, GatewayError, Invocation, Invoked, RateLimitInfo, RunError,
+    RunStatus, Usage, WorkflowRef, WorkflowTarget,
+};
+use prost_types::value::Kind;
+use serde_json::{Map, Number, Value};
+
+use crate::proto::pb;
+
+/// Largest integer a JSON consumer reads exactly from a double (2⁵³).
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// Decodes an `InvokeRequest`, collecting every bad field.
+pub fn invoke_request(
+    request: pb::InvokeRequest,
+) -> Result<(WorkflowTarget, Invocation), GatewayError> {
+    let mut violations = Vec::new();
+    let target = target(request.target, &mut violations);
+    let inputs = request
+        .inputs
+        .map(|inputs| struct_to_json(inputs, "inputs", &mut violations))
+        .unwrap_or_default();
+    let mut metadata = Map::new();
+    for (key, value) in request.metadata {
+        let json = value_to_json(value, &format!("metadata.{key}"), &mut violations);
+        metadata.insert(key, json);
+    }
+    let async_delivery = request
+        .async_options
+        .filter(|options| options.enabled)
+        .map(|options| AsyncDelivery {
+            callback_url: non_empty(options.callback_url),
+        });
+    match target {
+        Some(target) if violations.is_empty() => {
+            let invocation = Invocation {
+                workflow: target.workflow.clone(),
+                inputs,
+                metadata,
+                user: non_empty(request.user),
+                async_delivery,
+                idempotency_key: non_empty(request.idempotency_key),
+            };
+            Ok((target, invocation))
+        }
+        _ => Err(GatewayError::invalid_argument(violations)),
+    }
+}
+
+/// Decodes a target; `None` (with a violation) when unusable.
+pub fn target(
+    target: Option<pb::WorkflowTarget>,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<WorkflowTarget> {
+    let Some(target) = target else {
+        violations.push(FieldViolation::new("target", "required"));
+        return None;
+    };
+    let workflow = match target.workflow {
+        Some(pb::workflow_target::Workflow::Deployment(deployment)) => WorkflowRef::Deployment {
+            name: deployment.name,
+            variant: non_empty(deployment.variant),
+        },
+        Some(pb::workflow_target::Workflow::WorkflowId(id)) => WorkflowRef::WorkflowId(id),
+        Some(pb::workflow_target::Workflow::Slug(slug)) => WorkflowRef::Slug(slug),
+        None => {
+            violations.push(FieldViolation::new(
+                "target.workflow",
+                "required: one of deployment (Fetch Hive), workflow_id (AI Tutor) or slug (Knouds)",
+            ));
+            return None;
+        }
+    };
+    Some(WorkflowTarget {
+        provider: non_empty(target.provider),
+        workflow,
+    })
+}
+
+fn non_empty(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
+/// `google.protobuf.Struct` → JSON object.
+pub fn struct_to_json(
+    object: prost_types::Struct,
+    field: &str,
+    violations: &mut Vec<FieldViolation>,
+) -> Map<String, Value> {
+    object
+        .fields
+        .into_iter()
+        .map(|(key, value)| {
+            let json = value_to_json(value, &format!("{field}.{key}"), violations);
+            (key, json)
+        })
+        .collect()
+}
+
+/// `google.protobuf.Value` → JSON. Integral numbers become JSON integers
+/// (so `5` stays `5`, not `5.0`); non-finite numbers are violations.
+pub fn value_to_json(
+    value: prost_types::Value,
+    field: &str,
+    violations: &mut Vec<FieldViolation>,
+) -> Value {
+    match value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(flag)) => Value::Bool(flag),
+        Some(Kind::StringValue(text)) => Value::String(text),
+        Some(Kind::NumberValue(number)) => {
+            if number.fract() == 0.0 && number.abs() <= MAX_SAFE_INTEGER {
+                Value::Number(Number::from(number as i64))
+            } else if let Some(number) = Number::from_f64(number) {
+                Value::Number(number)
+            } else {
+                violations.push(FieldViolation::new(field, "numbers must be finite"));
+                Value::Null
+            }
+        }
+        Some(Kind::StructValue(object)) => Value::Object(struct_to_json(object, field, violations)),
+        Some(Kind::ListValue(list)) => Value::Array(
+            list.values
+                .into_iter()
+                .enumerate()
+                .map(|(index, item)| value_to_json(item, &format!("{field}[{index}]"), violations))
+                .collect(),
+        ),
+    }
+}
+
+/// JSON → `google.protobuf.Value`.
+pub fn json_to_value(value: Value) -> prost_types::Value {
+    let kind = match value {
+        Value::Null => Kind::NullValue(0),
+        Value::Bool(flag) => Kind::BoolValue(flag),
+        Value::Number(number) => Kind::NumberValue(number.as_f64().unwrap_or(f64::NAN)),
+        Value::String(text) => Kind::StringValue(text),
+        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.into_iter().map(json_to_value).collect(),
+        }),
+        Value::Object(object) => Kind::StructValue(prost_types::Struct {
+            fields: object
+                .into_iter()
+                .map(|(key, value)| (key, json_to_value(value)))
+                .collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// The wire enum of a status.
+pub fn run_status(status: Option<RunStatus>) -> pb::RunStatus {
+    match status {
+        None => pb::RunStatus::Unspecified,
+        Some(RunStatus::Queued) => pb::RunStatus::Queued,
+        Some(RunStatus::Running) => pb::RunStatus::Running,
+        Some(RunStatus::Completed) => pb::RunStatus::Completed,
+        Some(RunStatus::Failed) => pb::RunStatus::Failed,
+        Some(RunStatus::Cancelled) => pb::RunStatus::Cancelled,
+    }
+}
+
+fn duration(duration: Duration) -> Option<prost_types::Duration> {
+    prost_types::Duration::try_from(duration).ok()
+}
+
+fn timestamp(time: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(time)
+}
+
+/// The wire form of a rate-limit window; `None` when nothing was reported.
+pub fn rate_limit(info: &RateLimitInfo) -> Option<pb::RateLimit> {
+    (!info.is_empty()).then(|| pb::RateLimit {
+        limit: info.limit,
+        remaining: info.remaining,
+        reset_time: info.reset_at.map(timestamp),
+        retry_after: info.retry_after.and_then(duration),
+    })
+}
+
+fn usage(usage: &Usage) -> Option<pb::Usage> {
+    (usage != &Usage::default()).then(|| pb::Usage {
+        credits: usage.credits,
+        duration: usage.duration.and_then(duration),
+        tokens: usage.tokens,
+    })
+}
+
+fn run_error(error: RunError) -> pb::RunError {
+    pb::RunError {
+        code: error.code,
+        message: error.message,
+    }
+}
+
+/// Builds the `InvokeResponse` of a finished invocation.
+pub fn invoke_response(invoked: Invoked) -> pb::InvokeResponse {
+    let Invoked {
+        provider,
+        run_id,
+        outcome,
+    } = invoked;
+    pb::InvokeResponse {
+        run_id: run_id.encode(),
+        upstream_run_id: outcome.upstream_run_id.unwrap_or_default(),
+        status: run_status(outcome.status).into(),
+        output: outcome.output.map(json_to_value),
+        citations: outcome.citations,
+        usage: usage(&outcome.usage),
+        webhook_secret: outcome
+            .webhook_secret
+            .map(|secret| secret.expose().to_owned())
+            .unwrap_or_default(),
+        rate_limit: rate_limit(&outcome.rate_limit),
+        provider: provider.name().to_owned(),
+        error: outcome.error.map(run_error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn roundtrip(value: Value) -> Value {
+        let mut violations = Vec::new();
+        let back = value_to_json(json_to_value(value), "x", &mut violations);
+        assert!(violations.is_empty());
+        back
+    }
+
+    #[test]
+    fn json_survives_the_wire() {
+        let value = json!({"n": 5, "f": 2.5, "s": "t", "b": true, "z": null, "a": [1, {"k": "v"}]});
+        assert_eq!(roundtrip(value.clone()), value);
+    }
+
+    #[test]
+    fn non_finite_numbers_are_violations() {
+        let mut violations = Vec::new();
+        let value = prost_types::Value {
+            kind: Some(Kind::NumberValue(f64::INFINITY)),
+        };
+        value_to_json(value, "inputs.n", &mut violations);
+        assert_eq!(violations[0].field, "inputs.n");
+    }
+
+    #[test]
+    fn missing_target_and_workflow_are_named() {
+        let err = invoke_request(pb::InvokeRequest::default()).unwrap_err();
+        assert_eq!(err.violations[0].field, "target");
+        let request = pb::InvokeRequest {
+            target: Some(pb::WorkflowTarget::default()),
+            ..Default::default()
+        };
+        let err = invoke_request(request).unwrap_err();
+        assert_eq!(err.violations[0].field, "target.workflow");
+    }
+
+    #[test]
+    fn disabled_async_is_sync() {
+        let request = pb::InvokeRequest {
+            target: Some(pb::WorkflowTarget {
+                provider: String::new(),
+                workflow: Some(pb::workflow_target::Workflow::Slug("s".into())),
+            }),
+            async_options: Some(pb::AsyncOptions {
+                enabled: false,
+                callback_url: "https://x".into(),
+            }),
+            ..Default::default()
+        };
+        let (_, invocation) = invoke_request(request).unwrap();
+        assert_eq!(invocation.async_delivery, None);
+    }
+}

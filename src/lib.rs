@@ -1,0 +1,18 @@
+//! flowgate: a gRPC gateway in front of hosted AI-workflow APIs.
+//!
+//! This crate is the edge: configuration, the gRPC service and its
+//! protobuf conversions, the one error → status mapping, server wiring, and
+//! the CLI's subcommands (serve, check-config, emulator, demo). The engine
+//! lives in `flowgate-core` (domain, errors, routing) and
+//! `flowgate-providers` (the dialects); neither sees protobuf or tonic.
+
+pub mod config;
+pub mod convert;
+pub mod demo;
+pub mod logging;
+pub mod proto;
+pub mod server;
+pub mod service;
+pub mod status;
+
+pub use proto::pb;

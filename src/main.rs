@@ -1,0 +1,162 @@
+//! The `flowgate` command: serve, check-config, emulator, demo.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use flowgate::{
+    config::{Config, LogFormat},
+    demo, logging, server,
+};
+
+/// gRPC gateway in front of hosted AI-workflow APIs.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(long, short, env = "FLOWGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file (and that provider keys can be read)
+    /// without serving.
+    CheckConfig {
+        /// Configuration file (TOML).
+        config: PathBuf,
+    },
+    /// Run the provider emulator (Fetch Hive, AI Tutor and Knouds on one port).
+    Emulator {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8700")]
+        listen: SocketAddr,
+    },
+    /// Start the emulator and the gateway on loopback and make real gRPC
+    /// calls to every dialect.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            report(&format!("cannot start the async runtime: {err}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli.command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            report(&message);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[expect(
+    clippy::print_stderr,
+    reason = "the CLI reports fatal errors on stderr"
+)]
+fn report(message: &str) {
+    eprintln!("flowgate: {message}");
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "check-config reports its verdict on stdout"
+)]
+fn say(message: &str) {
+    println!("{message}");
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Serve { config } => {
+            let config =
+                Config::load(&config).map_err(|err| format!("invalid configuration:\n{err}"))?;
+            logging::init(config.log.format, &config.log.level);
+            let gateway = server::build_gateway(&config, |var| std::env::var(var).ok())
+                .map_err(|err| format!("invalid configuration:\n{err}"))?;
+            let listener = tokio::net::TcpListener::bind(config.server.listen)
+                .await
+                .map_err(|err| format!("cannot listen on {}: {err}", config.server.listen))?;
+            tracing::info!(
+                listen = %config.server.listen,
+                providers = ?config.providers.keys().collect::<Vec<_>>(),
+                "flowgate serving"
+            );
+            server::serve(gateway, config.server.clone(), listener, shutdown_signal())
+                .await
+                .map_err(|err| err.to_string())
+        }
+        Command::CheckConfig { config: path } => {
+            let config = Config::load(&path)
+                .map_err(|err| format!("{} is invalid:\n{err}", path.display()))?;
+            server::build_gateway(&config, |var| std::env::var(var).ok())
+                .map_err(|err| format!("{} is invalid:\n{err}", path.display()))?;
+            say(&format!(
+                "{}: OK ({} provider{}: {})",
+                path.display(),
+                config.providers.len(),
+                if config.providers.len() == 1 { "" } else { "s" },
+                config
+                    .providers
+                    .iter()
+                    .map(|(name, provider)| format!("{name} ({:?})", provider.kind).to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            Ok(())
+        }
+        Command::Emulator { listen } => {
+            logging::init(LogFormat::Text, "info");
+            let emulator = flowgate_emulator::Emulator::start(Default::default(), listen)
+                .await
+                .map_err(|err| format!("cannot start the emulator on {listen}: {err}"))?;
+            tracing::info!(
+                fetchhive = %emulator.fetchhive_base_url(),
+                aitutor = %emulator.aitutor_base_url(),
+                knouds = %emulator.knouds_base_url(),
+                "emulator listening (Ctrl-C to stop)"
+            );
+            shutdown_signal().await;
+            emulator.shutdown().await;
+            Ok(())
+        }
+        Command::Demo => demo::run()
+            .await
+            .map_err(|err| format!("demo failed: {err}")),
+    }
+}
+
+/// Resolves on SIGTERM (Kubernetes) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

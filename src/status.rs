@@ -1,0 +1,185 @@
+//! The one place a [`GatewayError`] becomes a `tonic::Status`.
+//!
+//! | class | gRPC code | details |
+//! |---|---|---|
+//! | InvalidArgument | INVALID_ARGUMENT | BadRequest |
+//! | Unauthenticated | UNAUTHENTICATED | |
+//! | PermissionDenied | PERMISSION_DENIED | (required capability in ErrorInfo) |
+//! | NotFound | NOT_FOUND | ResourceInfo |
+//! | RateLimited | RESOURCE_EXHAUSTED | RetryInfo, QuotaFailure |
+//! | QuotaExhausted | RESOURCE_EXHAUSTED | QuotaFailure |
+//! | FailedPrecondition | FAILED_PRECONDITION | PreconditionFailure |
+//! | UpstreamCredentialRejected | UNAUTHENTICATED | reason UPSTREAM_CREDENTIAL_REJECTED |
+//! | DeadlineExceeded | DEADLINE_EXCEEDED | |
+//! | Unavailable | UNAVAILABLE | RetryInfo when known |
+//! | UpstreamFailure, ProtocolError, Internal | INTERNAL | |
+//! | Unimplemented | UNIMPLEMENTED | |
+//!
+//! Every status carries `ErrorInfo` (reason, domain = provider kind or
+//! `flowgate`, metadata = provider, http_status, upstream_request_id) and,
+//! when known, the rate-limit window as `x-ratelimit-*` metadata.
+
+use std::collections::HashMap;
+
+use flowgate_core::{ErrorClass, GatewayError, RateLimitInfo};
+use tonic::{
+    Code, Status,
+    metadata::{MetadataMap, MetadataValue},
+};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The gRPC code of an error class.
+pub fn code_for(class: ErrorClass) -> Code {
+    match class {
+        ErrorClass::InvalidArgument => Code::InvalidArgument,
+        ErrorClass::Unauthenticated | ErrorClass::UpstreamCredentialRejected => {
+            Code::Unauthenticated
+        }
+        ErrorClass::PermissionDenied => Code::PermissionDenied,
+        ErrorClass::NotFound => Code::NotFound,
+        ErrorClass::RateLimited | ErrorClass::QuotaExhausted => Code::ResourceExhausted,
+        ErrorClass::FailedPrecondition => Code::FailedPrecondition,
+        ErrorClass::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorClass::Unavailable => Code::Unavailable,
+        ErrorClass::UpstreamFailure | ErrorClass::ProtocolError | ErrorClass::Internal => {
+            Code::Internal
+        }
+        ErrorClass::Unimplemented => Code::Unimplemented,
+    }
+}
+
+/// Converts an engine error into the status the caller receives.
+pub fn to_status(error: &GatewayError) -> Status {
+    let mut details = ErrorDetails::new();
+    let mut info: HashMap<String, String> = HashMap::new();
+    let domain = match &error.upstream {
+        Some(upstream) => {
+            info.insert("provider".into(), upstream.provider.clone());
+            if let Some(status) = upstream.http_status {
+                info.insert("http_status".into(), status.to_string());
+            }
+            if let Some(request_id) = &upstream.request_id {
+                info.insert("upstream_request_id".into(), request_id.clone());
+            }
+            upstream.kind.as_str()
+        }
+        None => "flowgate",
+    };
+    for (key, value) in &error.metadata {
+        info.insert(key.clone(), value.clone());
+    }
+    details.set_error_info(error.reason.clone(), domain, info);
+    for violation in &error.violations {
+        details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
+    }
+    if let Some(retry_after) = error.retry_after {
+        details.set_retry_info(Some(retry_after));
+    }
+    if let Some(quota) = &error.quota {
+        details.add_quota_failure_violation(quota.subject.clone(), quota.description.clone());
+    }
+    if let Some(precondition) = &error.precondition {
+        details.add_precondition_failure_violation(
+            precondition.kind.clone(),
+            precondition.subject.clone(),
+            precondition.description.clone(),
+        );
+    }
+    if let Some(resource) = &error.resource {
+        let owner = error
+            .upstream
+            .as_ref()
+            .map(|upstream| upstream.provider.clone())
+            .unwrap_or_default();
+        details.set_resource_info(
+            resource.resource_type.clone(),
+            resource.name.clone(),
+            owner,
+            error.message.clone(),
+        );
+    }
+    let mut metadata = MetadataMap::new();
+    if let Some(rate_limit) = &error.rate_limit {
+        insert_rate_limit(rate_limit, &mut metadata);
+    }
+    Status::with_error_details_and_metadata(
+        code_for(error.class),
+        error.message.clone(),
+        details,
+        metadata,
+    )
+}
+
+/// Writes a rate-limit window as `x-ratelimit-limit`, `-remaining`,
+/// `-reset` (unix seconds) and `-retry-after` (seconds) metadata.
+pub fn insert_rate_limit(rate_limit: &RateLimitInfo, metadata: &mut MetadataMap) {
+    let mut put = |key: &'static str, value: u64| {
+        metadata.insert(key, MetadataValue::from(value));
+    };
+    if let Some(limit) = rate_limit.limit {
+        put("x-ratelimit-limit", limit);
+    }
+    if let Some(remaining) = rate_limit.remaining {
+        put("x-ratelimit-remaining", remaining);
+    }
+    if let Some(reset) = rate_limit
+        .reset_at
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+    {
+        put("x-ratelimit-reset", reset.as_secs());
+    }
+    if let Some(retry_after) = rate_limit.retry_after {
+        put("x-ratelimit-retry-after", retry_after.as_secs());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowgate_core::{FieldViolation, ProviderKind, UpstreamContext};
+    use std::time::Duration;
+
+    #[test]
+    fn rate_limited_carries_retry_quota_and_metadata() {
+        let error = GatewayError::new(ErrorClass::RateLimited, "RATE_LIMIT_EXCEEDED", "slow down")
+            .with_upstream(UpstreamContext {
+                provider: "kn".into(),
+                kind: ProviderKind::Knouds,
+                http_status: Some(429),
+                request_id: Some("req-9".into()),
+            })
+            .with_retry_after(Some(Duration::from_secs(7)))
+            .with_quota("provider:kn", "upstream request rate")
+            .with_rate_limit(RateLimitInfo {
+                limit: Some(100),
+                remaining: Some(0),
+                ..Default::default()
+            });
+        let status = to_status(&error);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, "RATE_LIMIT_EXCEEDED");
+        assert_eq!(info.domain, "knouds");
+        assert_eq!(info.metadata["http_status"], "429");
+        assert_eq!(info.metadata["upstream_request_id"], "req-9");
+        assert_eq!(
+            details.retry_info().unwrap().retry_delay,
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(details.quota_failure().unwrap().violations.len(), 1);
+        assert_eq!(status.metadata().get("x-ratelimit-remaining").unwrap(), "0");
+    }
+
+    #[test]
+    fn invalid_argument_lists_violations() {
+        let status = to_status(&GatewayError::invalid_argument(vec![
+            FieldViolation::new("target.slug", "bad"),
+            FieldViolation::new("metadata.x", "flat"),
+        ]));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        assert_eq!(details.bad_request().unwrap().field_violations.len(), 2);
+        assert_eq!(details.error_info().unwrap().domain, "flowgate");
+    }
+}

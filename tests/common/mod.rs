@@ -1,0 +1,174 @@
+//! Test harness: the emulator and an in-process gateway on 127.0.0.1:0,
+//! and a real gRPC client.
+
+// Shared by several test crates, each using a different subset; failing
+// fast with a message is what a test helper should do.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+
+use flowgate::{
+    config::Config,
+    pb::{self, workflow_gateway_client::WorkflowGatewayClient},
+    server::{self, RunningServer},
+};
+use flowgate_emulator::{Emulator, EmulatorConfig, keys};
+use tonic::transport::Channel;
+
+pub struct Harness {
+    pub emulator: Emulator,
+    pub server: RunningServer,
+    pub client: WorkflowGatewayClient<Channel>,
+    pub keys: HashMap<String, String>,
+}
+
+/// The gateway configuration the tests use: one provider per dialect plus
+/// Knouds providers holding the emulator's special keys, so each can be
+/// addressed by name.
+pub fn config_text(emulator: &Emulator) -> String {
+    format!(
+        r#"
+        [server]
+        listen = "127.0.0.1:0"
+        default_deadline = "30s"
+        shutdown_grace = "2s"
+
+        [providers.fh]
+        kind = "fetchhive"
+        base_url = "{fh}"
+        api_key_env = "FH_KEY"
+
+        [providers.fh-broke]
+        kind = "fetchhive"
+        base_url = "{fh}"
+        api_key_env = "FH_BROKE_KEY"
+
+        [providers.tutor]
+        kind = "aitutor"
+        base_url = "{at}"
+        api_key_env = "AT_KEY"
+
+        [providers.kn]
+        kind = "knouds"
+        base_url = "{kn}"
+        api_key_env = "KN_KEY"
+
+        [providers.kn-scoped]
+        kind = "knouds"
+        base_url = "{kn}"
+        api_key_env = "KN_SCOPED_KEY"
+
+        [providers.kn-pro]
+        kind = "knouds"
+        base_url = "{kn}"
+        api_key_env = "KN_PRO_KEY"
+
+        [providers.kn-broke]
+        kind = "knouds"
+        base_url = "{kn}"
+        api_key_env = "KN_BROKE_KEY"
+
+        [providers.kn-trial]
+        kind = "knouds"
+        base_url = "{kn}"
+        api_key_env = "KN_TRIAL_KEY"
+
+        [providers.kn-badkey]
+        kind = "knouds"
+        base_url = "{kn}"
+        api_key_env = "KN_BAD_KEY"
+        "#,
+        fh = emulator.fetchhive_base_url(),
+        at = emulator.aitutor_base_url(),
+        kn = emulator.knouds_base_url(),
+    )
+}
+
+pub fn test_keys() -> HashMap<String, String> {
+    [
+        ("FH_KEY", keys::FETCHHIVE_KEY),
+        ("FH_BROKE_KEY", keys::FETCHHIVE_KEY_NO_CREDITS),
+        ("AT_KEY", keys::AITUTOR_KEY),
+        ("KN_KEY", keys::KNOUDS_KEY),
+        ("KN_SCOPED_KEY", keys::KNOUDS_KEY_SCOPED),
+        ("KN_PRO_KEY", keys::KNOUDS_KEY_PRO),
+        ("KN_BROKE_KEY", keys::KNOUDS_KEY_NO_CREDITS),
+        ("KN_TRIAL_KEY", keys::KNOUDS_KEY_TRIAL),
+        ("KN_BAD_KEY", "knouds_live_not_a_real_key_5f3a"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+pub async fn start() -> Harness {
+    start_with(EmulatorConfig::default(), |text| text).await
+}
+
+/// Starts the emulator with `emulator_config`, then the gateway with the
+/// config text `edit` returns.
+pub async fn start_with(
+    emulator_config: EmulatorConfig,
+    edit: impl FnOnce(String) -> String,
+) -> Harness {
+    let emulator = Emulator::start(emulator_config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("emulator starts");
+    let config = Config::parse(&edit(config_text(&emulator)), Vec::new()).expect("config parses");
+    let keys = test_keys();
+    let gateway =
+        server::build_gateway(&config, |var| keys.get(var).cloned()).expect("gateway builds");
+    let server = server::spawn(gateway, config.server.clone())
+        .await
+        .expect("gateway starts");
+    let client = WorkflowGatewayClient::connect(format!("http://{}", server.addr))
+        .await
+        .expect("client connects");
+    Harness {
+        emulator,
+        server,
+        client,
+        keys,
+    }
+}
+
+pub fn target(
+    provider: &str,
+    workflow: pb::workflow_target::Workflow,
+) -> Option<pb::WorkflowTarget> {
+    Some(pb::WorkflowTarget {
+        provider: provider.to_owned(),
+        workflow: Some(workflow),
+    })
+}
+
+pub fn deployment(name: &str, variant: &str) -> pb::workflow_target::Workflow {
+    pb::workflow_target::Workflow::Deployment(pb::Deployment {
+        name: name.to_owned(),
+        variant: variant.to_owned(),
+    })
+}
+
+pub fn workflow_id(id: &str) -> pb::workflow_target::Workflow {
+    pb::workflow_target::Workflow::WorkflowId(id.to_owned())
+}
+
+pub fn slug(slug: &str) -> pb::workflow_target::Workflow {
+    pb::workflow_target::Workflow::Slug(slug.to_owned())
+}
+
+/// A JSON object as a `google.protobuf.Struct`.
+pub fn inputs(value: serde_json::Value) -> Option<prost_types::Struct> {
+    match flowgate::convert::json_to_value(value).kind {
+        Some(prost_types::value::Kind::StructValue(object)) => Some(object),
+        _ => panic!("inputs must be an object"),
+    }
+}
+
+/// A `google.protobuf.Value` as JSON.
+pub fn json(value: Option<prost_types::Value>) -> serde_json::Value {
+    let mut violations = Vec::new();
+    let json = flowgate::convert::value_to_json(value.expect("a value"), "x", &mut violations);
+    assert!(violations.is_empty());
+    json
+}
