@@ -25,6 +25,31 @@ fn invoke_request(
     }
 }
 
+/// Invokes and expects an error status.
+async fn fails(
+    h: &mut common::Harness,
+    target: Option<pb::WorkflowTarget>,
+    input: serde_json::Value,
+) -> tonic::Status {
+    h.client
+        .invoke(invoke_request(target, input))
+        .await
+        .expect_err("the call fails")
+}
+
+/// Invokes and expects a response.
+async fn succeeds(
+    h: &mut common::Harness,
+    target: Option<pb::WorkflowTarget>,
+    input: serde_json::Value,
+) -> pb::InvokeResponse {
+    h.client
+        .invoke(invoke_request(target, input))
+        .await
+        .expect("the call succeeds")
+        .into_inner()
+}
+
 fn async_options(callback_url: &str) -> Option<pb::AsyncOptions> {
     Some(pb::AsyncOptions {
         enabled: true,
@@ -117,15 +142,12 @@ async fn fetchhive_upstream_request_is_exactly_the_documented_one() {
 #[tokio::test]
 async fn fetchhive_json_string_output_is_decoded() {
     let mut h = start().await;
-    let response = h
-        .client
-        .invoke(invoke_request(
-            target("fh", deployment("company-extractor", "default")),
-            json!({"companies": [{"name": "Fetch Hive"}, {"name": "Knouds"}]}),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = succeeds(
+        &mut h,
+        target("fh", deployment("company-extractor", "default")),
+        json!({"companies": [{"name": "Fetch Hive"}, {"name": "Knouds"}]}),
+    )
+    .await;
     let output = json(response.output);
     assert!(output.is_object(), "decoded into an object: {output}");
     assert_eq!(output["count"], json!(2));
@@ -186,14 +208,12 @@ async fn fetchhive_async_without_callback_url_is_rejected_locally() {
 #[tokio::test]
 async fn fetchhive_human_in_the_loop_needs_callback_delivery() {
     let mut h = start().await;
-    let status = h
-        .client
-        .invoke(invoke_request(
-            target("fh", deployment("approval-flow", "default")),
-            json!({}),
-        ))
-        .await
-        .unwrap_err();
+    let status = fails(
+        &mut h,
+        target("fh", deployment("approval-flow", "default")),
+        json!({}),
+    )
+    .await;
     assert_eq!(status.code(), Code::FailedPrecondition);
     let details = status.get_error_details();
     let precondition = &details.precondition_failure().unwrap().violations[0];
@@ -207,15 +227,12 @@ async fn fetchhive_human_in_the_loop_needs_callback_delivery() {
 #[tokio::test]
 async fn fetchhive_failed_run_is_ok_with_status_failed() {
     let mut h = start().await;
-    let response = h
-        .client
-        .invoke(invoke_request(
-            target("fh", deployment("failing-flow", "default")),
-            json!({}),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = succeeds(
+        &mut h,
+        target("fh", deployment("failing-flow", "default")),
+        json!({}),
+    )
+    .await;
     assert_eq!(response.status(), pb::RunStatus::Failed);
     let error = response.error.unwrap();
     assert!(!error.message.is_empty());
@@ -224,14 +241,12 @@ async fn fetchhive_failed_run_is_ok_with_status_failed() {
 #[tokio::test]
 async fn fetchhive_unknown_deployment_is_not_found_with_resource_info() {
     let mut h = start().await;
-    let status = h
-        .client
-        .invoke(invoke_request(
-            target("fh", deployment("no-such-deployment", "default")),
-            json!({}),
-        ))
-        .await
-        .unwrap_err();
+    let status = fails(
+        &mut h,
+        target("fh", deployment("no-such-deployment", "default")),
+        json!({}),
+    )
+    .await;
     assert_eq!(status.code(), Code::NotFound);
     let resource = status.get_error_details().resource_info().cloned().unwrap();
     assert_eq!(resource.resource_type, "fetchhive.deployment");
@@ -242,14 +257,12 @@ async fn fetchhive_unknown_deployment_is_not_found_with_resource_info() {
 #[tokio::test]
 async fn fetchhive_credits_exhausted_is_resource_exhausted_with_quota_failure() {
     let mut h = start().await;
-    let status = h
-        .client
-        .invoke(invoke_request(
-            target("fh-broke", deployment("summarize", "default")),
-            json!({"topic": "x"}),
-        ))
-        .await
-        .unwrap_err();
+    let status = fails(
+        &mut h,
+        target("fh-broke", deployment("summarize", "default")),
+        json!({"topic": "x"}),
+    )
+    .await;
     assert_eq!(status.code(), Code::ResourceExhausted);
     let details = status.get_error_details();
     assert_eq!(
@@ -264,15 +277,12 @@ async fn fetchhive_credits_exhausted_is_resource_exhausted_with_quota_failure() 
 #[tokio::test]
 async fn aitutor_run_returns_result_and_citations() {
     let mut h = start().await;
-    let response = h
-        .client
-        .invoke(invoke_request(
-            target("", workflow_id("wf_research")),
-            json!({"topic": "gRPC gateways"}),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = succeeds(
+        &mut h,
+        target("", workflow_id("wf_research")),
+        json!({"topic": "gRPC gateways"}),
+    )
+    .await;
     assert_eq!(response.status(), pb::RunStatus::Completed);
     assert_eq!(response.provider, "tutor");
     let output = json(response.output);
@@ -308,14 +318,7 @@ async fn aitutor_upstream_request_is_the_flat_variables_body() {
 #[tokio::test]
 async fn aitutor_missing_input_names_the_field() {
     let mut h = start().await;
-    let status = h
-        .client
-        .invoke(invoke_request(
-            target("tutor", workflow_id("wf_story")),
-            json!({}),
-        ))
-        .await
-        .unwrap_err();
+    let status = fails(&mut h, target("tutor", workflow_id("wf_story")), json!({})).await;
     assert_eq!(status.code(), Code::InvalidArgument);
     let details = status.get_error_details();
     assert_eq!(
@@ -328,14 +331,12 @@ async fn aitutor_missing_input_names_the_field() {
 #[tokio::test]
 async fn aitutor_unpublished_workflow_is_not_found() {
     let mut h = start().await;
-    let status = h
-        .client
-        .invoke(invoke_request(
-            target("tutor", workflow_id("wf_unpublished")),
-            json!({}),
-        ))
-        .await
-        .unwrap_err();
+    let status = fails(
+        &mut h,
+        target("tutor", workflow_id("wf_unpublished")),
+        json!({}),
+    )
+    .await;
     assert_eq!(status.code(), Code::NotFound);
     let details = status.get_error_details();
     assert_eq!(details.error_info().unwrap().reason, "workflow_not_found");
@@ -363,15 +364,12 @@ async fn aitutor_async_is_not_offered_yet() {
 #[tokio::test]
 async fn knouds_sync_run_reports_result_cost_and_duration() {
     let mut h = start().await;
-    let response = h
-        .client
-        .invoke(invoke_request(
-            target("kn", slug("summarize-text")),
-            json!({"text": "flowgate translates gRPC to REST"}),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = succeeds(
+        &mut h,
+        target("kn", slug("summarize-text")),
+        json!({"text": "flowgate translates gRPC to REST"}),
+    )
+    .await;
     assert_eq!(response.status(), pb::RunStatus::Completed);
     assert!(json(response.output)["summary"].is_string());
     let usage = response.usage.unwrap();
@@ -438,14 +436,12 @@ async fn knouds_async_not_supported_is_failed_precondition() {
 #[tokio::test]
 async fn knouds_capability_denied_names_the_required_capability() {
     let mut h = start().await;
-    let status = h
-        .client
-        .invoke(invoke_request(
-            target("kn-scoped", slug("render-video")),
-            json!({"prompt": "x"}),
-        ))
-        .await
-        .unwrap_err();
+    let status = fails(
+        &mut h,
+        target("kn-scoped", slug("render-video")),
+        json!({"prompt": "x"}),
+    )
+    .await;
     assert_eq!(status.code(), Code::PermissionDenied);
     let info = status.get_error_details().error_info().cloned().unwrap();
     assert_eq!(info.reason, "CAPABILITY_DENIED");
@@ -458,25 +454,21 @@ async fn knouds_capability_denied_names_the_required_capability() {
 #[tokio::test]
 async fn knouds_plan_and_credit_limits_are_told_apart() {
     let mut h = start().await;
-    let broke = h
-        .client
-        .invoke(invoke_request(
-            target("kn-broke", slug("summarize-text")),
-            json!({"text": "x"}),
-        ))
-        .await
-        .unwrap_err();
+    let broke = fails(
+        &mut h,
+        target("kn-broke", slug("summarize-text")),
+        json!({"text": "x"}),
+    )
+    .await;
     assert_eq!(broke.code(), Code::ResourceExhausted);
     assert!(broke.get_error_details().quota_failure().is_some());
 
-    let trial = h
-        .client
-        .invoke(invoke_request(
-            target("kn-trial", slug("summarize-text")),
-            json!({"text": "x"}),
-        ))
-        .await
-        .unwrap_err();
+    let trial = fails(
+        &mut h,
+        target("kn-trial", slug("summarize-text")),
+        json!({"text": "x"}),
+    )
+    .await;
     assert_eq!(trial.code(), Code::FailedPrecondition);
     let details = trial.get_error_details();
     assert_eq!(details.error_info().unwrap().reason, "grant_exhausted");
@@ -485,14 +477,12 @@ async fn knouds_plan_and_credit_limits_are_told_apart() {
         "PLAN"
     );
 
-    let tier = h
-        .client
-        .invoke(invoke_request(
-            target("kn-pro", slug("premium-model")),
-            json!({"prompt": "x"}),
-        ))
-        .await
-        .unwrap_err();
+    let tier = fails(
+        &mut h,
+        target("kn-pro", slug("premium-model")),
+        json!({"prompt": "x"}),
+    )
+    .await;
     assert_eq!(tier.code(), Code::FailedPrecondition);
     assert_eq!(
         tier.get_error_details()
@@ -507,14 +497,12 @@ async fn knouds_plan_and_credit_limits_are_told_apart() {
 #[tokio::test]
 async fn knouds_invalid_inputs_become_field_violations() {
     let mut h = start().await;
-    let status = h
-        .client
-        .invoke(invoke_request(
-            target("kn", slug("summarize-text")),
-            json!({"max_words": "ten"}),
-        ))
-        .await
-        .unwrap_err();
+    let status = fails(
+        &mut h,
+        target("kn", slug("summarize-text")),
+        json!({"max_words": "ten"}),
+    )
+    .await;
     assert_eq!(status.code(), Code::InvalidArgument);
     let violations = status
         .get_error_details()
@@ -532,15 +520,12 @@ async fn knouds_invalid_inputs_become_field_violations() {
 #[tokio::test]
 async fn knouds_failed_execution_is_ok_with_status_failed() {
     let mut h = start().await;
-    let response = h
-        .client
-        .invoke(invoke_request(
-            target("kn", slug("flaky-pipeline")),
-            json!({"input": "x"}),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = succeeds(
+        &mut h,
+        target("kn", slug("flaky-pipeline")),
+        json!({"input": "x"}),
+    )
+    .await;
     assert_eq!(response.status(), pb::RunStatus::Failed);
     assert_eq!(response.error.unwrap().code, "EXECUTION_FAILED");
 }
@@ -548,14 +533,7 @@ async fn knouds_failed_execution_is_ok_with_status_failed() {
 #[tokio::test]
 async fn knouds_unknown_slug_is_not_found() {
     let mut h = start().await;
-    let status = h
-        .client
-        .invoke(invoke_request(
-            target("kn", slug("does-not-exist")),
-            json!({}),
-        ))
-        .await
-        .unwrap_err();
+    let status = fails(&mut h, target("kn", slug("does-not-exist")), json!({})).await;
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(
         status
@@ -572,14 +550,12 @@ async fn knouds_unknown_slug_is_not_found() {
 #[tokio::test]
 async fn rejected_provider_key_is_a_config_fault_and_never_leaks() {
     let mut h = start().await;
-    let status = h
-        .client
-        .invoke(invoke_request(
-            target("kn-badkey", slug("summarize-text")),
-            json!({"text": "x"}),
-        ))
-        .await
-        .unwrap_err();
+    let status = fails(
+        &mut h,
+        target("kn-badkey", slug("summarize-text")),
+        json!({"text": "x"}),
+    )
+    .await;
     assert_eq!(status.code(), Code::Unauthenticated);
     let details = status.get_error_details();
     assert_eq!(
@@ -604,14 +580,12 @@ async fn upstream_rate_limit_is_resource_exhausted_with_retry_info() {
         .with_header("X-RateLimit-Remaining", "0")
         .with_times(1),
     );
-    let status = h
-        .client
-        .invoke(invoke_request(
-            target("kn", slug("summarize-text")),
-            json!({"text": "x"}),
-        ))
-        .await
-        .unwrap_err();
+    let status = fails(
+        &mut h,
+        target("kn", slug("summarize-text")),
+        json!({"text": "x"}),
+    )
+    .await;
     assert_eq!(status.code(), Code::ResourceExhausted);
     let details = status.get_error_details();
     assert_eq!(
@@ -692,11 +666,7 @@ async fn invalid_requests_are_rejected_before_any_upstream_call() {
             .clone();
         assert_eq!(violations[0].field, field);
     }
-    let status = h
-        .client
-        .invoke(invoke_request(target("nope", slug("a")), json!({})))
-        .await
-        .unwrap_err();
+    let status = fails(&mut h, target("nope", slug("a")), json!({})).await;
     assert_eq!(status.code(), Code::NotFound);
     assert!(h.emulator.requests().is_empty(), "nothing reached upstream");
 }
@@ -704,14 +674,12 @@ async fn invalid_requests_are_rejected_before_any_upstream_call() {
 #[tokio::test]
 async fn ambiguous_dialect_requires_a_provider_name() {
     let mut h = start().await;
-    let status = h
-        .client
-        .invoke(invoke_request(
-            target("", slug("summarize-text")),
-            json!({"text": "x"}),
-        ))
-        .await
-        .unwrap_err();
+    let status = fails(
+        &mut h,
+        target("", slug("summarize-text")),
+        json!({"text": "x"}),
+    )
+    .await;
     assert_eq!(status.code(), Code::InvalidArgument);
     let violation = status
         .get_error_details()
@@ -763,14 +731,12 @@ async fn unreachable_upstream_is_unavailable() {
         )
     })
     .await;
-    let status = h
-        .client
-        .invoke(invoke_request(
-            target("gone", slug("summarize-text")),
-            json!({"text": "x"}),
-        ))
-        .await
-        .unwrap_err();
+    let status = fails(
+        &mut h,
+        target("gone", slug("summarize-text")),
+        json!({"text": "x"}),
+    )
+    .await;
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(
         status.get_error_details().error_info().unwrap().reason,
@@ -786,14 +752,12 @@ async fn undecodable_answers_are_protocol_errors() {
             .with_content_type("text/html")
             .with_times(1),
     );
-    let status = h
-        .client
-        .invoke(invoke_request(
-            target("tutor", workflow_id("wf_story")),
-            json!({"story": "x"}),
-        ))
-        .await
-        .unwrap_err();
+    let status = fails(
+        &mut h,
+        target("tutor", workflow_id("wf_story")),
+        json!({"story": "x"}),
+    )
+    .await;
     assert_eq!(status.code(), Code::Internal);
     assert_eq!(
         status.get_error_details().error_info().unwrap().reason,

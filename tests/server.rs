@@ -13,11 +13,7 @@ use tonic_reflection::pb::{v1, v1alpha};
 #[tokio::test]
 async fn health_reports_serving_for_the_gateway_service() {
     let h = common::start().await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", h.server.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = h.channel().await;
     let mut health = HealthClient::new(channel);
     for service in ["", "flowgate.v1.WorkflowGateway"] {
         let response = health
@@ -34,11 +30,7 @@ async fn health_reports_serving_for_the_gateway_service() {
 #[tokio::test]
 async fn reflection_v1_and_v1alpha_list_every_service() {
     let h = common::start().await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", h.server.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = h.channel().await;
 
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
     let request = v1::ServerReflectionRequest {

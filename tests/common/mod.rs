@@ -84,6 +84,17 @@ pub fn config_text(emulator: &Emulator) -> String {
     )
 }
 
+impl Harness {
+    /// A fresh channel to the gateway, for clients of other services.
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.server.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
 pub fn test_keys() -> HashMap<String, String> {
     [
         ("FH_KEY", keys::FETCHHIVE_KEY),
