@@ -38,6 +38,136 @@ pub struct Config {
     /// The providers, by name.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Callback ingress and forwarding.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+    /// Run tracking.
+    #[serde(default)]
+    pub runs: RunsConfig,
+}
+
+/// `[webhooks]`: the callback ingress listener and callback forwarding.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Where the ingress listener (`POST /webhooks/{provider}`) binds; no
+    /// listener when absent.
+    pub listen: Option<SocketAddr>,
+    /// The ingress's public base URL, given to providers as the callback
+    /// URL (Fetch Hive async runs then report to flowgate). When absent,
+    /// callers' callback URLs are passed through and runs are polled.
+    pub public_url: Option<String>,
+    /// Environment variable holding flowgate's Standard Webhooks signing
+    /// secret(s) (`whsec_…`; several, comma-separated, for rotation: the
+    /// first signs, all verify). Forwarding is off without one.
+    pub signing_secret_env: Option<String>,
+    /// File holding the signing secret(s), instead of the variable.
+    pub signing_secret_file: Option<PathBuf>,
+    /// Signature timestamp tolerance. Default `300s`.
+    #[serde(
+        default = "WebhooksConfig::default_tolerance",
+        deserialize_with = "duration"
+    )]
+    pub tolerance: Duration,
+    /// Largest accepted callback body. Default 1 MiB.
+    #[serde(default = "WebhooksConfig::default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Delivery attempts per forwarded callback. Default 8.
+    #[serde(default = "WebhooksConfig::default_forward_attempts")]
+    pub forward_max_attempts: u32,
+}
+
+impl WebhooksConfig {
+    fn default_tolerance() -> Duration {
+        Duration::from_secs(300)
+    }
+    fn default_max_body_bytes() -> usize {
+        1024 * 1024
+    }
+    fn default_forward_attempts() -> u32 {
+        8
+    }
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            public_url: None,
+            signing_secret_env: None,
+            signing_secret_file: None,
+            tolerance: Self::default_tolerance(),
+            max_body_bytes: Self::default_max_body_bytes(),
+            forward_max_attempts: Self::default_forward_attempts(),
+        }
+    }
+}
+
+/// `[runs]`: the run registry and status polling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsConfig {
+    /// Most runs kept in memory. Default 100000.
+    #[serde(default = "RunsConfig::default_capacity")]
+    pub capacity: u64,
+    /// How long a run is kept after its last change. Default `24h`.
+    #[serde(default = "RunsConfig::default_ttl", deserialize_with = "duration")]
+    pub ttl: Duration,
+    /// First status-poll interval. Default `500ms`.
+    #[serde(
+        default = "RunsConfig::default_poll_initial",
+        deserialize_with = "duration"
+    )]
+    pub poll_initial: Duration,
+    /// Longest status-poll interval. Default `10s`.
+    #[serde(
+        default = "RunsConfig::default_poll_max",
+        deserialize_with = "duration"
+    )]
+    pub poll_max: Duration,
+    /// Longest a run is polled. Default `1h`.
+    #[serde(
+        default = "RunsConfig::default_max_watch",
+        deserialize_with = "duration"
+    )]
+    pub max_watch: Duration,
+    /// Most gateway-run async runs (AI Tutor) at once. Default 256.
+    #[serde(default = "RunsConfig::default_max_background_runs")]
+    pub max_background_runs: usize,
+}
+
+impl RunsConfig {
+    fn default_capacity() -> u64 {
+        100_000
+    }
+    fn default_ttl() -> Duration {
+        Duration::from_secs(24 * 3600)
+    }
+    fn default_poll_initial() -> Duration {
+        Duration::from_millis(500)
+    }
+    fn default_poll_max() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_max_watch() -> Duration {
+        Duration::from_secs(3600)
+    }
+    fn default_max_background_runs() -> usize {
+        256
+    }
+}
+
+impl Default for RunsConfig {
+    fn default() -> Self {
+        Self {
+            capacity: Self::default_capacity(),
+            ttl: Self::default_ttl(),
+            poll_initial: Self::default_poll_initial(),
+            poll_max: Self::default_poll_max(),
+            max_watch: Self::default_max_watch(),
+            max_background_runs: Self::default_max_background_runs(),
+        }
+    }
 }
 
 /// `[server]`.
@@ -153,6 +283,9 @@ pub struct ProviderConfig {
     pub timeout: Option<Duration>,
     /// Fetch Hive only: the variant used when a call names none.
     pub default_variant: Option<String>,
+    /// Environment variable holding the secret(s) the provider signs its
+    /// webhooks with (Knouds: per key; several comma-separated for rotation).
+    pub webhook_secret_env: Option<String>,
     /// `[providers.<name>.retry]`.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -379,8 +512,59 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        if let Some(url) = &self.webhooks.public_url
+            && let Err(message) = check_base_url(url)
+        {
+            issue("webhooks.public_url".into(), message);
+        }
+        if self.webhooks.signing_secret_env.is_some() && self.webhooks.signing_secret_file.is_some()
+        {
+            issue(
+                "webhooks.signing_secret_env".into(),
+                "set signing_secret_env or signing_secret_file, not both".into(),
+            );
+        }
+        if self.webhooks.tolerance.is_zero() {
+            issue(
+                "webhooks.tolerance".into(),
+                "must be greater than zero".into(),
+            );
+        }
+        if self.webhooks.max_body_bytes < 1024 {
+            issue(
+                "webhooks.max_body_bytes".into(),
+                "must be at least 1024".into(),
+            );
+        }
+        if !(1..=50).contains(&self.webhooks.forward_max_attempts) {
+            issue(
+                "webhooks.forward_max_attempts".into(),
+                "must be between 1 and 50".into(),
+            );
+        }
+        if self.runs.capacity == 0 {
+            issue("runs.capacity".into(), "must be at least 1".into());
+        }
+        if self.runs.poll_initial.is_zero() || self.runs.poll_initial > self.runs.poll_max {
+            issue(
+                "runs.poll_initial".into(),
+                "must be greater than zero and at most runs.poll_max".into(),
+            );
+        }
+        if self.runs.max_background_runs == 0 {
+            issue(
+                "runs.max_background_runs".into(),
+                "must be at least 1".into(),
+            );
+        }
         for (name, provider) in &self.providers {
             let at = |field: &str| format!("providers.{name}.{field}");
+            if provider.webhook_secret_env.is_some() && provider.kind != KindConfig::Knouds {
+                issue(
+                    at("webhook_secret_env"),
+                    "only knouds providers sign webhooks with a configured secret (Fetch Hive issues one per run)".into(),
+                );
+            }
             if !is_valid_name(name) {
                 issue(
                     format!("providers.{name}"),
@@ -537,6 +721,79 @@ impl Config {
         }
         if issues.is_empty() {
             Ok(settings)
+        } else {
+            Err(ConfigError { issues })
+        }
+    }
+}
+
+/// Secrets read from the environment or files, by name or path.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedSecrets {
+    /// flowgate's Standard Webhooks secrets (`whsec_…`), signing one first.
+    pub signing: Vec<SecretString>,
+    /// Each provider's webhook secrets.
+    pub providers: BTreeMap<String, Vec<SecretString>>,
+}
+
+impl Config {
+    /// Reads the webhook secrets; fails with the path of each one that
+    /// cannot be read, never showing a value.
+    pub fn webhook_secrets(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<LoadedSecrets, ConfigError> {
+        let mut issues = Vec::new();
+        let mut loaded = LoadedSecrets::default();
+        let split = |text: String| -> Vec<SecretString> {
+            text.split(',')
+                .map(str::trim)
+                .filter(|part| !part.is_empty())
+                .map(SecretString::new)
+                .collect()
+        };
+        let webhooks = &self.webhooks;
+        let signing = match (&webhooks.signing_secret_env, &webhooks.signing_secret_file) {
+            (Some(var), _) => env(var)
+                .map(split)
+                .ok_or(format!("environment variable {var} is not set")),
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map(split)
+                .map_err(|err| format!("cannot read {}: {err}", file.display())),
+            (None, None) => Ok(Vec::new()),
+        };
+        match signing {
+            Ok(secrets) => {
+                for secret in &secrets {
+                    if flowgate_webhook::StandardSecret::parse(secret.expose()).is_err() {
+                        issues.push(ConfigIssue {
+                            path: "webhooks.signing_secret_env".into(),
+                            message: "signing secrets must be whsec_ followed by base64".into(),
+                        });
+                    }
+                }
+                loaded.signing = secrets;
+            }
+            Err(message) => issues.push(ConfigIssue {
+                path: "webhooks.signing_secret_env".into(),
+                message,
+            }),
+        }
+        for (name, provider) in &self.providers {
+            if let Some(var) = &provider.webhook_secret_env {
+                match env(var).map(split).filter(|secrets| !secrets.is_empty()) {
+                    Some(secrets) => {
+                        loaded.providers.insert(name.clone(), secrets);
+                    }
+                    None => issues.push(ConfigIssue {
+                        path: format!("providers.{name}.webhook_secret_env"),
+                        message: format!("environment variable {var} is not set or empty"),
+                    }),
+                }
+            }
+        }
+        if issues.is_empty() {
+            Ok(loaded)
         } else {
             Err(ConfigError { issues })
         }

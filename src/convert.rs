@@ -223,6 +223,74 @@ pub fn invoke_response(invoked: Invoked) -> pb::InvokeResponse {
     }
 }
 
+/// A run's state as a stream event.
+pub fn run_event(record: flowgate_state::RunRecord) -> pb::RunStatusEvent {
+    pb::RunStatusEvent {
+        run_id: record.run_id.encode(),
+        status: run_status(Some(record.status)).into(),
+        time: Some(timestamp(record.updated_at)),
+        output: record.output.map(json_to_value),
+        error: record.error.map(run_error),
+        usage: usage(&record.usage),
+    }
+}
+
+/// The wire scheme as the engine's; `None` for unspecified.
+pub fn webhook_scheme(scheme: pb::WebhookScheme) -> Option<flowgate_webhook::WebhookScheme> {
+    use flowgate_webhook::WebhookScheme;
+    match scheme {
+        pb::WebhookScheme::Unspecified => None,
+        pb::WebhookScheme::Knouds => Some(WebhookScheme::Knouds),
+        pb::WebhookScheme::Fetchhive => Some(WebhookScheme::FetchHive),
+        pb::WebhookScheme::StandardWebhooks => Some(WebhookScheme::Standard),
+    }
+}
+
+/// The wire form of a failure reason.
+pub fn webhook_failure(reason: flowgate_webhook::FailureReason) -> pb::WebhookFailureReason {
+    use flowgate_webhook::FailureReason;
+    match reason {
+        FailureReason::MissingSignature => pb::WebhookFailureReason::MissingSignature,
+        FailureReason::Malformed => pb::WebhookFailureReason::Malformed,
+        FailureReason::Mismatch => pb::WebhookFailureReason::Mismatch,
+        FailureReason::Expired => pb::WebhookFailureReason::Expired,
+        FailureReason::Replayed => pb::WebhookFailureReason::Replayed,
+    }
+}
+
+/// The wire form of a verified event.
+pub fn webhook_event(
+    event: flowgate_webhook::WebhookEvent,
+    run_id: Option<String>,
+) -> pb::WebhookEvent {
+    pb::WebhookEvent {
+        event_id: event.event_id,
+        event_type: event.event_type,
+        run_id: run_id.unwrap_or_default(),
+        upstream_run_id: event.upstream_run_id.unwrap_or_default(),
+        status: run_status(event.status).into(),
+        output: event.output.map(json_to_value),
+        error: event.error.map(run_error),
+        time: event.time.map(timestamp),
+    }
+}
+
+/// Request headers as an HTTP header map; entries that are not valid HTTP
+/// headers are dropped (the verifier then reports the signature missing or
+/// malformed).
+pub fn header_map(headers: std::collections::HashMap<String, String>) -> http::HeaderMap {
+    let mut map = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.trim().as_bytes()),
+            http::HeaderValue::from_str(value.trim()),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,9 @@ pub async fn run() -> Result<(), String> {
         [server]
         listen = "127.0.0.1:0"
 
+        [runs]
+        poll_initial = "200ms"
+
         [providers.fetchhive]
         kind = "fetchhive"
         base_url = "{}"
@@ -70,9 +73,9 @@ pub async fn run() -> Result<(), String> {
         ("DEMO_KNOUDS_KEY", keys::KNOUDS_KEY),
         ("DEMO_KNOUDS_SCOPED_KEY", keys::KNOUDS_KEY_SCOPED),
     ]);
-    let gateway = server::build_gateway(&config, |var| demo_keys.get(var).map(|k| k.to_string()))
+    let app = server::build(&config, |var| demo_keys.get(var).map(|k| k.to_string()))
         .map_err(|err| err.to_string())?;
-    let running = server::spawn(gateway, config.server.clone())
+    let running = server::spawn(app)
         .await
         .map_err(|err| format!("starting the gateway: {err}"))?;
     say(format!(
@@ -157,7 +160,7 @@ async fn calls(client: &mut Client) -> Result<(), String> {
     )
     .await?;
 
-    section("Knouds: slug render-video, async (?async=true)");
+    section("Knouds: slug render-video, async (?async=true), then StreamStatus to completion");
     let mut knouds_async = request(
         "knouds",
         Workflow::Slug("render-video".into()),
@@ -167,7 +170,23 @@ async fn calls(client: &mut Client) -> Result<(), String> {
         enabled: true,
         callback_url: String::new(),
     });
-    invoke(client, knouds_async).await?;
+    if let Some(run_id) = invoke(client, knouds_async).await? {
+        stream(client, run_id).await?;
+    }
+
+    section("AI Tutor has no async mode: flowgate runs it in the background and streams it");
+    let mut tutor_async = request(
+        "",
+        Workflow::WorkflowId("wf_story".into()),
+        json!({"story": "a gateway that never sleeps"}),
+    );
+    tutor_async.async_options = Some(pb::AsyncOptions {
+        enabled: true,
+        callback_url: String::new(),
+    });
+    if let Some(run_id) = invoke(client, tutor_async).await? {
+        stream(client, run_id).await?;
+    }
 
     section("Typed error: a least-privilege key scoped to another slug");
     invoke(
@@ -210,12 +229,45 @@ fn request(provider: &str, workflow: Workflow, inputs: serde_json::Value) -> pb:
     }
 }
 
-async fn invoke(client: &mut Client, request: pb::InvokeRequest) -> Result<(), String> {
+/// Follows a run with StreamStatus until its terminal event.
+async fn stream(client: &mut Client, run_id: String) -> Result<(), String> {
+    let mut request = Request::new(pb::StreamStatusRequest { run_id });
+    request.set_timeout(std::time::Duration::from_secs(30));
+    let mut events = client
+        .stream_status(request)
+        .await
+        .map_err(|status| format!("StreamStatus: {}", status.message()))?
+        .into_inner();
+    while let Some(event) = events
+        .message()
+        .await
+        .map_err(|status| format!("StreamStatus: {}", status.message()))?
+    {
+        let output = event.output.clone().map(|output| {
+            let mut ignored = Vec::new();
+            convert::value_to_json(output, "output", &mut ignored).to_string()
+        });
+        say(format!(
+            "  stream        {:?}{}",
+            event.status(),
+            output.map(|o| format!(" output {o}")).unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// Invokes and prints the answer; returns the run id of accepted async runs.
+async fn invoke(client: &mut Client, request: pb::InvokeRequest) -> Result<Option<String>, String> {
     let mut request = Request::new(request);
     request.set_timeout(std::time::Duration::from_secs(30));
     match client.invoke(request).await {
         Ok(response) => {
             let response = response.into_inner();
+            let pending = matches!(
+                response.status(),
+                pb::RunStatus::Running | pb::RunStatus::Queued
+            )
+            .then(|| response.run_id.clone());
             say(format!("  status        {:?}", response.status()));
             say(format!("  provider      {}", response.provider));
             say(format!("  run_id        {}", response.run_id));
@@ -259,6 +311,7 @@ async fn invoke(client: &mut Client, request: pb::InvokeRequest) -> Result<(), S
                         .unwrap_or_default()
                 ));
             }
+            return Ok(pending);
         }
         Err(status) => {
             say(format!(
@@ -294,5 +347,5 @@ async fn invoke(client: &mut Client, request: pb::InvokeRequest) -> Result<(), S
             }
         }
     }
-    Ok(())
+    Ok(None)
 }

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod convert;
 pub mod demo;
+pub mod ingress;
 pub mod logging;
 pub mod proto;
 pub mod server;

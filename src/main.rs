@@ -85,24 +85,25 @@ async fn run(command: Command) -> Result<(), String> {
             let config =
                 Config::load(&config).map_err(|err| format!("invalid configuration:\n{err}"))?;
             logging::init(config.log.format, &config.log.level);
-            let gateway = server::build_gateway(&config, |var| std::env::var(var).ok())
+            let app = server::build(&config, |var| std::env::var(var).ok())
                 .map_err(|err| format!("invalid configuration:\n{err}"))?;
-            let listener = tokio::net::TcpListener::bind(config.server.listen)
+            let listeners = server::Listeners::bind(&config)
                 .await
-                .map_err(|err| format!("cannot listen on {}: {err}", config.server.listen))?;
+                .map_err(|err| format!("cannot listen: {err}"))?;
             tracing::info!(
                 listen = %config.server.listen,
+                ingress = ?config.webhooks.listen,
                 providers = ?config.providers.keys().collect::<Vec<_>>(),
                 "flowgate serving"
             );
-            server::serve(gateway, config.server.clone(), listener, shutdown_signal())
+            server::serve(app, listeners, shutdown_signal())
                 .await
                 .map_err(|err| err.to_string())
         }
         Command::CheckConfig { config: path } => {
             let config = Config::load(&path)
                 .map_err(|err| format!("{} is invalid:\n{err}", path.display()))?;
-            server::build_gateway(&config, |var| std::env::var(var).ok())
+            server::build(&config, |var| std::env::var(var).ok())
                 .map_err(|err| format!("{} is invalid:\n{err}", path.display()))?;
             say(&format!(
                 "{}: OK ({} provider{}: {})",

@@ -1,6 +1,6 @@
-//! Building and running the gRPC server.
+//! Building and running the servers.
 //!
-//! The stack, outermost first:
+//! The gRPC stack, outermost first:
 //! 1. tonic's HTTP/2 server (keepalive, per-connection settings);
 //! 2. a global concurrency limit (`server.max_concurrent_requests`): calls
 //!    beyond it wait for a slot instead of overloading upstreams;
@@ -8,14 +8,21 @@
 //!    `server.max_request_bytes`), `grpc.health.v1.Health`, and server
 //!    reflection v1 and v1alpha (with the health descriptor registered).
 //!
-//! Shutdown: on the shutdown signal health turns NOT_SERVING, the listener
-//! stops accepting, and in-flight calls get `server.shutdown_grace` to
+//! Beside it, when `webhooks.listen` is set, the callback ingress
+//! ([`crate::ingress`]).
+//!
+//! Shutdown: on the shutdown signal health turns NOT_SERVING, the listeners
+//! stop accepting, and in-flight calls get `server.shutdown_grace` to
 //! finish.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use flowgate_core::Gateway;
 use flowgate_providers::{HttpClient, build_provider};
+use flowgate_state::{
+    Forwarding, IngressConfig, MemoryRunStore, RunTracker, StoreLimits, TrackerConfig,
+};
+use flowgate_webhook::{Forwarder, ForwarderConfig, StandardSecret};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
@@ -23,7 +30,8 @@ use tonic_health::ServingStatus;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::{
-    config::{Config, ConfigError, ServerConfig},
+    config::{Config, ConfigError, ConfigIssue},
+    ingress,
     proto::{FILE_DESCRIPTOR_SET, pb::workflow_gateway_server::WorkflowGatewayServer},
     service::GatewayService,
 };
@@ -48,32 +56,90 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Builds the engine from a configuration, loading provider keys through
-/// `env` (the process environment in production).
-pub fn build_gateway(
-    config: &Config,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<Gateway, ServeError> {
+/// Everything the servers share, built from the configuration.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// Runs, streams, callbacks.
+    pub tracker: Arc<RunTracker>,
+    config: Config,
+}
+
+/// Builds the engine from a configuration, loading provider keys and
+/// webhook secrets through `env` (the process environment in production).
+/// Must run inside a Tokio runtime (the forwarder starts its workers).
+pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<App, ServeError> {
     let http = HttpClient::new()?;
     let providers = config
-        .provider_settings(env)?
+        .provider_settings(&env)?
         .into_iter()
         .map(|settings| build_provider(settings, &http))
         .collect();
-    Ok(Gateway::new(providers))
+    let gateway = Arc::new(Gateway::new(providers));
+    let secrets = config.webhook_secrets(&env)?;
+    let forwarding = match secrets.signing.first() {
+        Some(first) => {
+            let signing_secret =
+                StandardSecret::parse(first.expose()).map_err(|_| ConfigError {
+                    issues: vec![ConfigIssue {
+                        path: "webhooks.signing_secret_env".into(),
+                        message: "signing secrets must be whsec_ followed by base64".into(),
+                    }],
+                })?;
+            Some(Forwarding {
+                forwarder: Forwarder::new(
+                    ForwarderConfig {
+                        max_attempts: config.webhooks.forward_max_attempts,
+                        ..ForwarderConfig::default()
+                    },
+                    http.reqwest(),
+                ),
+                signing_secret,
+                verify_secrets: secrets.signing.clone(),
+            })
+        }
+        None => None,
+    };
+    let runs = &config.runs;
+    let store = Arc::new(MemoryRunStore::new(StoreLimits {
+        capacity: runs.capacity,
+        ttl: runs.ttl,
+    }));
+    let tracker = RunTracker::new(
+        gateway,
+        store,
+        TrackerConfig {
+            poll_initial: runs.poll_initial,
+            poll_max: runs.poll_max,
+            max_watch: runs.max_watch,
+            max_background_runs: runs.max_background_runs,
+            ..TrackerConfig::default()
+        },
+        IngressConfig {
+            public_url: config.webhooks.public_url.clone(),
+            provider_secrets: secrets.providers.into_iter().collect(),
+            tolerance: config.webhooks.tolerance,
+        },
+        forwarding,
+    );
+    Ok(App {
+        tracker,
+        config: config.clone(),
+    })
 }
 
-/// A server running in the background (tests, the demo).
+/// Servers running in the background (tests, the demo).
 #[derive(Debug)]
 pub struct RunningServer {
-    /// The bound address.
+    /// The bound gRPC address.
     pub addr: SocketAddr,
+    /// The bound ingress address, when `webhooks.listen` is set.
+    pub ingress_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
 
 impl RunningServer {
-    /// Stops accepting, drains, and waits for the server to finish.
+    /// Stops accepting, drains, and waits for the servers to finish.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
@@ -93,30 +159,53 @@ impl Drop for RunningServer {
     }
 }
 
-/// Binds `server.listen` (port 0 picks a free one) and serves in the
-/// background until [`RunningServer::shutdown`].
-pub async fn spawn(gateway: Gateway, server: ServerConfig) -> Result<RunningServer, ServeError> {
-    let listener = TcpListener::bind(server.listen).await?;
-    let addr = listener.local_addr()?;
+/// The listeners of a configuration.
+#[derive(Debug)]
+pub struct Listeners {
+    grpc: TcpListener,
+    ingress: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `server.listen` and `webhooks.listen` (port 0 picks a free one).
+    pub async fn bind(config: &Config) -> Result<Self, ServeError> {
+        let grpc = TcpListener::bind(config.server.listen).await?;
+        let ingress = match config.webhooks.listen {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        Ok(Self { grpc, ingress })
+    }
+}
+
+/// Binds and serves in the background until [`RunningServer::shutdown`].
+pub async fn spawn(app: App) -> Result<RunningServer, ServeError> {
+    let listeners = Listeners::bind(&app.config).await?;
+    let addr = listeners.grpc.local_addr()?;
+    let ingress_addr = match &listeners.ingress {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(gateway, server, listener, async move {
+    let task = tokio::spawn(serve(app, listeners, async move {
         let _ = shutdown_rx.await;
     }));
     Ok(RunningServer {
         addr,
+        ingress_addr,
         shutdown: Some(shutdown_tx),
         task,
     })
 }
 
-/// Serves on `listener` until `shutdown` resolves, then drains.
+/// Serves on `listeners` until `shutdown` resolves, then drains.
 pub async fn serve(
-    gateway: Gateway,
-    server: ServerConfig,
-    listener: TcpListener,
+    app: App,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let service = GatewayService::new(Arc::new(gateway), server.default_deadline);
+    let server = app.config.server.clone();
+    let service = GatewayService::new(Arc::clone(&app.tracker), server.default_deadline);
     let gateway_server =
         WorkflowGatewayServer::new(service).max_decoding_message_size(server.max_request_bytes);
 
@@ -134,9 +223,10 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
-    // The shutdown signal turns health NOT_SERVING before the listener
-    // closes, so load balancers stop routing here while calls drain.
+    // The shutdown signal turns health NOT_SERVING before the listeners
+    // close, so load balancers stop routing here while calls drain.
     let (drain_started_tx, drain_started_rx) = oneshot::channel::<()>();
+    let (ingress_stop_tx, ingress_stop_rx) = oneshot::channel::<()>();
     let draining_health = health.clone();
     let signal = async move {
         shutdown.await;
@@ -147,8 +237,23 @@ pub async fn serve(
         draining_health
             .set_service_status("", ServingStatus::NotServing)
             .await;
+        let _ = ingress_stop_tx.send(());
         let _ = drain_started_tx.send(());
     };
+
+    let ingress_task = listeners.ingress.map(|listener| {
+        let router = ingress::router(Arc::clone(&app.tracker), app.config.webhooks.max_body_bytes);
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = ingress_stop_rx.await;
+                })
+                .await;
+            if let Err(err) = served {
+                tracing::warn!(%err, "callback ingress stopped with an error");
+            }
+        })
+    });
 
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -162,20 +267,26 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
-    let serving = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    let serving =
+        router.serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), signal);
     tokio::pin!(serving);
-    tokio::select! {
-        result = &mut serving => return Ok(result?),
-        _ = drain_started_rx => {}
-    }
-    match tokio::time::timeout(server.shutdown_grace, serving).await {
-        Ok(result) => Ok(result?),
-        Err(_) => {
-            tracing::warn!(
-                grace_seconds = server.shutdown_grace.as_secs_f64(),
-                "in-flight calls outlived the shutdown grace period; closing them"
-            );
-            Ok(())
+    let result = tokio::select! {
+        result = &mut serving => result.map_err(ServeError::from),
+        _ = drain_started_rx => {
+            match tokio::time::timeout(server.shutdown_grace, serving).await {
+                Ok(result) => result.map_err(ServeError::from),
+                Err(_) => {
+                    tracing::warn!(
+                        grace_seconds = server.shutdown_grace.as_secs_f64(),
+                        "in-flight calls outlived the shutdown grace period; closing them"
+                    );
+                    Ok(())
+                }
+            }
         }
+    };
+    if let Some(task) = ingress_task {
+        let _ = tokio::time::timeout(server.shutdown_grace, task).await;
     }
+    result
 }

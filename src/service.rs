@@ -4,7 +4,8 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use flowgate_core::{Deadline, Gateway, GatewayError};
+use flowgate_core::{Deadline, GatewayError, SecretString};
+use flowgate_state::{RunTracker, Verification, VerifyKey};
 use futures::Stream;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{Instrument as _, field};
@@ -21,15 +22,15 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 /// The gRPC service.
 #[derive(Debug, Clone)]
 pub struct GatewayService {
-    gateway: Arc<Gateway>,
+    tracker: Arc<RunTracker>,
     default_deadline: Duration,
 }
 
 impl GatewayService {
-    /// Serves `gateway`; calls without a deadline get `default_deadline`.
-    pub fn new(gateway: Arc<Gateway>, default_deadline: Duration) -> Self {
+    /// Serves `tracker`; calls without a deadline get `default_deadline`.
+    pub fn new(tracker: Arc<RunTracker>, default_deadline: Duration) -> Self {
         Self {
-            gateway,
+            tracker,
             default_deadline,
         }
     }
@@ -87,6 +88,11 @@ impl WorkflowGateway for GatewayService {
         request: Request<pb::InvokeRequest>,
     ) -> Result<Response<pb::InvokeResponse>, Status> {
         let deadline = self.deadline(request.metadata());
+        let trace_parent = request
+            .metadata()
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
         let span = tracing::info_span!(
             "Invoke",
             provider = field::Empty,
@@ -99,7 +105,11 @@ impl WorkflowGateway for GatewayService {
                 convert::invoke_request(request.into_inner()).map_err(|err| reject(&err))?;
             let span = tracing::Span::current();
             span.record("workflow", field::display(target.workflow.label()));
-            match self.gateway.invoke(&target, &invocation, deadline).await {
+            match self
+                .tracker
+                .invoke(&target, invocation, deadline, trace_parent)
+                .await
+            {
                 Ok(invoked) => {
                     span.record("provider", invoked.provider.name());
                     if let Some(status) = invoked.outcome.status {
@@ -122,16 +132,58 @@ impl WorkflowGateway for GatewayService {
 
     async fn stream_status(
         &self,
-        _request: Request<pb::StreamStatusRequest>,
+        request: Request<pb::StreamStatusRequest>,
     ) -> Result<Response<Self::StreamStatusStream>, Status> {
-        Err(unimplemented("StreamStatus"))
+        let run_id = request.into_inner().run_id;
+        let stream = self
+            .tracker
+            .stream(&run_id)
+            .await
+            .map_err(|err| reject(&err))?;
+        // Ends after the terminal event; dropping it (the caller went away)
+        // drops the subscription, and an unwatched run stops being polled.
+        let events = futures::stream::unfold(stream, |mut stream| async move {
+            let record = stream.next().await?;
+            Some((Ok(convert::run_event(record)), stream))
+        });
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn verify_webhook(
         &self,
-        _request: Request<pb::VerifyWebhookRequest>,
+        request: Request<pb::VerifyWebhookRequest>,
     ) -> Result<Response<pb::VerifyWebhookResponse>, Status> {
-        Err(unimplemented("VerifyWebhook"))
+        let request = request.into_inner();
+        let scheme = convert::webhook_scheme(request.scheme());
+        let provider = (!request.provider.is_empty()).then_some(request.provider.as_str());
+        let key = match request.key {
+            Some(pb::verify_webhook_request::Key::Secret(secret)) if !secret.is_empty() => {
+                VerifyKey::Secret(SecretString::new(secret))
+            }
+            Some(pb::verify_webhook_request::Key::RunId(run_id)) if !run_id.is_empty() => {
+                VerifyKey::RunId(run_id)
+            }
+            _ => VerifyKey::Configured,
+        };
+        let headers = convert::header_map(request.headers);
+        let verification = self
+            .tracker
+            .verify(scheme, provider, &headers, &request.body, key)
+            .await
+            .map_err(|err| reject(&err))?;
+        let response = match verification {
+            Verification::Valid { event, run_id } => pb::VerifyWebhookResponse {
+                valid: true,
+                reason: pb::WebhookFailureReason::Unspecified.into(),
+                event: Some(convert::webhook_event(*event, run_id)),
+            },
+            Verification::Invalid(reason) => pb::VerifyWebhookResponse {
+                valid: false,
+                reason: convert::webhook_failure(reason).into(),
+                event: None,
+            },
+        };
+        Ok(Response::new(response))
     }
 
     async fn get_workflow_schema(

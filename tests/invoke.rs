@@ -348,19 +348,6 @@ async fn aitutor_unpublished_workflow_is_not_found() {
     );
 }
 
-#[tokio::test]
-async fn aitutor_async_is_not_offered_yet() {
-    let mut h = start().await;
-    let mut request = invoke_request(
-        target("tutor", workflow_id("wf_story")),
-        json!({"story": "x"}),
-    );
-    request.async_options = async_options("");
-    let status = h.client.invoke(request).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
-    assert!(h.emulator.requests().is_empty());
-}
-
 // -------------------------------------------------------------------- Knouds
 
 #[tokio::test]
@@ -784,28 +771,3 @@ async fn undecodable_answers_are_protocol_errors() {
     );
 }
 
-#[tokio::test]
-async fn later_rpcs_answer_unimplemented_honestly() {
-    let mut h = start().await;
-    let stream = h
-        .client
-        .stream_status(pb::StreamStatusRequest {
-            run_id: "fgr_x".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(stream.code(), Code::Unimplemented);
-    let verify = h
-        .client
-        .verify_webhook(pb::VerifyWebhookRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(verify.code(), Code::Unimplemented);
-    let schema = h
-        .client
-        .get_workflow_schema(pb::GetWorkflowSchemaRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(schema.code(), Code::Unimplemented);
-    assert!(schema.message().contains("not available"));
-}

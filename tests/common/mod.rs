@@ -15,6 +15,11 @@ use flowgate::{
 use flowgate_emulator::{Emulator, EmulatorConfig, keys};
 use tonic::transport::Channel;
 
+/// The secret the emulator's Knouds webhooks are signed with in tests.
+pub const KNOUDS_WEBHOOK_SECRET: &str = "knouds_whsec_test_3b9f";
+/// flowgate's Standard Webhooks signing secret in tests.
+pub const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
 pub struct Harness {
     pub emulator: Emulator,
     pub server: RunningServer,
@@ -32,6 +37,13 @@ pub fn config_text(emulator: &Emulator) -> String {
         listen = "127.0.0.1:0"
         default_deadline = "30s"
         shutdown_grace = "2s"
+
+        [runs]
+        poll_initial = "50ms"
+        poll_max = "200ms"
+
+        [webhooks]
+        signing_secret_env = "FLOWGATE_SIGNING_SECRET"
 
         [providers.fh]
         kind = "fetchhive"
@@ -67,6 +79,7 @@ pub fn config_text(emulator: &Emulator) -> String {
         kind = "knouds"
         base_url = "{kn}"
         api_key_env = "KN_KEY"
+        webhook_secret_env = "KN_WEBHOOK_SECRET"
 
         [providers.kn-scoped]
         kind = "knouds"
@@ -130,6 +143,8 @@ pub fn test_keys() -> HashMap<String, String> {
         ("KN_BROKE_KEY", keys::KNOUDS_KEY_NO_CREDITS),
         ("KN_TRIAL_KEY", keys::KNOUDS_KEY_TRIAL),
         ("KN_BAD_KEY", "knouds_live_not_a_real_key_5f3a"),
+        ("KN_WEBHOOK_SECRET", KNOUDS_WEBHOOK_SECRET),
+        ("FLOWGATE_SIGNING_SECRET", SIGNING_SECRET),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -176,11 +191,8 @@ pub async fn start_with_config(
         .expect("emulator starts");
     let config = Config::parse(&build(&emulator), Vec::new()).expect("config parses");
     let keys = test_keys();
-    let gateway =
-        server::build_gateway(&config, |var| keys.get(var).cloned()).expect("gateway builds");
-    let server = server::spawn(gateway, config.server.clone())
-        .await
-        .expect("gateway starts");
+    let app = server::build(&config, |var| keys.get(var).cloned()).expect("gateway builds");
+    let server = server::spawn(app).await.expect("gateway starts");
     let client = WorkflowGatewayClient::connect(format!("http://{}", server.addr))
         .await
         .expect("client connects");

@@ -98,6 +98,23 @@ impl Gateway {
         }
     }
 
+    /// Resolves the provider and runs every pre-flight check; all
+    /// violations come back in one error.
+    pub fn prepare(
+        &self,
+        target: &WorkflowTarget,
+        invocation: &Invocation,
+    ) -> Result<&Arc<dyn Provider>, GatewayError> {
+        let provider = self.resolve(target)?;
+        let mut violations = invocation.validate();
+        violations.extend(provider.validate(invocation));
+        if violations.is_empty() {
+            Ok(provider)
+        } else {
+            Err(GatewayError::invalid_argument(violations))
+        }
+    }
+
     /// Validates and runs one invocation. Nothing is sent upstream unless
     /// every check passed; all violations come back in one error.
     pub async fn invoke(
@@ -106,12 +123,7 @@ impl Gateway {
         invocation: &Invocation,
         deadline: Deadline,
     ) -> Result<Invoked, GatewayError> {
-        let provider = self.resolve(target)?;
-        let mut violations = invocation.validate();
-        violations.extend(provider.validate(invocation));
-        if !violations.is_empty() {
-            return Err(GatewayError::invalid_argument(violations));
-        }
+        let provider = self.prepare(target, invocation)?;
         if deadline.is_expired() {
             return Err(GatewayError::new(
                 ErrorClass::DeadlineExceeded,

@@ -69,6 +69,24 @@ pub trait Provider: Send + Sync + fmt::Debug {
         invocation: &Invocation,
         deadline: Deadline,
     ) -> Result<RunOutcome, GatewayError>;
+
+    /// True when the dialect runs workflows asynchronously itself. When
+    /// false the gateway offers async by running the synchronous call in the
+    /// background.
+    fn native_async(&self) -> bool {
+        true
+    }
+
+    /// The current state of a run the provider knows as `upstream_id`.
+    /// `Ok(None)` when the dialect has no status endpoint.
+    async fn run_status(
+        &self,
+        upstream_id: &str,
+        deadline: Deadline,
+    ) -> Result<Option<RunOutcome>, GatewayError> {
+        let _ = (upstream_id, deadline);
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

@@ -249,6 +249,10 @@ impl Provider for AiTutor {
         ProviderKind::AiTutor
     }
 
+    fn native_async(&self) -> bool {
+        false
+    }
+
     fn validate(&self, invocation: &Invocation) -> Vec<FieldViolation> {
         let mut violations = Vec::new();
         if let WorkflowRef::WorkflowId(id) = &invocation.workflow {
@@ -280,8 +284,10 @@ impl Provider for AiTutor {
             ));
         };
         if invocation.async_delivery.is_some() {
-            return Err(GatewayError::unimplemented(
-                "AI Tutor has no async mode upstream; gateway-run async runs for it are not available yet",
+            // The run tracker runs AI Tutor workflows in the background
+            // synchronously; an async request reaching the dialect is a bug.
+            return Err(GatewayError::internal(
+                "AI Tutor has no async mode upstream: async runs must go through the run tracker",
             ));
         }
         let body = serde_json::to_vec(&invocation.inputs)

@@ -57,6 +57,27 @@ struct AsyncBody<'a> {
     callback_url: &'a str,
 }
 
+/// `GET {base}/workflow_runs/{id}`: `{"workflow_run": {…}}` (a bare run
+/// object is accepted too).
+#[derive(Deserialize)]
+struct WorkflowRunEnvelope {
+    workflow_run: Option<WorkflowRunBody>,
+}
+
+#[derive(Deserialize)]
+struct WorkflowRunBody {
+    id: Option<Value>,
+    run_status: Option<String>,
+    status: Option<String>,
+    output_content: Option<Value>,
+    output: Option<Value>,
+    error_message: Option<Value>,
+    error: Option<Value>,
+    duration: Option<f64>,
+    total_charge: Option<f64>,
+    total_tokens: Option<u64>,
+}
+
 /// Both documented success shapes, every field optional.
 #[derive(Deserialize)]
 struct RunBody {
@@ -186,6 +207,98 @@ impl FetchHive {
             webhook_secret: run.webhook_secret.map(SecretString::new),
             error,
             rate_limit: response.rate_limit.clone(),
+        })
+    }
+
+    /// Decodes `GET /workflow_runs/{id}` (public for decoder tests).
+    pub fn decode_workflow_run(
+        &self,
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+        run_id: &str,
+    ) -> Result<RunOutcome, GatewayError> {
+        self.decode_workflow_run_response(&UpstreamResponse::new(status, headers, body), run_id)
+    }
+
+    fn decode_workflow_run_response(
+        &self,
+        response: &UpstreamResponse,
+        run_id: &str,
+    ) -> Result<RunOutcome, GatewayError> {
+        if response.status == 404 {
+            let body = ErrorBody::parse(&response.body);
+            return Err(upstream_error(
+                &self.settings,
+                response,
+                ErrorClass::NotFound,
+                body.code.clone().unwrap_or_else(|| "not_found".into()),
+                describe(&self.settings, response, &body),
+            )
+            .with_resource("fetchhive.workflow_run", run_id));
+        }
+        if response.status != 200 {
+            let workflow = WorkflowRef::Deployment {
+                name: run_id.to_owned(),
+                variant: None,
+            };
+            return Err(self.decode_error(response, &workflow));
+        }
+        let run = match serde_json::from_slice::<WorkflowRunEnvelope>(&response.body) {
+            Ok(WorkflowRunEnvelope {
+                workflow_run: Some(run),
+            }) => run,
+            _ => match serde_json::from_slice::<WorkflowRunBody>(&response.body) {
+                Ok(run) => run,
+                Err(_) => {
+                    return Err(protocol_error(
+                        &self.settings,
+                        response,
+                        "a body that is not a workflow run",
+                    ));
+                }
+            },
+        };
+        let Some(status) = run
+            .run_status
+            .as_deref()
+            .or(run.status.as_deref())
+            .and_then(RunStatus::parse_upstream)
+        else {
+            return Err(protocol_error(
+                &self.settings,
+                response,
+                "an unknown run status",
+            ));
+        };
+        let error = run
+            .error_message
+            .or(run.error)
+            .filter(|error| !error.is_null());
+        Ok(RunOutcome {
+            upstream_run_id: run
+                .id
+                .as_ref()
+                .and_then(id_text)
+                .or_else(|| Some(run_id.to_owned())),
+            upstream_request_id: None,
+            status: Some(status),
+            output: run
+                .output_content
+                .or(run.output)
+                .filter(|output| !output.is_null() && status == RunStatus::Completed)
+                .map(decode_output),
+            error: (status == RunStatus::Failed).then(|| run_error(error, &self.settings)),
+            usage: flowgate_core::Usage {
+                credits: run.total_charge.filter(|charge| charge.is_finite()),
+                duration: run
+                    .duration
+                    .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+                    .map(Duration::from_secs_f64),
+                tokens: run.total_tokens,
+            },
+            rate_limit: response.rate_limit.clone(),
+            ..RunOutcome::default()
         })
     }
 
@@ -336,6 +449,30 @@ impl Provider for FetchHive {
         };
         let response = self.http.send(&self.settings, request, deadline).await?;
         self.decode_response(&response, &invocation.workflow)
+    }
+
+    async fn run_status(
+        &self,
+        upstream_id: &str,
+        deadline: Deadline,
+    ) -> Result<Option<RunOutcome>, GatewayError> {
+        if !crate::knouds::is_path_safe(upstream_id) {
+            return Err(GatewayError::not_found(
+                "not_found",
+                "fetchhive.workflow_run",
+                upstream_id,
+                "not a Fetch Hive run id",
+            ));
+        }
+        let request = UpstreamRequest {
+            method: Method::GET,
+            url: format!("{}/workflow_runs/{upstream_id}", self.settings.base_url),
+            auth: (&self.auth.0, &self.auth.1),
+            body: None,
+        };
+        let response = self.http.send(&self.settings, request, deadline).await?;
+        self.decode_workflow_run_response(&response, upstream_id)
+            .map(Some)
     }
 }
 
@@ -517,5 +654,29 @@ mod tests {
             strict.validate(&invocation)[0].field,
             "target.deployment.variant"
         );
+    }
+
+    #[test]
+    fn workflow_runs_decode() {
+        let fh = provider();
+        let decode = |body: Value| {
+            fh.decode_workflow_run(
+                200,
+                HeaderMap::new(),
+                Bytes::from(body.to_string()),
+                "req_1",
+            )
+        };
+        let running = decode(json!({"workflow_run": {"id": "req_1", "run_status": "running", "output_content": null}})).unwrap();
+        assert_eq!(running.status, Some(RunStatus::Running));
+        assert_eq!(running.output, None);
+        let done = decode(json!({"workflow_run": {"id": "req_1", "run_status": "completed", "output_content": "{\"a\":1}", "duration": 1.5, "total_charge": 0.01, "total_tokens": 500}})).unwrap();
+        assert_eq!(done.output, Some(json!({"a": 1})));
+        assert_eq!(done.usage.tokens, Some(500));
+        assert_eq!(done.usage.duration, Some(Duration::from_millis(1500)));
+        let failed =
+            decode(json!({"workflow_run": {"run_status": "failed", "error_message": "boom"}}))
+                .unwrap();
+        assert_eq!(failed.error.unwrap().message, "boom");
     }
 }

@@ -189,6 +189,15 @@ impl Guarded {
 
     /// Checks the window, the circuit and the token bucket, in one lock.
     fn admit(&self) -> Result<Admission<'_>, GatewayError> {
+        self.admit_with(true)
+    }
+
+    /// Checks the window and the circuit only.
+    fn admit_without_limits(&self) -> Result<Admission<'_>, GatewayError> {
+        self.admit_with(false)
+    }
+
+    fn admit_with(&self, local_limits: bool) -> Result<Admission<'_>, GatewayError> {
         let now = Instant::now();
         let name = self.inner.name();
         let mut state = self.lock();
@@ -244,7 +253,8 @@ impl Guarded {
                 .with_retry_after(Some(Duration::from_secs(1))));
             }
         }
-        if let Some(bucket) = state.bucket.as_mut()
+        if local_limits
+            && let Some(bucket) = state.bucket.as_mut()
             && let Err(wait) = bucket.take(now)
         {
             if probe {
@@ -298,7 +308,7 @@ impl Guarded {
     }
 
     /// Updates the window and the circuit from one attempt's result.
-    fn record(&self, admission: &mut Admission<'_>, result: &Result<RunOutcome, GatewayError>) {
+    fn record(&self, admission: &mut Admission<'_>, result: Result<&RunOutcome, &GatewayError>) {
         let now = Instant::now();
         let mut state = self.lock();
         let rate_limit = match result {
@@ -422,6 +432,27 @@ impl Provider for Guarded {
         self.inner.validate(invocation)
     }
 
+    fn native_async(&self) -> bool {
+        self.inner.native_async()
+    }
+
+    /// Status polls skip the local limits and retries (the tracker paces
+    /// them) but respect a known-exhausted window and an open circuit.
+    async fn run_status(
+        &self,
+        upstream_id: &str,
+        deadline: Deadline,
+    ) -> Result<Option<RunOutcome>, GatewayError> {
+        let mut admission = self.admit_without_limits()?;
+        let result = self.inner.run_status(upstream_id, deadline).await;
+        match &result {
+            Ok(Some(outcome)) => self.record(&mut admission, Ok(outcome)),
+            Err(error) => self.record(&mut admission, Err(error)),
+            Ok(None) => {}
+        }
+        result
+    }
+
     async fn invoke(
         &self,
         invocation: &Invocation,
@@ -433,7 +464,7 @@ impl Provider for Guarded {
         let mut attempt = 1;
         loop {
             let result = self.inner.invoke(invocation, deadline).await;
-            self.record(&mut admission, &result);
+            self.record(&mut admission, result.as_ref());
             let error = match result {
                 Ok(outcome) => return Ok(outcome),
                 Err(error) => error,

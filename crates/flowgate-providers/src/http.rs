@@ -42,6 +42,14 @@ impl HttpClient {
     }
 }
 
+impl HttpClient {
+    /// The pooled client itself, for other outgoing traffic of the gateway
+    /// (callback forwarding) to share its connection pool and TLS setup.
+    pub fn reqwest(&self) -> reqwest::Client {
+        self.client.clone()
+    }
+}
+
 /// A complete upstream answer.
 #[derive(Debug)]
 pub(crate) struct UpstreamResponse {

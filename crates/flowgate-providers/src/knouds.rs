@@ -24,7 +24,7 @@ use crate::{
     HttpClient, ProviderSettings,
     errors::{
         ErrorBody, credential_rejected, describe, fallback_error, id_text, protocol_error,
-        safe_message, upstream_error,
+        run_error, safe_message, upstream_error,
     },
     http::{UpstreamRequest, UpstreamResponse, auth_header},
 };
@@ -58,6 +58,27 @@ struct RunBody {
     result: Option<Value>,
     cost: Option<f64>,
     ms: Option<f64>,
+}
+
+/// `GET /api/executions/{id}`.
+#[derive(Deserialize)]
+struct ExecutionBody {
+    #[serde(rename = "executionId")]
+    execution_id: Option<Value>,
+    #[serde(rename = "requestId")]
+    request_id: Option<Value>,
+    status: Option<String>,
+    result: Option<Value>,
+    error: Option<Value>,
+}
+
+/// True for ids safe to put in a URL path segment as they are.
+pub(crate) fn is_path_safe(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 256
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// True for a well-formed slug: lowercase letters, digits and single
@@ -161,6 +182,88 @@ impl Knouds {
                     .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
                 tokens: None,
             },
+            rate_limit: response.rate_limit.clone(),
+            ..RunOutcome::default()
+        })
+    }
+
+    /// Decodes `GET /api/executions/{id}` (public for decoder tests).
+    pub fn decode_execution(
+        &self,
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+        execution_id: &str,
+    ) -> Result<RunOutcome, GatewayError> {
+        self.decode_execution_response(&UpstreamResponse::new(status, headers, body), execution_id)
+    }
+
+    fn decode_execution_response(
+        &self,
+        response: &UpstreamResponse,
+        execution_id: &str,
+    ) -> Result<RunOutcome, GatewayError> {
+        if response.status == 404 {
+            let body = ErrorBody::parse(&response.body);
+            return Err(upstream_error(
+                &self.settings,
+                response,
+                ErrorClass::NotFound,
+                body.code
+                    .clone()
+                    .unwrap_or_else(|| "EXECUTION_NOT_FOUND".into()),
+                describe(&self.settings, response, &body),
+            )
+            .with_resource("knouds.execution", execution_id));
+        }
+        if response.status != 200 {
+            let workflow = WorkflowRef::Slug(execution_id.to_owned());
+            return self.decode_error(response, &workflow).and_then(|_| {
+                Err(protocol_error(
+                    &self.settings,
+                    response,
+                    "an execution error without a code",
+                ))
+            });
+        }
+        let Ok(execution) = serde_json::from_slice::<ExecutionBody>(&response.body) else {
+            return Err(protocol_error(
+                &self.settings,
+                response,
+                "a body that is not an execution",
+            ));
+        };
+        let Some(status) = execution
+            .status
+            .as_deref()
+            .and_then(RunStatus::parse_upstream)
+        else {
+            return Err(protocol_error(
+                &self.settings,
+                response,
+                "an unknown execution status",
+            ));
+        };
+        let error = (status == RunStatus::Failed || status == RunStatus::Cancelled)
+            .then(|| {
+                execution
+                    .error
+                    .map(|error| run_error(Some(error), &self.settings))
+            })
+            .flatten();
+        Ok(RunOutcome {
+            upstream_run_id: execution
+                .execution_id
+                .as_ref()
+                .and_then(id_text)
+                .or_else(|| Some(execution_id.to_owned())),
+            upstream_request_id: execution.request_id.as_ref().and_then(id_text),
+            status: Some(status),
+            output: execution
+                .result
+                .filter(|_| status == RunStatus::Completed)
+                .map(decode_output),
+            error,
             rate_limit: response.rate_limit.clone(),
             ..RunOutcome::default()
         })
@@ -313,16 +416,6 @@ impl Provider for Knouds {
                 ),
             ));
         }
-        if invocation
-            .async_delivery
-            .as_ref()
-            .is_some_and(|delivery| delivery.callback_url.is_some())
-        {
-            violations.push(FieldViolation::new(
-                "async_options.callback_url",
-                "not accepted for Knouds: Knouds webhooks are configured per API key, not per run",
-            ));
-        }
         violations
     }
 
@@ -348,6 +441,30 @@ impl Provider for Knouds {
         };
         let response = self.http.send(&self.settings, request, deadline).await?;
         self.decode_response(&response, &invocation.workflow)
+    }
+
+    async fn run_status(
+        &self,
+        upstream_id: &str,
+        deadline: Deadline,
+    ) -> Result<Option<RunOutcome>, GatewayError> {
+        if !is_path_safe(upstream_id) {
+            return Err(GatewayError::not_found(
+                "EXECUTION_NOT_FOUND",
+                "knouds.execution",
+                upstream_id,
+                "not a Knouds execution id",
+            ));
+        }
+        let request = UpstreamRequest {
+            method: Method::GET,
+            url: format!("{}/api/executions/{upstream_id}", self.settings.base_url),
+            auth: (&self.auth.0, &self.auth.1),
+            body: None,
+        };
+        let response = self.http.send(&self.settings, request, deadline).await?;
+        self.decode_execution_response(&response, upstream_id)
+            .map(Some)
     }
 }
 
@@ -464,5 +581,36 @@ mod tests {
         let unknown_slug = decode(404, json!({"error": "Workflow not found"})).unwrap_err();
         assert_eq!(unknown_slug.class, ErrorClass::NotFound);
         assert_eq!(unknown_slug.resource.as_ref().unwrap().name, "my-flow");
+    }
+
+    #[test]
+    fn executions_decode_every_state() {
+        let settings = ProviderSettings::new("kn", ProviderKind::Knouds, SecretString::new("k"));
+        let knouds = Knouds::new(settings, HttpClient::new().unwrap());
+        let decode = |body: Value| {
+            knouds.decode_execution(200, HeaderMap::new(), Bytes::from(body.to_string()), "e-1")
+        };
+        let running = decode(json!({"executionId": "e-1", "status": "processing"})).unwrap();
+        assert_eq!(running.status, Some(RunStatus::Running));
+        let done =
+            decode(json!({"executionId": "e-1", "status": "completed", "result": {"url": "u"}}))
+                .unwrap();
+        assert_eq!(done.output, Some(json!({"url": "u"})));
+        let failed = decode(
+            json!({"status": "failed", "error": {"code": "EXECUTION_FAILED", "message": "m"}}),
+        )
+        .unwrap();
+        assert_eq!(failed.error.unwrap().code, "EXECUTION_FAILED");
+        assert_eq!(
+            decode(json!({"status": "cancelled"})).unwrap().status,
+            Some(RunStatus::Cancelled)
+        );
+        let missing = knouds
+            .decode_execution(404, HeaderMap::new(), Bytes::from_static(b"{}"), "e-9")
+            .unwrap_err();
+        assert_eq!(
+            missing.resource.as_ref().unwrap().resource_type,
+            "knouds.execution"
+        );
     }
 }

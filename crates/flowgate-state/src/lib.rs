@@ -1,0 +1,22 @@
+//! Run state and run lifecycle.
+//!
+//! - [`RunStore`]: the run registry and event bus behind one trait. Every
+//!   change to a run is published to its subscribers; terminal states are
+//!   sticky. [`MemoryRunStore`] (moka: TTL and capacity bounded) is the
+//!   default; a shared backend (Redis) implements the same trait for
+//!   several replicas.
+//! - [`RunTracker`]: what makes async runs work the same for every dialect:
+//!   it records runs, runs AI Tutor workflows in the background (the
+//!   dialect has no async mode), polls providers that have a status
+//!   endpoint (one poll per run however many streams watch it), ingests
+//!   signed provider callbacks, and forwards completion events to callers'
+//!   callback URLs re-signed with Standard Webhooks.
+
+mod store;
+mod tracker;
+
+pub use store::{MemoryRunStore, RunChange, RunRecord, RunStore, StoreLimits, Subscription};
+pub use tracker::{
+    CallbackRejection, Forwarding, IngressConfig, RunStream, RunTracker, StreamItem, TrackerConfig,
+    Verification, VerifyKey,
+};
