@@ -770,4 +770,3 @@ async fn undecodable_answers_are_protocol_errors() {
         "raw bodies stay out of messages"
     );
 }
-
