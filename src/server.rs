@@ -14,7 +14,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use flowgate_core::Gateway;
+use flowgate_core::{Gateway, SchemaCatalog};
 use flowgate_providers::{HttpClient, build_provider};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -60,7 +60,8 @@ pub fn build_gateway(
         .into_iter()
         .map(|settings| build_provider(settings, &http))
         .collect();
-    Ok(Gateway::new(providers))
+    let schemas = SchemaCatalog::new(config.schemas.settings(), config.declared_schemas());
+    Ok(Gateway::new(providers).with_schemas(schemas))
 }
 
 /// A server running in the background (tests, the demo).

@@ -136,9 +136,25 @@ impl WorkflowGateway for GatewayService {
 
     async fn get_workflow_schema(
         &self,
-        _request: Request<pb::GetWorkflowSchemaRequest>,
+        request: Request<pb::GetWorkflowSchemaRequest>,
     ) -> Result<Response<pb::GetWorkflowSchemaResponse>, Status> {
-        Err(unimplemented("GetWorkflowSchema"))
+        let deadline = self.deadline(request.metadata());
+        let span = tracing::info_span!(
+            "GetWorkflowSchema",
+            workflow = field::Empty,
+            error = field::Empty,
+        );
+        async move {
+            let target =
+                convert::schema_request(request.into_inner()).map_err(|err| reject(&err))?;
+            tracing::Span::current().record("workflow", field::display(target.workflow.label()));
+            match self.gateway.workflow_schema(&target, deadline).await {
+                Ok(schema) => Ok(Response::new(convert::schema_response(&schema))),
+                Err(err) => Err(reject(&err)),
+            }
+        }
+        .instrument(span)
+        .await
     }
 }
 

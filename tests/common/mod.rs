@@ -5,13 +5,14 @@
 // fast with a message is what a test helper should do.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use flowgate::{
     config::Config,
     pb::{self, workflow_gateway_client::WorkflowGatewayClient},
     server::{self, RunningServer},
 };
+use flowgate_core::SchemaCatalog;
 use flowgate_emulator::{Emulator, EmulatorConfig, keys};
 use tonic::transport::Channel;
 
@@ -20,6 +21,8 @@ pub struct Harness {
     pub server: RunningServer,
     pub client: WorkflowGatewayClient<Channel>,
     pub keys: HashMap<String, String>,
+    /// The gateway's schema catalog, for its counters.
+    pub schemas: Arc<SchemaCatalog>,
 }
 
 /// The gateway configuration the tests use: one provider per dialect plus
@@ -129,6 +132,7 @@ pub async fn start_with(
     let keys = test_keys();
     let gateway =
         server::build_gateway(&config, |var| keys.get(var).cloned()).expect("gateway builds");
+    let schemas = Arc::clone(gateway.schemas());
     let server = server::spawn(gateway, config.server.clone())
         .await
         .expect("gateway starts");
@@ -140,6 +144,7 @@ pub async fn start_with(
         server,
         client,
         keys,
+        schemas,
     }
 }
 
