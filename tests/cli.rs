@@ -1,5 +1,7 @@
 //! The `flowgate` binary's configuration commands.
 
+#![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
+
 use std::process::{Command, Output};
 
 /// Writes `text` to a fresh file and runs `flowgate check-config` on it

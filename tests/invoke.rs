@@ -2,6 +2,8 @@
 //! success, async submission and each error class, per dialect, plus the
 //! exact upstream request each dialect receives.
 
+#![expect(clippy::expect_used, reason = "test helpers fail loudly")]
+
 mod common;
 
 use std::time::{Duration, Instant};

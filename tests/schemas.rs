@@ -37,10 +37,11 @@ fn sent(h: &Harness, suffix: &str) -> usize {
 /// The violated fields of an INVALID_ARGUMENT status, sorted.
 fn violated_fields(status: &tonic::Status) -> Vec<String> {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let mut fields: Vec<String> = status
-        .get_error_details()
-        .bad_request()
-        .expect("a BadRequest detail")
+    let details = status.get_error_details();
+    let Some(bad_request) = details.bad_request() else {
+        panic!("no BadRequest detail in {status:?}");
+    };
+    let mut fields: Vec<String> = bad_request
         .field_violations
         .iter()
         .map(|violation| violation.field.clone())
