@@ -26,7 +26,7 @@ use flowgate_core::{
     DeclaredSchemas, ProviderKind, SchemaCacheSettings, SchemaField, SecretString, ValueType,
     WorkflowSchema,
 };
-use flowgate_providers::ProviderSettings;
+use flowgate_providers::{CircuitPolicy, LocalLimits, ProviderSettings, Resilience, RetryPolicy};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -168,6 +168,106 @@ pub struct ProviderConfig {
     /// [`WorkflowSchemaConfig`]).
     #[serde(default)]
     pub workflows: BTreeMap<String, WorkflowSchemaConfig>,
+    /// `[providers.<name>.retry]`.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// `[providers.<name>.circuit_breaker]`.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreakerConfig,
+    /// `[providers.<name>.limits]`.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[providers.<name>.retry]`: see [`RetryPolicy`] for the rules.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per call, the first included (default 3; 1 = no retries).
+    pub max_attempts: Option<u32>,
+    /// First backoff (default 100ms), doubling with jitter.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub initial_backoff: Option<Duration>,
+    /// Longest backoff (default 2s).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub max_backoff: Option<Duration>,
+    /// Retries as a percentage of recent calls (default 20).
+    pub budget_percent: Option<f32>,
+    /// Retries per second always allowed (default 10).
+    pub min_retries_per_second: Option<u32>,
+    /// Retry 5xx and upstream timeouts of calls with an idempotency key
+    /// (default true).
+    pub idempotent_retries: Option<bool>,
+}
+
+/// `[providers.<name>.circuit_breaker]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failures that open the circuit (default 5; 0 = off).
+    pub failure_threshold: Option<u32>,
+    /// How long the circuit stays open before a probe (default 30s).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub open_for: Option<Duration>,
+}
+
+/// `[providers.<name>.limits]`: the gateway's own limits for the key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests allowed per `window` (default: no local limit).
+    pub requests_per_window: Option<u32>,
+    /// The window of `requests_per_window` (default 1m).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub window: Option<Duration>,
+    /// Upstream calls in flight at once (default: no limit), e.g. a Fetch
+    /// Hive plan's 1, 3 or 5 concurrent runs.
+    pub max_concurrent_runs: Option<u32>,
+    /// How long a call waits for a run slot (default 5s).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub concurrency_wait: Option<Duration>,
+}
+
+impl ProviderConfig {
+    /// The resilience policy: configured values over the defaults.
+    pub fn resilience(&self) -> Resilience {
+        let defaults = Resilience::default();
+        let retry = &self.retry;
+        let circuit = &self.circuit_breaker;
+        let limits = &self.limits;
+        Resilience {
+            retry: RetryPolicy {
+                max_attempts: retry.max_attempts.unwrap_or(defaults.retry.max_attempts),
+                initial_backoff: retry
+                    .initial_backoff
+                    .unwrap_or(defaults.retry.initial_backoff),
+                max_backoff: retry.max_backoff.unwrap_or(defaults.retry.max_backoff),
+                budget_percent: retry
+                    .budget_percent
+                    .unwrap_or(defaults.retry.budget_percent),
+                min_retries_per_second: retry
+                    .min_retries_per_second
+                    .unwrap_or(defaults.retry.min_retries_per_second),
+                idempotent_retries: retry
+                    .idempotent_retries
+                    .unwrap_or(defaults.retry.idempotent_retries),
+            },
+            circuit: CircuitPolicy {
+                failure_threshold: circuit
+                    .failure_threshold
+                    .unwrap_or(defaults.circuit.failure_threshold),
+                open_for: circuit.open_for.unwrap_or(defaults.circuit.open_for),
+            },
+            limits: LocalLimits {
+                requests_per_window: limits.requests_per_window,
+                window: limits.window.unwrap_or(defaults.limits.window),
+                max_concurrent_runs: limits.max_concurrent_runs,
+                concurrency_wait: limits
+                    .concurrency_wait
+                    .unwrap_or(defaults.limits.concurrency_wait),
+            },
+        }
+    }
 }
 
 /// `[schemas]`: the cache of discovered workflow schemas.
@@ -489,6 +589,49 @@ impl Config {
             {
                 issue(at("timeout"), "must be between 1ms and 1h".into());
             }
+            let resilience = provider.resilience();
+            if resilience.retry.max_attempts == 0 || resilience.retry.max_attempts > 10 {
+                issue(at("retry.max_attempts"), "must be between 1 and 10".into());
+            }
+            if !(0.0..=1000.0).contains(&resilience.retry.budget_percent) {
+                issue(
+                    at("retry.budget_percent"),
+                    "must be between 0 and 1000".into(),
+                );
+            }
+            if resilience.retry.min_retries_per_second > 10_000 {
+                issue(
+                    at("retry.min_retries_per_second"),
+                    "must be at most 10000".into(),
+                );
+            }
+            if resilience.retry.initial_backoff > resilience.retry.max_backoff {
+                issue(
+                    at("retry.initial_backoff"),
+                    "must not exceed retry.max_backoff".into(),
+                );
+            }
+            if resilience.circuit.open_for.is_zero() {
+                issue(
+                    at("circuit_breaker.open_for"),
+                    "must be greater than zero".into(),
+                );
+            }
+            if resilience.limits.requests_per_window == Some(0) {
+                issue(
+                    at("limits.requests_per_window"),
+                    "must be at least 1".into(),
+                );
+            }
+            if resilience.limits.window.is_zero() {
+                issue(at("limits.window"), "must be greater than zero".into());
+            }
+            if resilience.limits.max_concurrent_runs == Some(0) {
+                issue(
+                    at("limits.max_concurrent_runs"),
+                    "must be at least 1".into(),
+                );
+            }
             if provider.default_variant.is_some() && provider.kind != KindConfig::Fetchhive {
                 issue(
                     at("default_variant"),
@@ -615,6 +758,7 @@ impl Config {
                         provider_settings.timeout = timeout;
                     }
                     provider_settings.default_variant = provider.default_variant.clone();
+                    provider_settings.resilience = provider.resilience();
                     settings.push(provider_settings);
                 }
                 Err((field, message)) => issues.push(ConfigIssue {
@@ -1004,6 +1148,35 @@ mod tests {
         assert!(
             err.issues[0].message.contains("unknown field `requird`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn resilience_settings_override_defaults_and_are_checked() {
+        let text = EXAMPLE.replace(
+            "timeout = \"90s\"",
+            "timeout = \"90s\"\n[providers.kn.retry]\nmax_attempts = 5\n[providers.kn.limits]\nmax_concurrent_runs = 3\n[providers.kn.circuit_breaker]\nopen_for = \"5s\"",
+        );
+        let config = Config::parse(&text, env(&[])).unwrap();
+        let resilience = config.providers["kn"].resilience();
+        assert_eq!(resilience.retry.max_attempts, 5);
+        assert_eq!(resilience.retry.initial_backoff, Duration::from_millis(100));
+        assert_eq!(resilience.limits.max_concurrent_runs, Some(3));
+        assert_eq!(resilience.circuit.open_for, Duration::from_secs(5));
+        assert_eq!(config.providers["fh"].resilience(), Resilience::default());
+
+        let text = EXAMPLE.replace(
+            "timeout = \"90s\"",
+            "[providers.kn.retry]\nmax_attempts = 0\nbudget_percent = -1.0",
+        );
+        let err = Config::parse(&text, env(&[])).unwrap_err();
+        let paths: Vec<_> = err.issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "providers.kn.retry.max_attempts",
+                "providers.kn.retry.budget_percent"
+            ]
         );
     }
 

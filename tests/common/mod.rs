@@ -46,10 +46,25 @@ pub fn config_text(emulator: &Emulator) -> String {
         base_url = "{fh}"
         api_key_env = "FH_BROKE_KEY"
 
+        [providers.fh-badkey]
+        kind = "fetchhive"
+        base_url = "{fh}"
+        api_key_env = "FH_BAD_KEY"
+
         [providers.tutor]
         kind = "aitutor"
         base_url = "{at}"
         api_key_env = "AT_KEY"
+
+        [providers.tutor-broke]
+        kind = "aitutor"
+        base_url = "{at}"
+        api_key_env = "AT_BROKE_KEY"
+
+        [providers.tutor-badkey]
+        kind = "aitutor"
+        base_url = "{at}"
+        api_key_env = "AT_BAD_KEY"
 
         [providers.kn]
         kind = "knouds"
@@ -75,6 +90,11 @@ pub fn config_text(emulator: &Emulator) -> String {
         kind = "knouds"
         base_url = "{kn}"
         api_key_env = "KN_TRIAL_KEY"
+
+        [providers.kn-legacy]
+        kind = "knouds"
+        base_url = "{kn}"
+        api_key_env = "KN_LEGACY_KEY"
 
         [providers.kn-badkey]
         kind = "knouds"
@@ -102,7 +122,11 @@ pub fn test_keys() -> HashMap<String, String> {
     [
         ("FH_KEY", keys::FETCHHIVE_KEY),
         ("FH_BROKE_KEY", keys::FETCHHIVE_KEY_NO_CREDITS),
+        ("FH_BAD_KEY", "fhk_not_a_real_key_91c2"),
         ("AT_KEY", keys::AITUTOR_KEY),
+        ("AT_BROKE_KEY", keys::AITUTOR_KEY_NO_CREDITS),
+        ("AT_BAD_KEY", "sk_not_a_real_key_44d1"),
+        ("KN_LEGACY_KEY", keys::KNOUDS_KEY_LEGACY),
         ("KN_KEY", keys::KNOUDS_KEY),
         ("KN_SCOPED_KEY", keys::KNOUDS_KEY_SCOPED),
         ("KN_PRO_KEY", keys::KNOUDS_KEY_PRO),
@@ -125,10 +149,35 @@ pub async fn start_with(
     emulator_config: EmulatorConfig,
     edit: impl FnOnce(String) -> String,
 ) -> Harness {
+    start_with_config(emulator_config, |emulator| edit(config_text(emulator))).await
+}
+
+/// One provider per dialect, so each can be inferred from the target.
+pub async fn start_minimal() -> Harness {
+    start_with_config(EmulatorConfig::default(), |emulator| {
+        format!(
+            "[providers.fh]\nkind = \"fetchhive\"\nbase_url = \"{}\"\napi_key_env = \"FH_KEY\"\n\
+             [providers.tutor]\nkind = \"aitutor\"\nbase_url = \"{}\"\napi_key_env = \"AT_KEY\"\n\
+             [providers.kn]\nkind = \"knouds\"\nbase_url = \"{}\"\napi_key_env = \"KN_KEY\"\n\
+             [server]\nlisten = \"127.0.0.1:0\"\n",
+            emulator.fetchhive_base_url(),
+            emulator.aitutor_base_url(),
+            emulator.knouds_base_url()
+        )
+    })
+    .await
+}
+
+/// Starts the emulator, then the gateway with the config `build` writes
+/// for it.
+pub async fn start_with_config(
+    emulator_config: EmulatorConfig,
+    build: impl FnOnce(&Emulator) -> String,
+) -> Harness {
     let emulator = Emulator::start(emulator_config, "127.0.0.1:0".parse().unwrap())
         .await
         .expect("emulator starts");
-    let config = Config::parse(&edit(config_text(&emulator)), Vec::new()).expect("config parses");
+    let config = Config::parse(&build(&emulator), Vec::new()).expect("config parses");
     let keys = test_keys();
     let gateway =
         server::build_gateway(&config, |var| keys.get(var).cloned()).expect("gateway builds");

@@ -162,6 +162,9 @@ pub struct ErrorData {
     pub metadata: Vec<(String, String)>,
     /// The provider's rate-limit window as of this failure.
     pub rate_limit: Option<RateLimitInfo>,
+    /// True when the request provably never reached the upstream (the
+    /// connection failed), so repeating it cannot start a paid run twice.
+    pub never_sent: bool,
 }
 
 impl std::ops::Deref for GatewayError {
@@ -193,6 +196,7 @@ impl GatewayError {
             resource: None,
             metadata: Vec::new(),
             rate_limit: None,
+            never_sent: false,
         }))
     }
 
@@ -288,6 +292,12 @@ impl GatewayError {
     /// Attaches bad fields.
     pub fn with_violations(mut self, violations: Vec<FieldViolation>) -> Self {
         self.violations = violations;
+        self
+    }
+
+    /// Marks the request as never having reached the upstream.
+    pub fn never_sent(mut self) -> Self {
+        self.never_sent = true;
         self
     }
 

@@ -11,7 +11,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use axum::routing::{get, post};
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 
@@ -20,6 +20,7 @@ use crate::ratelimit::{RateDecision, SlidingWindow};
 use crate::server::Shared;
 use crate::util::{
     BoundedStore, Rejection, STORE_CAPACITY, bearer, json_response, lock, random_hex, unix_now,
+    with_headers,
 };
 
 /// Delay between streamed chunks, so clients really see a stream.
@@ -89,34 +90,24 @@ fn key_by_secret(secret: &str) -> Option<ApiKey> {
     }
 }
 
-fn rate_headers(rate: &RateDecision) -> [(HeaderName, String); 2] {
-    [
-        (
-            HeaderName::from_static("x-ratelimit-limit"),
-            rate.limit.to_string(),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-remaining"),
-            rate.remaining.to_string(),
-        ),
-    ]
-}
-
-fn with_headers(mut response: Response, headers: &[(HeaderName, String)]) -> Response {
-    for (name, value) in headers {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            response.headers_mut().insert(name.clone(), v);
-        }
-    }
-    response
-}
-
 fn unauthorized(shared: &Shared) -> Response {
     let limit = shared.config.aitutor_per_second_limit;
     with_headers(
         error(StatusCode::UNAUTHORIZED, "Unauthorized", None),
-        &rate_headers(&RateDecision::untouched(limit, unix_now() + 1)),
+        &RateDecision::untouched(limit, unix_now() + 1).count_headers(),
     )
+}
+
+/// Authenticates the Bearer key, then counts and runs `handle` as [`limited`] does.
+fn gated(
+    shared: &Shared,
+    headers: &HeaderMap,
+    handle: impl FnOnce(ApiKey) -> Response,
+) -> Response {
+    let Some(key) = bearer(headers).and_then(key_by_secret) else {
+        return unauthorized(shared);
+    };
+    limited(shared, key, || handle(key))
 }
 
 /// Counts the request for `key`, then runs `handle` (or answers 429).
@@ -125,17 +116,18 @@ fn limited(shared: &Shared, key: ApiKey, handle: impl FnOnce() -> Response) -> R
         .aitutor
         .window
         .hit(key.id, shared.config.aitutor_per_second_limit);
-    let headers = rate_headers(&rate);
-    if !rate.allowed {
-        let response = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Rate limit exceeded",
-            Some("rate_limited"),
-        );
-        let response = with_headers(response, &headers);
-        return with_headers(response, &[(RETRY_AFTER, "1".to_owned())]);
-    }
-    with_headers(handle(), &headers)
+    rate.respond(
+        &rate.count_headers(),
+        1,
+        || {
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit exceeded",
+                Some("rate_limited"),
+            )
+        },
+        handle,
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -315,18 +307,17 @@ async fn run(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(key) = bearer(&headers).and_then(key_by_secret) else {
-        return unauthorized(&shared);
-    };
-    limited(&shared, key, || match execute(key, &workflow_id, &body) {
-        Ok(run) => {
-            let mut reply = json!({ "success": true, "result": run.result });
-            if let Some(citations) = run.citations {
-                reply["citations"] = json!(citations);
+    gated(&shared, &headers, |key| {
+        match execute(key, &workflow_id, &body) {
+            Ok(run) => {
+                let mut reply = json!({ "success": true, "result": run.result });
+                if let Some(citations) = run.citations {
+                    reply["citations"] = json!(citations);
+                }
+                json_response(StatusCode::OK, &reply, &[])
             }
-            json_response(StatusCode::OK, &reply, &[])
+            Err(rejection) => rejection.into_response(),
         }
-        Err(rejection) => rejection.into_response(),
     })
 }
 
@@ -343,10 +334,7 @@ async fn token(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let Some(key) = bearer(&headers).and_then(key_by_secret) else {
-        return unauthorized(&shared);
-    };
-    limited(&shared, key, || {
+    gated(&shared, &headers, |key| {
         let ttl = match query_param(query.as_deref(), "ttl") {
             None => Some(60),
             Some(raw) => raw.parse::<u64>().ok().filter(|t| TOKEN_TTL.contains(t)),

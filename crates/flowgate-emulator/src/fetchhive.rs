@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::{get, post};
-use http::header::{HeaderName, RETRY_AFTER};
+use http::header::RETRY_AFTER;
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 
@@ -22,6 +22,7 @@ use crate::recording::Dialect;
 use crate::server::Shared;
 use crate::util::{
     BoundedStore, Rejection, STORE_CAPACITY, bearer, json_response, lock, random_hex, rfc3339,
+    with_headers,
 };
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
@@ -94,32 +95,6 @@ fn authenticate(headers: &HeaderMap) -> Option<ApiKey> {
     }
 }
 
-fn rate_headers(rate: &RateDecision) -> [(HeaderName, String); 3] {
-    [
-        (
-            HeaderName::from_static("x-ratelimit-limit"),
-            rate.limit.to_string(),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-remaining"),
-            rate.remaining.to_string(),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-reset"),
-            rate.reset_epoch.to_string(),
-        ),
-    ]
-}
-
-fn with_headers(mut response: Response, headers: &[(HeaderName, String)]) -> Response {
-    for (name, value) in headers {
-        if let Ok(v) = value.parse() {
-            response.headers_mut().insert(name.clone(), v);
-        }
-    }
-    response
-}
-
 /// Authenticates and counts the request against the daily cap, then runs `handle`.
 fn gated(
     shared: &Shared,
@@ -131,24 +106,22 @@ fn gated(
         let untouched = RateDecision::untouched(limit, next_midnight_utc());
         return with_headers(
             error(StatusCode::UNAUTHORIZED, "Invalid API key", None),
-            &rate_headers(&untouched),
+            &untouched.headers(),
         );
     };
     let rate = shared.fetchhive.quota.hit(key.id, limit);
-    let headers = rate_headers(&rate);
-    if !rate.allowed {
-        let mut response = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Daily API rate limit exceeded",
-            Some("api_rate_limit_exceeded"),
-        );
-        response = with_headers(response, &headers);
-        return with_headers(
-            response,
-            &[(RETRY_AFTER, rate.retry_after_secs.to_string())],
-        );
-    }
-    with_headers(handle(key), &headers)
+    rate.respond(
+        &rate.headers(),
+        rate.retry_after_secs,
+        || {
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Daily API rate limit exceeded",
+                Some("api_rate_limit_exceeded"),
+            )
+        },
+        || handle(key),
+    )
 }
 
 /// Type of a variable declared on a deployment's Start step.
@@ -679,21 +652,24 @@ async fn complete_async(
         .await;
 }
 
+/// Authenticated lookup of run `id`: `render`ed if it belongs to the caller's key.
 fn run_lookup(
     shared: &Shared,
-    key: ApiKey,
+    headers: &HeaderMap,
     id: &str,
     render: impl FnOnce(&str, &Run) -> Value,
 ) -> Response {
-    let runs = lock(&shared.fetchhive.runs);
-    match runs.get(id).filter(|r| r.key == key.id) {
-        Some(run) => json_response(StatusCode::OK, &render(id, run), &[]),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "Workflow run not found",
-            Some("not_found"),
-        ),
-    }
+    gated(shared, headers, |key| {
+        let runs = lock(&shared.fetchhive.runs);
+        match runs.get(id).filter(|r| r.key == key.id) {
+            Some(run) => json_response(StatusCode::OK, &render(id, run), &[]),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "Workflow run not found",
+                Some("not_found"),
+            ),
+        }
+    })
 }
 
 async fn workflow_run(
@@ -701,25 +677,23 @@ async fn workflow_run(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    gated(&shared, &headers, |key| {
-        run_lookup(&shared, key, &id, |id, run| {
-            let duration = run
-                .ended
-                .and_then(|e| e.duration_since(run.started).ok())
-                .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0);
-            let finished = run.ended.is_some();
-            json!({ "workflow_run": {
-                "id": id,
-                "run_status": run.status.as_str(),
-                "output_content": run.output(),
-                "error_message": run.error(),
-                "duration": duration,
-                "total_charge": if finished { json!(run.total_tokens as f64 * 0.00002) } else { Value::Null },
-                "total_tokens": if finished { json!(run.total_tokens) } else { Value::Null },
-                "started_at": rfc3339(run.started),
-                "ended_at": run.ended.map(rfc3339),
-            }})
-        })
+    run_lookup(&shared, &headers, &id, |id, run| {
+        let duration = run
+            .ended
+            .and_then(|e| e.duration_since(run.started).ok())
+            .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0);
+        let finished = run.ended.is_some();
+        json!({ "workflow_run": {
+            "id": id,
+            "run_status": run.status.as_str(),
+            "output_content": run.output(),
+            "error_message": run.error(),
+            "duration": duration,
+            "total_charge": if finished { json!(run.total_tokens as f64 * 0.00002) } else { Value::Null },
+            "total_tokens": if finished { json!(run.total_tokens) } else { Value::Null },
+            "started_at": rfc3339(run.started),
+            "ended_at": run.ended.map(rfc3339),
+        }})
     })
 }
 
@@ -728,15 +702,13 @@ async fn public_request(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    gated(&shared, &headers, |key| {
-        run_lookup(&shared, key, &id, |id, run| {
-            json!({
-                "id": id,
-                "request_id": id,
-                "run_status": run.status.as_str(),
-                "output": run.output(),
-                "error": run.error(),
-            })
+    run_lookup(&shared, &headers, &id, |id, run| {
+        json!({
+            "id": id,
+            "request_id": id,
+            "run_status": run.status.as_str(),
+            "output": run.output(),
+            "error": run.error(),
         })
     })
 }

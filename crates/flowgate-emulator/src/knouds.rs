@@ -10,7 +10,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use axum::routing::{get, post};
-use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -18,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::callbacks::CallbackSignature;
 use crate::config::EmulatorConfig;
 use crate::keys;
-use crate::ratelimit::{FixedWindow, RateDecision};
+use crate::ratelimit::FixedWindow;
 use crate::recording::Dialect;
 use crate::server::Shared;
 use crate::util::{
@@ -133,32 +132,6 @@ impl ApiKey {
     }
 }
 
-fn rate_headers(rate: &RateDecision) -> [(HeaderName, String); 3] {
-    [
-        (
-            HeaderName::from_static("x-ratelimit-limit"),
-            rate.limit.to_string(),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-remaining"),
-            rate.remaining.to_string(),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-reset"),
-            rate.reset_epoch.to_string(),
-        ),
-    ]
-}
-
-fn with_headers(mut response: Response, headers: &[(HeaderName, String)]) -> Response {
-    for (name, value) in headers {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            response.headers_mut().insert(name.clone(), v);
-        }
-    }
-    response
-}
-
 /// Authenticates `x-api-key` (Bearer is not accepted), counts the request
 /// against the key's tier window, then runs `handle`.
 fn gated(
@@ -180,20 +153,33 @@ fn gated(
         return coded_401(None);
     };
     let rate = shared.knouds.window.hit(key.secret, key.tier.limit());
-    let headers = rate_headers(&rate);
-    if !rate.allowed {
-        let response = coded(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Rate limit exceeded",
-            "RATE_LIMIT_EXCEEDED",
-        );
-        let response = with_headers(response, &headers);
-        return with_headers(
-            response,
-            &[(RETRY_AFTER, rate.retry_after_secs.to_string())],
-        );
-    }
-    with_headers(handle(key), &headers)
+    rate.respond(
+        &rate.headers(),
+        rate.retry_after_secs,
+        || {
+            coded(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit exceeded",
+                "RATE_LIMIT_EXCEEDED",
+            )
+        },
+        || handle(key),
+    )
+}
+
+/// [`gated`], then refuses keys without `capability`.
+fn gated_with(
+    shared: &Shared,
+    headers: &HeaderMap,
+    capability: &str,
+    handle: impl FnOnce(&'static ApiKey) -> Response,
+) -> Response {
+    gated(shared, headers, |key| {
+        if !key.can(capability) {
+            return capability_denied(capability);
+        }
+        handle(key)
+    })
 }
 
 fn coded_401(legacy: Option<&str>) -> Response {
@@ -218,6 +204,14 @@ fn capability_denied(required: &str) -> Response {
             "code": "CAPABILITY_DENIED",
             "required": required,
         }),
+    )
+}
+
+fn invalid_slug() -> Response {
+    coded(
+        StatusCode::BAD_REQUEST,
+        "Invalid workflow slug: use lowercase letters, digits and hyphens",
+        "INVALID_SLUG",
     )
 }
 
@@ -432,6 +426,18 @@ const WORKFLOWS: &[Workflow] = &[
     },
 ];
 
+fn workflow_by_slug(slug: &str) -> Option<&'static Workflow> {
+    WORKFLOWS.iter().find(|w| w.slug == slug)
+}
+
+/// Unknown slugs get a 404 without a code.
+fn workflow_not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        json!({ "error": "Workflow not found" }),
+    )
+}
+
 const FLAKY_MESSAGE: &str = "Provider call failed: upstream model timed out";
 
 /// Checks `inputs` against the workflow's fields and fills in defaults.
@@ -642,21 +648,14 @@ fn run_authenticated(
     started: Instant,
 ) -> Response {
     if !valid_slug(slug) {
-        return coded(
-            StatusCode::BAD_REQUEST,
-            "Invalid workflow slug: use lowercase letters, digits and hyphens",
-            "INVALID_SLUG",
-        );
+        return invalid_slug();
     }
     let required = format!("workflow:{slug}:run");
     if !key.can("workflow:run") && !key.can(&required) {
         return capability_denied(&required);
     }
-    let Some(workflow) = WORKFLOWS.iter().find(|w| w.slug == slug) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            json!({ "error": "Workflow not found" }),
-        );
+    let Some(workflow) = workflow_by_slug(slug) else {
+        return workflow_not_found();
     };
     let inputs = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(mut body)) => match body.remove("inputs") {
@@ -842,20 +841,13 @@ async fn schema(
 ) -> Response {
     gated(&shared, &headers, |key| {
         if !valid_slug(&slug) {
-            return coded(
-                StatusCode::BAD_REQUEST,
-                "Invalid workflow slug: use lowercase letters, digits and hyphens",
-                "INVALID_SLUG",
-            );
+            return invalid_slug();
         }
         if !key.can("workflow:read") {
             return capability_denied("workflow:read");
         }
-        let Some(workflow) = WORKFLOWS.iter().find(|w| w.slug == slug) else {
-            return error(
-                StatusCode::NOT_FOUND,
-                json!({ "error": "Workflow not found" }),
-            );
+        let Some(workflow) = workflow_by_slug(&slug) else {
+            return workflow_not_found();
         };
         let values: Map<String, Value> = workflow
             .fields
@@ -888,10 +880,7 @@ async fn execution(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    gated(&shared, &headers, |key| {
-        if !key.can("execution:read") {
-            return capability_denied("execution:read");
-        }
+    gated_with(&shared, &headers, "execution:read", |key| {
         let executions = lock(&shared.knouds.executions);
         match executions.get(&id).filter(|e| e.key == key.secret) {
             Some(execution) => json_response(StatusCode::OK, &execution.to_json(&id), &[]),
@@ -905,10 +894,7 @@ async fn cancel(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    gated(&shared, &headers, |key| {
-        if !key.can("execution:read") {
-            return capability_denied("execution:read");
-        }
+    gated_with(&shared, &headers, "execution:read", |key| {
         let status = {
             let mut executions = lock(&shared.knouds.executions);
             let Some(execution) = executions.get_mut(&id).filter(|e| e.key == key.secret) else {

@@ -1,13 +1,17 @@
 //! The three rate-limit shapes the providers use: a daily cap reset at
 //! midnight UTC (Fetch Hive), a per-second sliding window (AI Tutor) and a
 //! fixed per-tier window (Knouds). Counters exist only for seeded keys, so
-//! the maps stay bounded.
+//! the maps stay bounded. All three report a decision with the same
+//! `x-ratelimit-*` headers and refuse with a 429 plus `Retry-After`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::util::{lock, unix_now};
+use axum::response::Response;
+use http::header::{HeaderName, RETRY_AFTER};
+
+use crate::util::{lock, unix_now, with_headers};
 
 /// The outcome of counting one request against a limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +38,50 @@ impl RateDecision {
             reset_epoch,
             retry_after_secs: 0,
         }
+    }
+
+    /// `x-ratelimit-limit` and `x-ratelimit-remaining` (all AI Tutor sends).
+    pub(crate) fn count_headers(&self) -> [(HeaderName, String); 2] {
+        [
+            (
+                HeaderName::from_static("x-ratelimit-limit"),
+                self.limit.to_string(),
+            ),
+            (
+                HeaderName::from_static("x-ratelimit-remaining"),
+                self.remaining.to_string(),
+            ),
+        ]
+    }
+
+    /// [`Self::count_headers`] plus `x-ratelimit-reset` (Fetch Hive, Knouds).
+    pub(crate) fn headers(&self) -> [(HeaderName, String); 3] {
+        let [limit, remaining] = self.count_headers();
+        [
+            limit,
+            remaining,
+            (
+                HeaderName::from_static("x-ratelimit-reset"),
+                self.reset_epoch.to_string(),
+            ),
+        ]
+    }
+
+    /// The answer to the counted request: `handle()` when it was allowed,
+    /// otherwise `rejected()` with `Retry-After: retry_after_secs`. Either
+    /// carries the rate-limit `headers`.
+    pub(crate) fn respond(
+        &self,
+        headers: &[(HeaderName, String)],
+        retry_after_secs: u64,
+        rejected: impl FnOnce() -> Response,
+        handle: impl FnOnce() -> Response,
+    ) -> Response {
+        if !self.allowed {
+            let response = with_headers(rejected(), headers);
+            return with_headers(response, &[(RETRY_AFTER, retry_after_secs.to_string())]);
+        }
+        with_headers(handle(), headers)
     }
 }
 

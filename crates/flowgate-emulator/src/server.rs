@@ -21,7 +21,7 @@ use crate::callbacks::CallbackSender;
 use crate::config::EmulatorConfig;
 use crate::conn::ConnectionHandle;
 use crate::faults::{Fault, FaultSpec, FaultTable};
-use crate::recording::{BoundedLog, Dialect, RecordedRequest};
+use crate::recording::{BoundedLog, DeliveredCallback, Dialect, RecordedRequest};
 use crate::util::{json_response, lock};
 use crate::{aitutor, fetchhive, knouds};
 
@@ -237,14 +237,14 @@ async fn provider_fallback(request: Request) -> Response {
     }
 }
 
-async fn admin_requests(State(shared): State<Arc<Shared>>) -> Response {
-    let list: Vec<Value> = shared
-        .requests
-        .snapshot()
-        .iter()
-        .map(RecordedRequest::to_json)
-        .collect();
+/// A 200 whose body is the JSON array of `items`, each rendered by `to_json`.
+fn json_list<T>(items: &[T], to_json: impl FnMut(&T) -> Value) -> Response {
+    let list: Vec<Value> = items.iter().map(to_json).collect();
     json_response(StatusCode::OK, &Value::Array(list), &[])
+}
+
+async fn admin_requests(State(shared): State<Arc<Shared>>) -> Response {
+    json_list(&shared.requests.snapshot(), RecordedRequest::to_json)
 }
 
 async fn admin_clear_requests(State(shared): State<Arc<Shared>>) -> StatusCode {
@@ -253,13 +253,9 @@ async fn admin_clear_requests(State(shared): State<Arc<Shared>>) -> StatusCode {
 }
 
 async fn admin_faults(State(shared): State<Arc<Shared>>) -> Response {
-    let list: Vec<FaultSpec> = shared
-        .faults
-        .snapshot()
-        .iter()
-        .map(FaultSpec::from)
-        .collect();
-    json_response(StatusCode::OK, &json!(list), &[])
+    json_list(&shared.faults.snapshot(), |fault| {
+        json!(FaultSpec::from(fault))
+    })
 }
 
 async fn admin_add_fault(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -285,13 +281,7 @@ async fn admin_clear_faults(State(shared): State<Arc<Shared>>) -> StatusCode {
 }
 
 async fn admin_callbacks(State(shared): State<Arc<Shared>>) -> Response {
-    let list: Vec<Value> = shared
-        .callbacks
-        .delivered()
-        .iter()
-        .map(|c| c.to_json())
-        .collect();
-    json_response(StatusCode::OK, &Value::Array(list), &[])
+    json_list(&shared.callbacks.delivered(), DeliveredCallback::to_json)
 }
 
 async fn admin_clear_callbacks(State(shared): State<Arc<Shared>>) -> StatusCode {

@@ -90,11 +90,18 @@ pub(crate) fn json_response(
 ) -> Response {
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
-    let h = response.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    with_headers(response, headers)
+}
+
+/// `response` with `headers` added (replacing same-named ones); values that
+/// are not valid header text are skipped.
+pub(crate) fn with_headers(mut response: Response, headers: &[(HeaderName, String)]) -> Response {
     for (name, value) in headers {
         if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name.clone(), v);
+            response.headers_mut().insert(name.clone(), v);
         }
     }
     response

@@ -2,24 +2,34 @@
 
 mod common;
 
-use common::{client, json_of, start, start_default};
+use common::{aitutor_run, client, send_json, send_status, start, start_default, with_bearer};
 use flowgate_emulator::{EmulatorConfig, keys};
+use reqwest::RequestBuilder;
 use serde_json::{Value, json};
 
-#[expect(clippy::unwrap_used, reason = "test helper: failures fail the test")]
 async fn run(
     base: &str,
     key: Option<&str>,
     workflow: &str,
     body: Value,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut request = client()
-        .post(format!("{base}/api/v1/run/{workflow}"))
-        .json(&body);
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    json_of(request.send().await.unwrap()).await
+    send_json(aitutor_run(&client(), base, key, workflow, &body)).await
+}
+
+/// Runs `wf_story` with the seeded key.
+async fn run_story(base: &str, story: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+    run(
+        base,
+        Some(keys::AITUTOR_KEY),
+        "wf_story",
+        json!({ "story": story }),
+    )
+    .await
+}
+
+/// `GET {base}/api/v1/token{query}` with a Bearer `key`, if any.
+fn token_request(base: &str, key: Option<&str>, query: &str) -> RequestBuilder {
+    with_bearer(client().get(format!("{base}/api/v1/token{query}")), key)
 }
 
 #[tokio::test]
@@ -38,13 +48,7 @@ async fn auth_is_required() {
 async fn seeded_workflows_succeed() {
     let emu = start_default().await;
     let base = emu.aitutor_base_url();
-    let (status, headers, body) = run(
-        &base,
-        Some(keys::AITUTOR_KEY),
-        "wf_story",
-        json!({"story": "a fox"}),
-    )
-    .await;
+    let (status, headers, body) = run_story(&base, "a fox").await;
     assert_eq!(status, 200);
     assert_eq!(body["success"], true);
     assert!(
@@ -133,14 +137,13 @@ async fn error_bodies_and_codes() {
             assert_eq!(body, want_body, "{workflow} {request}");
         }
     }
-    let response = client()
-        .post(format!("{base}/api/v1/run/wf_story"))
-        .bearer_auth(keys::AITUTOR_KEY)
-        .body("{oops")
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = json_of(response).await;
+    let (status, _, body) = send_json(
+        client()
+            .post(format!("{base}/api/v1/run/wf_story"))
+            .bearer_auth(keys::AITUTOR_KEY)
+            .body("{oops"),
+    )
+    .await;
     assert_eq!((status, body["code"].as_str()), (400, Some("invalid_body")));
 }
 
@@ -153,23 +156,11 @@ async fn per_second_window_answers_429() {
     .await;
     let base = emu.aitutor_base_url();
     for remaining in ["2", "1", "0"] {
-        let (status, headers, _) = run(
-            &base,
-            Some(keys::AITUTOR_KEY),
-            "wf_story",
-            json!({"story": "x"}),
-        )
-        .await;
+        let (status, headers, _) = run_story(&base, "x").await;
         assert_eq!(status, 200);
         assert_eq!(headers["x-ratelimit-remaining"], remaining);
     }
-    let (status, headers, body) = run(
-        &base,
-        Some(keys::AITUTOR_KEY),
-        "wf_story",
-        json!({"story": "x"}),
-    )
-    .await;
+    let (status, headers, body) = run_story(&base, "x").await;
     assert_eq!(status, 429);
     assert_eq!(
         body,
@@ -178,43 +169,27 @@ async fn per_second_window_answers_429() {
     assert_eq!(headers["retry-after"], "1");
     assert_eq!(headers["x-ratelimit-limit"], "3");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert_eq!(
-        run(
-            &base,
-            Some(keys::AITUTOR_KEY),
-            "wf_story",
-            json!({"story": "x"})
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(run_story(&base, "x").await.0, 200);
 }
 
 #[tokio::test]
 async fn token_then_plain_text_stream() {
     let emu = start_default().await;
     let base = emu.aitutor_base_url();
-    let response = client()
-        .get(format!("{base}/api/v1/token?ttl=60"))
-        .bearer_auth(keys::AITUTOR_KEY)
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = json_of(response).await;
+    let (status, _, body) =
+        send_json(token_request(&base, Some(keys::AITUTOR_KEY), "?ttl=60")).await;
     assert_eq!(status, 200);
     assert_eq!(body["success"], true);
     assert_eq!(body["ttl"], 60);
     let token = body["token"].as_str().unwrap().to_owned();
     assert!(token.starts_with("pub_tok_"));
 
-    let stream_url = format!("{base}/api/v1/run/wf_story/stream?token={token}");
-    let response = client()
-        .post(&stream_url)
-        .json(&json!({"story": "a fox"}))
-        .send()
-        .await
-        .unwrap();
+    let stream = || {
+        client()
+            .post(format!("{base}/api/v1/run/wf_story/stream?token={token}"))
+            .json(&json!({"story": "a fox"}))
+    };
+    let response = stream().send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-type"],
@@ -224,27 +199,15 @@ async fn token_then_plain_text_stream() {
     assert!(text.starts_with("Once upon a time, a fox"), "{text}");
 
     // Single use.
-    let response = client()
-        .post(&stream_url)
-        .json(&json!({"story": "a fox"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+    assert_eq!(send_status(stream()).await, 401);
 
     for bad in ["0", "301", "abc"] {
-        let response = client()
-            .get(format!("{base}/api/v1/token?ttl={bad}"))
-            .bearer_auth(keys::AITUTOR_KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 400, "ttl={bad}");
+        let query = format!("?ttl={bad}");
+        assert_eq!(
+            send_status(token_request(&base, Some(keys::AITUTOR_KEY), &query)).await,
+            400,
+            "ttl={bad}"
+        );
     }
-    let response = client()
-        .get(format!("{base}/api/v1/token"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+    assert_eq!(send_status(token_request(&base, None, "")).await, 401);
 }

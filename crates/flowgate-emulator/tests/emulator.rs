@@ -5,29 +5,41 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{client, eventually, json_of, start, start_default};
-use flowgate_emulator::{Dialect, EmulatorConfig, Fault, keys};
+use common::{
+    aitutor_run, client, client_with_timeout, eventually, fetchhive_invoke, knouds_run, send_json,
+    send_status, start, start_default,
+};
+use flowgate_emulator::{Dialect, Emulator, EmulatorConfig, Fault, keys};
 use serde_json::{Value, json};
 
 fn summarize() -> Value {
     json!({"deployment": "summarize", "variant": "default", "inputs": {"topic": "x"}})
 }
 
+/// An AI Tutor `wf_story` run with a Bearer `key`, if any.
+fn story(http: &reqwest::Client, emu: &Emulator, key: Option<&str>) -> reqwest::RequestBuilder {
+    aitutor_run(
+        http,
+        &emu.aitutor_base_url(),
+        key,
+        "wf_story",
+        &json!({"story": "x"}),
+    )
+}
+
 #[tokio::test]
 async fn requests_are_recorded_with_full_path_headers_and_body() {
     let emu = start_default().await;
-    let response = client()
-        .post(format!(
-            "{}/api/workflows/no-input/run?async=false",
-            emu.knouds_base_url()
-        ))
-        .header("x-api-key", keys::KNOUDS_KEY)
-        .header("X-Custom-Trace", "abc")
-        .json(&json!({"inputs": {}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let request = knouds_run(
+        &client(),
+        &emu.knouds_base_url(),
+        keys::KNOUDS_KEY,
+        "no-input",
+        "?async=false",
+        &json!({"inputs": {}}),
+    )
+    .header("X-Custom-Trace", "abc");
+    assert_eq!(send_status(request).await, 200);
     let recorded = emu.requests();
     assert_eq!(recorded.len(), 1);
     let r = &recorded[0];
@@ -44,12 +56,8 @@ async fn requests_are_recorded_with_full_path_headers_and_body() {
     assert_eq!(r.json(), Some(json!({"inputs": {}})));
 
     // Admin requests are not recorded; clearing works.
-    let admin = client()
-        .get(format!("http://{}/_emulator/requests", emu.addr()))
-        .send()
-        .await
-        .unwrap();
-    let (status, _, list) = json_of(admin).await;
+    let (status, _, list) =
+        send_json(client().get(format!("http://{}/_emulator/requests", emu.addr()))).await;
     assert_eq!(status, 200);
     assert_eq!(list[0]["path"], "/knouds/api/workflows/no-input/run");
     assert_eq!(list[0]["dialect"], "knouds");
@@ -66,20 +74,21 @@ async fn status_fault_answers_verbatim_for_n_times_and_is_recorded() {
             .with_times(1)
             .with_header("retry-after", "7"),
     );
-    let url = format!("{}/workflow/invoke", emu.fetchhive_base_url());
+    let fetchhive = emu.fetchhive_base_url();
     let send = || {
-        client()
-            .post(&url)
-            .bearer_auth(keys::FETCHHIVE_KEY)
-            .json(&summarize())
-            .send()
+        fetchhive_invoke(
+            &client(),
+            &fetchhive,
+            Some(keys::FETCHHIVE_KEY),
+            &summarize(),
+        )
     };
-    let (status, headers, body) = json_of(send().await.unwrap()).await;
+    let (status, headers, body) = send_json(send()).await;
     assert_eq!(status, 503);
     assert_eq!(body, json!({"error": "maintenance"}));
     assert_eq!(headers["retry-after"], "7");
     assert_eq!(headers["content-type"], "application/json");
-    assert_eq!(send().await.unwrap().status(), 200, "times(1) is used up");
+    assert_eq!(send_status(send()).await, 200, "times(1) is used up");
     assert_eq!(emu.requests().len(), 2, "faulted requests are recorded too");
 
     // Dialect and path filters.
@@ -89,32 +98,27 @@ async fn status_fault_answers_verbatim_for_n_times_and_is_recorded() {
             .with_content_type("text/plain"),
     );
     let knouds = emu.knouds_base_url();
-    let schema = client()
-        .get(format!("{knouds}/api/workflows/no-input/schema"))
-        .header("x-api-key", keys::KNOUDS_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(schema.status(), 500);
-    assert_eq!(schema.headers()["content-type"], "text/plain");
-    assert_eq!(schema.text().await.unwrap(), "boom");
-    let run = client()
-        .post(format!("{knouds}/api/workflows/no-input/run"))
-        .header("x-api-key", keys::KNOUDS_KEY)
-        .json(&json!({"inputs": {}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(run.status(), 200);
-    assert_eq!(send().await.unwrap().status(), 200);
+    let schema = || {
+        client()
+            .get(format!("{knouds}/api/workflows/no-input/schema"))
+            .header("x-api-key", keys::KNOUDS_KEY)
+    };
+    let schema_response = schema().send().await.unwrap();
+    assert_eq!(schema_response.status(), 500);
+    assert_eq!(schema_response.headers()["content-type"], "text/plain");
+    assert_eq!(schema_response.text().await.unwrap(), "boom");
+    let run = knouds_run(
+        &client(),
+        &knouds,
+        keys::KNOUDS_KEY,
+        "no-input",
+        "",
+        &json!({"inputs": {}}),
+    );
+    assert_eq!(send_status(run).await, 200);
+    assert_eq!(send_status(send()).await, 200);
     emu.clear_faults();
-    let schema = client()
-        .get(format!("{knouds}/api/workflows/no-input/schema"))
-        .header("x-api-key", keys::KNOUDS_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(schema.status(), 200);
+    assert_eq!(send_status(schema()).await, 200);
 }
 
 #[tokio::test]
@@ -122,14 +126,8 @@ async fn latency_fault_delays_then_handles_normally() {
     let emu = start_default().await;
     emu.inject_fault(Fault::delay(Dialect::AiTutor, Duration::from_millis(300)).with_times(1));
     let started = Instant::now();
-    let response = client()
-        .post(format!("{}/api/v1/run/wf_story", emu.aitutor_base_url()))
-        .bearer_auth(keys::AITUTOR_KEY)
-        .json(&json!({"story": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let status = send_status(story(&client(), &emu, Some(keys::AITUTOR_KEY))).await;
+    assert_eq!(status, 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
@@ -141,13 +139,8 @@ async fn configured_latency_applies_to_every_provider_response() {
     })
     .await;
     let started = Instant::now();
-    let response = client()
-        .post(format!("{}/api/v1/run/wf_story", emu.aitutor_base_url()))
-        .json(&json!({"story": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+    let status = send_status(story(&client(), &emu, None)).await;
+    assert_eq!(status, 401);
     assert!(started.elapsed() >= Duration::from_millis(200));
 }
 
@@ -160,20 +153,27 @@ async fn drop_connection_closes_without_an_answer() {
             .with_latency(Duration::from_millis(50))
             .with_times(1),
     );
-    let url = format!("{}/api/workflows/no-input/run", emu.knouds_base_url());
+    let knouds = emu.knouds_base_url();
     let http = client();
     let send = || {
-        http.post(&url)
-            .header("x-api-key", keys::KNOUDS_KEY)
-            .json(&json!({"inputs": {}}))
-            .send()
+        knouds_run(
+            &http,
+            &knouds,
+            keys::KNOUDS_KEY,
+            "no-input",
+            "",
+            &json!({"inputs": {}}),
+        )
     };
-    let err = send().await.expect_err("the connection must be dropped");
+    let err = send()
+        .send()
+        .await
+        .expect_err("the connection must be dropped");
     assert!(!err.is_timeout(), "{err:?}");
     assert!(err.status().is_none());
     assert_eq!(emu.requests().len(), 1);
     assert_eq!(
-        send().await.unwrap().status(),
+        send_status(send()).await,
         200,
         "the next connection is served"
     );
@@ -188,21 +188,16 @@ async fn drop_connection_closes_without_an_answer() {
 async fn client_cancellation_is_counted() {
     let emu = start_default().await;
     emu.inject_fault(Fault::delay(Dialect::FetchHive, Duration::from_secs(5)));
-    let timeout_client = {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_millis(200))
-            .build()
-            .unwrap()
-    };
-    let err = timeout_client
-        .post(format!("{}/workflow/invoke", emu.fetchhive_base_url()))
-        .bearer_auth(keys::FETCHHIVE_KEY)
-        .json(&summarize())
-        .send()
-        .await
-        .unwrap_err();
+    let timeout_client = client_with_timeout(Duration::from_millis(200));
+    let err = fetchhive_invoke(
+        &timeout_client,
+        &emu.fetchhive_base_url(),
+        Some(keys::FETCHHIVE_KEY),
+        &summarize(),
+    )
+    .send()
+    .await
+    .unwrap_err();
     assert!(err.is_timeout());
     eventually(Duration::from_secs(3), || async {
         (emu.cancelled_requests() == 1).then_some(())
@@ -236,70 +231,41 @@ async fn admin_api_manages_faults_and_lists_callbacks() {
     let emu = start_default().await;
     let admin = format!("http://{}/_emulator", emu.addr());
     let http = client();
-    let created = http
-        .post(format!("{admin}/faults"))
-        .json(&json!({"dialect": "aitutor", "status": 500, "body": "{\"success\":false}", "times": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let bad = http
-        .post(format!("{admin}/faults"))
-        .json(&json!({"stauts": 500}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
-    let (_, _, faults) = json_of(http.get(format!("{admin}/faults")).send().await.unwrap()).await;
+    let add_fault = |fault: Value| send_status(http.post(format!("{admin}/faults")).json(&fault));
+    let created = add_fault(
+        json!({"dialect": "aitutor", "status": 500, "body": "{\"success\":false}", "times": 1}),
+    )
+    .await;
+    assert_eq!(created, 201);
+    assert_eq!(add_fault(json!({"stauts": 500})).await, 400);
+    let (_, _, faults) = send_json(http.get(format!("{admin}/faults"))).await;
     assert_eq!(faults.as_array().unwrap().len(), 1);
 
-    let run = || {
-        http.post(format!("{}/api/v1/run/wf_story", emu.aitutor_base_url()))
-            .bearer_auth(keys::AITUTOR_KEY)
-            .json(&json!({"story": "x"}))
-            .send()
-    };
-    assert_eq!(run().await.unwrap().status(), 500);
-    assert_eq!(run().await.unwrap().status(), 200);
+    let run = || send_status(story(&http, &emu, Some(keys::AITUTOR_KEY)));
+    assert_eq!(run().await, 500);
+    assert_eq!(run().await, 200);
 
-    http.post(format!("{admin}/faults"))
-        .json(&json!({"status": 418}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(run().await.unwrap().status(), 418);
+    add_fault(json!({"status": 418})).await;
+    assert_eq!(run().await, 418);
     // Faults never apply to the admin API itself.
     assert_eq!(
-        http.get(format!("{admin}/requests"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        send_status(http.get(format!("{admin}/requests"))).await,
         200
     );
     assert_eq!(
-        http.delete(format!("{admin}/faults"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        send_status(http.delete(format!("{admin}/faults"))).await,
         204
     );
-    assert_eq!(run().await.unwrap().status(), 200);
+    assert_eq!(run().await, 200);
 
     assert_eq!(
-        http.delete(format!("{admin}/requests"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        send_status(http.delete(format!("{admin}/requests"))).await,
         204
     );
     assert!(emu.requests().is_empty());
-    let (status, _, callbacks) =
-        json_of(http.get(format!("{admin}/callbacks")).send().await.unwrap()).await;
+    let (status, _, callbacks) = send_json(http.get(format!("{admin}/callbacks"))).await;
     assert_eq!((status, callbacks), (200, json!([])));
-    let (_, _, stats) = json_of(http.get(format!("{admin}/stats")).send().await.unwrap()).await;
+    let (_, _, stats) = send_json(http.get(format!("{admin}/stats"))).await;
     assert_eq!(stats["cancelled_requests"], 0);
 }
 
@@ -325,8 +291,7 @@ async fn oversized_bodies_get_413_in_each_dialect() {
         ),
     ];
     for (url, field, code) in cases {
-        let response = client().post(&url).body(big.clone()).send().await.unwrap();
-        let (status, _, body) = json_of(response).await;
+        let (status, _, body) = send_json(client().post(&url).body(big.clone())).await;
         assert_eq!(status, 413, "{url}");
         assert_eq!(body[field], code, "{url}");
     }

@@ -4,20 +4,21 @@ mod common;
 
 use std::time::Duration;
 
-use common::{CallbackReceiver, client, eventually, hmac_hex, json_of, start, start_default};
+use common::{
+    CallbackReceiver, client, eventually, fetchhive_invoke, hmac_hex, send_json, send_status,
+    start, start_default,
+};
 use flowgate_emulator::{EmulatorConfig, keys};
 use serde_json::{Value, json};
 
-#[expect(clippy::unwrap_used, reason = "test helper: failures fail the test")]
 async fn invoke(base: &str, key: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
-    let response = client()
-        .post(format!("{base}/workflow/invoke"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    json_of(response).await
+    send_json(fetchhive_invoke(&client(), base, Some(key), &body)).await
+}
+
+/// `GET {base}{path}` with a Bearer `key`.
+async fn get(base: &str, key: &str, path: &str) -> (u16, Value) {
+    let (status, _, body) = send_json(client().get(format!("{base}{path}")).bearer_auth(key)).await;
+    (status, body)
 }
 
 #[tokio::test]
@@ -25,13 +26,7 @@ async fn auth_is_required() {
     let emu = start_default().await;
     let base = emu.fetchhive_base_url();
     let body = json!({"deployment": "summarize", "variant": "default", "inputs": {"topic": "x"}});
-    let response = client()
-        .post(format!("{base}/workflow/invoke"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let (status, headers, body) = json_of(response).await;
+    let (status, headers, body) = send_json(fetchhive_invoke(&client(), &base, None, &body)).await;
     assert_eq!(status, 401);
     assert_eq!(body, json!({"error": "Invalid API key"}));
     assert!(headers.contains_key("x-ratelimit-limit"));
@@ -175,15 +170,15 @@ async fn validation_errors() {
         "Workflows with a Human in the Loop step must use callback delivery"
     );
 
-    let response = client()
-        .post(format!("{base}/workflow/invoke"))
-        .bearer_auth(k)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 422);
+    let status = send_status(
+        client()
+            .post(format!("{base}/workflow/invoke"))
+            .bearer_auth(k)
+            .header("content-type", "application/json")
+            .body("{not json"),
+    )
+    .await;
+    assert_eq!(status, 422);
 }
 
 #[tokio::test]
@@ -300,13 +295,8 @@ async fn async_run_delivers_a_signed_callback_and_updates_status() {
     let secret = accepted["webhook_secret"].as_str().unwrap().to_owned();
     assert!(secret.starts_with("whsec_"));
 
-    let response = client()
-        .get(format!("{base}/workflow_runs/{id}"))
-        .bearer_auth(keys::FETCHHIVE_KEY)
-        .send()
-        .await
-        .unwrap();
-    let (_, _, run) = json_of(response).await;
+    let run_path = format!("/workflow_runs/{id}");
+    let (_, run) = get(&base, keys::FETCHHIVE_KEY, &run_path).await;
     assert_eq!(run["workflow_run"]["run_status"], "running");
     assert_eq!(run["workflow_run"]["id"], id.as_str());
 
@@ -325,26 +315,19 @@ async fn async_run_delivers_a_signed_callback_and_updates_status() {
             .starts_with("Summary (default) of AI")
     );
 
-    let response = client()
-        .get(format!("{base}/workflow_runs/{id}"))
-        .bearer_auth(keys::FETCHHIVE_KEY)
-        .send()
-        .await
-        .unwrap();
-    let (_, _, run) = json_of(response).await;
+    let (_, run) = get(&base, keys::FETCHHIVE_KEY, &run_path).await;
     let run = &run["workflow_run"];
     assert_eq!(run["run_status"], "completed");
     assert_eq!(run["output_content"], body["output"]);
     assert!(run["ended_at"].is_string() && run["started_at"].is_string());
     assert!(run["total_tokens"].as_u64().unwrap() > 0);
 
-    let response = client()
-        .get(format!("{base}/public/requests/{id}"))
-        .bearer_auth(keys::FETCHHIVE_KEY)
-        .send()
-        .await
-        .unwrap();
-    let (_, _, flat) = json_of(response).await;
+    let (_, flat) = get(
+        &base,
+        keys::FETCHHIVE_KEY,
+        &format!("/public/requests/{id}"),
+    )
+    .await;
     assert_eq!(flat["request_id"], id.as_str());
     assert_eq!(flat["run_status"], "completed");
 
@@ -355,16 +338,10 @@ async fn async_run_delivers_a_signed_callback_and_updates_status() {
 
     // Unknown runs and other keys' runs are not found.
     for (key, path) in [
-        (keys::FETCHHIVE_KEY, "req_unknown".to_owned()),
-        (keys::FETCHHIVE_KEY_NO_CREDITS, id),
+        (keys::FETCHHIVE_KEY, "/workflow_runs/req_unknown"),
+        (keys::FETCHHIVE_KEY_NO_CREDITS, &run_path),
     ] {
-        let response = client()
-            .get(format!("{base}/workflow_runs/{path}"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 404);
+        assert_eq!(get(&base, key, path).await.0, 404);
     }
 }
 
@@ -454,13 +431,7 @@ async fn failed_callback_deliveries_are_retried() {
 #[tokio::test]
 async fn unknown_paths_use_the_dialect_error_shape() {
     let emu = start_default().await;
-    let response = client()
-        .get(format!("{}/nope", emu.fetchhive_base_url()))
-        .bearer_auth(keys::FETCHHIVE_KEY)
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = json_of(response).await;
+    let (status, body) = get(&emu.fetchhive_base_url(), keys::FETCHHIVE_KEY, "/nope").await;
     assert_eq!(status, 404);
     assert_eq!(body["error_code"], "not_found");
 }

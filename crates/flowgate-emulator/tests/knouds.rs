@@ -4,53 +4,75 @@ mod common;
 
 use std::time::Duration;
 
-use common::{CallbackReceiver, client, eventually, hmac_hex, json_of, start, start_default};
+use common::{
+    CallbackReceiver, client, eventually, hmac_hex, knouds_run, send_json, send_status, start,
+    start_default,
+};
 use flowgate_emulator::{EmulatorConfig, KnoudsWebhook, keys};
 use serde_json::{Value, json};
 
-#[expect(clippy::unwrap_used, reason = "test helper: failures fail the test")]
 async fn run(
     base: &str,
     key: &str,
     slug: &str,
     body: Value,
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let response = client()
-        .post(format!("{base}/api/workflows/{slug}/run"))
-        .header("x-api-key", key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    json_of(response).await
+    send_json(knouds_run(&client(), base, key, slug, "", &body)).await
 }
 
-#[expect(clippy::unwrap_used, reason = "test helper: failures fail the test")]
-async fn get(base: &str, key: &str, path: &str) -> (u16, Value) {
-    let response = client()
-        .get(format!("{base}{path}"))
-        .header("x-api-key", key)
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = json_of(response).await;
+/// Runs `slug` with `?async=true`.
+async fn run_async(base: &str, key: &str, slug: &str, body: Value) -> (u16, Value) {
+    let request = knouds_run(&client(), base, key, slug, "?async=true", &body);
+    let (status, _, body) = send_json(request).await;
     (status, body)
+}
+
+/// Runs `slug` and checks that the answer has `status` and error `code`.
+async fn run_expecting(
+    base: &str,
+    key: &str,
+    slug: &str,
+    body: Value,
+    status: u16,
+    code: &str,
+) -> (reqwest::header::HeaderMap, Value) {
+    let (got, headers, answer) = run(base, key, slug, body).await;
+    assert_eq!(
+        (got, answer["code"].as_str()),
+        (status, Some(code)),
+        "{slug}: {answer}"
+    );
+    (headers, answer)
+}
+
+async fn get(base: &str, key: &str, path: &str) -> (u16, Value) {
+    let (status, _, body) = send_json(
+        client()
+            .get(format!("{base}{path}"))
+            .header("x-api-key", key),
+    )
+    .await;
+    (status, body)
+}
+
+fn cancel(base: &str, id: &str) -> reqwest::RequestBuilder {
+    client()
+        .post(format!("{base}/api/executions/{id}/cancel"))
+        .header("x-api-key", keys::KNOUDS_KEY)
 }
 
 #[tokio::test]
 async fn auth_uses_x_api_key_not_bearer() {
     let emu = start_default().await;
     let base = emu.knouds_base_url();
-    let url = format!("{base}/api/workflows/no-input/run");
     let body = json!({"inputs": {}});
-    let response = client()
-        .post(&url)
-        .bearer_auth(keys::KNOUDS_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let (status, _, err) = json_of(response).await;
+    let (status, _, err) = send_json(
+        client()
+            .post(format!("{base}/api/workflows/no-input/run"))
+            .bearer_auth(keys::KNOUDS_KEY)
+            .json(&body),
+    )
+    .await;
     assert_eq!(status, 401);
     assert_eq!(err, json!({"error": "Invalid or missing API key"}));
     let (status, _, err) = run(&base, "knouds_live_wrong", "no-input", body.clone()).await;
@@ -141,44 +163,45 @@ async fn error_codes() {
     let emu = start_default().await;
     let base = emu.knouds_base_url();
     let k = keys::KNOUDS_KEY;
-    let (status, _, body) = run(&base, k, "Bad_Slug", json!({"inputs": {}})).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("INVALID_SLUG")));
+    run_expecting(
+        &base,
+        k,
+        "Bad_Slug",
+        json!({"inputs": {}}),
+        400,
+        "INVALID_SLUG",
+    )
+    .await;
     let (status, _, body) = run(&base, k, "missing-flow", json!({"inputs": {}})).await;
     assert_eq!(
         (status, body),
         (404, json!({"error": "Workflow not found"}))
     );
-    let (status, _, body) = run(&base, k, "summarize-text", json!({"text": "x"})).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("INVALID_INPUTS"))
-    );
-    let (status, _, body) = run(&base, k, "summarize-text", json!({"inputs": [1]})).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("INVALID_INPUTS"))
-    );
-    let (status, _, body) = run(&base, k, "summarize-text", json!([1])).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("INVALID_BODY")));
-    let response = client()
-        .post(format!("{base}/api/workflows/summarize-text/run"))
-        .header("x-api-key", k)
-        .body("{nope")
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = json_of(response).await;
+    for (body, code) in [
+        (json!({"text": "x"}), "INVALID_INPUTS"),
+        (json!({"inputs": [1]}), "INVALID_INPUTS"),
+        (json!([1]), "INVALID_BODY"),
+    ] {
+        run_expecting(&base, k, "summarize-text", body, 400, code).await;
+    }
+    let (status, _, body) = send_json(
+        client()
+            .post(format!("{base}/api/workflows/summarize-text/run"))
+            .header("x-api-key", k)
+            .body("{nope"),
+    )
+    .await;
     assert_eq!((status, body["code"].as_str()), (400, Some("INVALID_BODY")));
 
-    let (status, _, body) = run(
+    let (_, body) = run_expecting(
         &base,
         k,
         "summarize-text",
         json!({"inputs": {"text": 5, "bogus": 1, "max_words": "ten"}}),
+        400,
+        "INVALID_INPUTS",
     )
     .await;
-    assert_eq!(status, 400);
-    assert_eq!(body["code"], "INVALID_INPUTS");
     let mut fields: Vec<&str> = body["details"]
         .as_array()
         .unwrap()
@@ -194,15 +217,15 @@ async fn error_codes() {
     );
 
     // Capabilities.
-    let (status, _, body) = run(
+    let (_, body) = run_expecting(
         &base,
         keys::KNOUDS_KEY_SCOPED,
         "render-video",
         json!({"inputs": {"prompt": "x"}}),
+        403,
+        "CAPABILITY_DENIED",
     )
     .await;
-    assert_eq!(status, 403);
-    assert_eq!(body["code"], "CAPABILITY_DENIED");
     assert_eq!(body["required"], "workflow:render-video:run");
     let (status, _, _) = run(
         &base,
@@ -224,17 +247,15 @@ async fn error_codes() {
     );
 
     // Billing and tiers.
-    let (status, _, body) = run(
+    run_expecting(
         &base,
         keys::KNOUDS_KEY_NO_CREDITS,
         "no-input",
         json!({"inputs": {}}),
+        402,
+        "INSUFFICIENT_CREDITS",
     )
     .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (402, Some("INSUFFICIENT_CREDITS"))
-    );
     let (status, _, body) = run(
         &base,
         keys::KNOUDS_KEY_TRIAL,
@@ -247,31 +268,21 @@ async fn error_codes() {
         body,
         json!({"error": "Trial grant exhausted. Upgrade your plan to continue.", "code": "grant_exhausted"})
     );
-    let (status, headers, body) = run(
+    let (headers, body) = run_expecting(
         &base,
         keys::KNOUDS_KEY_PRO,
         "premium-model",
         json!({"inputs": {"prompt": "x"}}),
+        403,
+        "MODEL_TIER_REQUIRED",
     )
     .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (403, Some("MODEL_TIER_REQUIRED"))
-    );
     assert!(body["requiredTier"].is_string());
     assert_eq!(headers["x-ratelimit-limit"], "100");
 
     // Async where unsupported.
-    let response = client()
-        .post(format!(
-            "{base}/api/workflows/summarize-text/run?async=true"
-        ))
-        .header("x-api-key", k)
-        .json(&json!({"inputs": {"text": "x"}}))
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = json_of(response).await;
+    let (status, body) =
+        run_async(&base, k, "summarize-text", json!({"inputs": {"text": "x"}})).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (400, Some("ASYNC_NOT_SUPPORTED"))
@@ -315,19 +326,15 @@ async fn tier_window_answers_429() {
         ..Default::default()
     })
     .await;
-    let url = format!("{}/api/workflows/no-input/run", emu.knouds_base_url());
+    let base = emu.knouds_base_url();
     let http = client();
-    let call = |key: &'static str| {
-        http.post(&url)
-            .header("x-api-key", key)
-            .json(&json!({"inputs": {}}))
-            .send()
-    };
+    let call =
+        |key: &'static str| knouds_run(&http, &base, key, "no-input", "", &json!({"inputs": {}}));
     let started = std::time::Instant::now();
     for _ in 0..100 {
-        assert_eq!(call(keys::KNOUDS_KEY_PRO).await.unwrap().status(), 200);
+        assert_eq!(send_status(call(keys::KNOUDS_KEY_PRO)).await, 200);
     }
-    let (status, headers, body) = json_of(call(keys::KNOUDS_KEY_PRO).await.unwrap()).await;
+    let (status, headers, body) = send_json(call(keys::KNOUDS_KEY_PRO)).await;
     assert!(started.elapsed() < window, "test too slow for its window");
     assert_eq!(status, 429);
     assert_eq!(
@@ -339,9 +346,9 @@ async fn tier_window_answers_429() {
     let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=3).contains(&retry));
     // Business keys have their own window.
-    assert_eq!(call(keys::KNOUDS_KEY).await.unwrap().status(), 200);
+    assert_eq!(send_status(call(keys::KNOUDS_KEY)).await, 200);
     tokio::time::sleep(window + Duration::from_millis(100) - started.elapsed().min(window)).await;
-    assert_eq!(call(keys::KNOUDS_KEY_PRO).await.unwrap().status(), 200);
+    assert_eq!(send_status(call(keys::KNOUDS_KEY_PRO)).await, 200);
 }
 
 #[tokio::test]
@@ -358,14 +365,13 @@ async fn async_execution_polls_and_signs_webhooks() {
     })
     .await;
     let base = emu.knouds_base_url();
-    let response = client()
-        .post(format!("{base}/api/workflows/render-video/run?async=true"))
-        .header("x-api-key", keys::KNOUDS_KEY)
-        .json(&json!({"inputs": {"prompt": "a cat"}}))
-        .send()
-        .await
-        .unwrap();
-    let (status, _, accepted) = json_of(response).await;
+    let (status, accepted) = run_async(
+        &base,
+        keys::KNOUDS_KEY,
+        "render-video",
+        json!({"inputs": {"prompt": "a cat"}}),
+    )
+    .await;
     assert_eq!(status, 202);
     assert_eq!(accepted["_async"], true);
     assert_eq!(accepted["status"], "processing");
@@ -447,14 +453,8 @@ async fn async_failure_and_cancellation() {
     let submit = |slug: &'static str, inputs: Value| {
         let base = base.clone();
         async move {
-            let response = client()
-                .post(format!("{base}/api/workflows/{slug}/run?async=true"))
-                .header("x-api-key", keys::KNOUDS_KEY)
-                .json(&json!({ "inputs": inputs }))
-                .send()
-                .await
-                .unwrap();
-            let (status, _, body) = json_of(response).await;
+            let (status, body) =
+                run_async(&base, keys::KNOUDS_KEY, slug, json!({ "inputs": inputs })).await;
             assert_eq!(status, 202);
             body["executionId"].as_str().unwrap().to_owned()
         }
@@ -462,13 +462,7 @@ async fn async_failure_and_cancellation() {
     let failing = submit("flaky-pipeline", json!({"input": "x"})).await;
     let cancelled = submit("render-video", json!({"prompt": "x"})).await;
 
-    let response = client()
-        .post(format!("{base}/api/executions/{cancelled}/cancel"))
-        .header("x-api-key", keys::KNOUDS_KEY)
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = json_of(response).await;
+    let (status, _, body) = send_json(cancel(&base, &cancelled)).await;
     assert_eq!(
         (status, body["status"].as_str()),
         (200, Some("cancel_requested"))
@@ -518,13 +512,7 @@ async fn async_failure_and_cancellation() {
     assert_eq!(failed_event["error"]["code"], "EXECUTION_FAILED");
 
     // A finished execution cannot be cancelled; only two webhooks were sent.
-    let response = client()
-        .post(format!("{base}/api/executions/{cancelled}/cancel"))
-        .header("x-api-key", keys::KNOUDS_KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 409);
+    assert_eq!(send_status(cancel(&base, &cancelled)).await, 409);
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(receiver.received().len(), 2);
 }
@@ -532,17 +520,13 @@ async fn async_failure_and_cancellation() {
 #[tokio::test]
 async fn async_without_webhook_reports_unconfigured() {
     let emu = start_default().await;
-    let response = client()
-        .post(format!(
-            "{}/api/workflows/render-video/run?async=true",
-            emu.knouds_base_url()
-        ))
-        .header("x-api-key", keys::KNOUDS_KEY)
-        .json(&json!({"inputs": {"prompt": "x"}}))
-        .send()
-        .await
-        .unwrap();
-    let (status, _, body) = json_of(response).await;
+    let (status, body) = run_async(
+        &emu.knouds_base_url(),
+        keys::KNOUDS_KEY,
+        "render-video",
+        json!({"inputs": {"prompt": "x"}}),
+    )
+    .await;
     assert_eq!(status, 202);
     assert_eq!(body["webhookDelivery"], json!({"configured": false}));
 }

@@ -161,6 +161,7 @@ impl HttpClient {
                     format!("could not connect to {}", settings.name),
                 )
                 .with_upstream(context(settings, None))
+                .never_sent()
             } else {
                 GatewayError::new(
                     ErrorClass::Unavailable,

@@ -15,6 +15,7 @@
 pub mod aitutor;
 pub mod errors;
 pub mod fetchhive;
+mod guard;
 mod http;
 pub mod knouds;
 pub mod ratelimit;
@@ -24,14 +25,18 @@ use std::sync::Arc;
 
 use flowgate_core::{Provider, ProviderKind};
 
+pub use guard::Guarded;
 pub use http::{HttpClient, HttpClientError};
-pub use settings::ProviderSettings;
+pub use settings::{CircuitPolicy, LocalLimits, ProviderSettings, Resilience, RetryPolicy};
 
-/// Builds the provider `settings` describe, sharing `http`.
+/// Builds the provider `settings` describe, sharing `http`, with the
+/// configured protections ([`Guarded`]) around it.
 pub fn build_provider(settings: ProviderSettings, http: &HttpClient) -> Arc<dyn Provider> {
-    match settings.kind {
+    let resilience = settings.resilience.clone();
+    let dialect: Arc<dyn Provider> = match settings.kind {
         ProviderKind::FetchHive => Arc::new(fetchhive::FetchHive::new(settings, http.clone())),
         ProviderKind::AiTutor => Arc::new(aitutor::AiTutor::new(settings, http.clone())),
         ProviderKind::Knouds => Arc::new(knouds::Knouds::new(settings, http.clone())),
-    }
+    };
+    Arc::new(Guarded::new(dialect, resilience))
 }

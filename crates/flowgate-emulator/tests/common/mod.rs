@@ -18,6 +18,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use flowgate_emulator::{Emulator, EmulatorConfig};
 use hmac::{Hmac, KeyInit, Mac};
+use reqwest::RequestBuilder;
+use serde_json::Value;
 use sha2::Sha256;
 
 pub fn localhost() -> SocketAddr {
@@ -33,12 +35,75 @@ pub async fn start_default() -> Emulator {
 }
 
 pub fn client() -> reqwest::Client {
+    client_with_timeout(Duration::from_secs(20))
+}
+
+/// A client that gives up on a request after `timeout`.
+pub fn client_with_timeout(timeout: Duration) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
-        .timeout(Duration::from_secs(20))
+        .timeout(timeout)
         .build()
         .unwrap()
+}
+
+/// `POST {base}/workflow/invoke` (Fetch Hive) with a Bearer `key`, if any.
+pub fn fetchhive_invoke(
+    http: &reqwest::Client,
+    base: &str,
+    key: Option<&str>,
+    body: &Value,
+) -> RequestBuilder {
+    with_bearer(http.post(format!("{base}/workflow/invoke")).json(body), key)
+}
+
+/// `POST {base}/api/v1/run/{workflow}` (AI Tutor) with a Bearer `key`, if any.
+pub fn aitutor_run(
+    http: &reqwest::Client,
+    base: &str,
+    key: Option<&str>,
+    workflow: &str,
+    body: &Value,
+) -> RequestBuilder {
+    with_bearer(
+        http.post(format!("{base}/api/v1/run/{workflow}"))
+            .json(body),
+        key,
+    )
+}
+
+/// `POST {base}/api/workflows/{slug}/run{query}` (Knouds) with `x-api-key: key`;
+/// `query` is empty or starts with `?`.
+pub fn knouds_run(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    slug: &str,
+    query: &str,
+    body: &Value,
+) -> RequestBuilder {
+    http.post(format!("{base}/api/workflows/{slug}/run{query}"))
+        .header("x-api-key", key)
+        .json(body)
+}
+
+/// `request` with a Bearer `key`, if any.
+pub fn with_bearer(request: RequestBuilder, key: Option<&str>) -> RequestBuilder {
+    match key {
+        Some(key) => request.bearer_auth(key),
+        None => request,
+    }
+}
+
+/// Sends `request` and returns the answer's status.
+pub async fn send_status(request: RequestBuilder) -> u16 {
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// Sends `request` and decodes the answer as JSON (see [`json_of`]).
+pub async fn send_json(request: RequestBuilder) -> (u16, HeaderMap, Value) {
+    json_of(request.send().await.unwrap()).await
 }
 
 pub fn hmac_hex(secret: &str, data: &[u8]) -> String {
@@ -142,7 +207,7 @@ async fn receive(
     }
 }
 
-pub async fn json_of(response: reqwest::Response) -> (u16, HeaderMap, serde_json::Value) {
+pub async fn json_of(response: reqwest::Response) -> (u16, HeaderMap, Value) {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let text = response.text().await.unwrap();

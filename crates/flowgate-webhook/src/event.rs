@@ -1,0 +1,292 @@
+//! A verified body, normalized into one event shape for every scheme.
+
+use std::time::SystemTime;
+
+use flowgate_core::{RunError, RunStatus, decode_output};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::clock::{parse_rfc3339, unix_secs};
+use crate::{SignatureMatch, WebhookFailure, WebhookScheme};
+
+/// What a verified delivery said, the same for every scheme.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookEvent {
+    /// The scheme it was signed with.
+    pub scheme: WebhookScheme,
+    /// The id the replay guard keys on (see [`WebhookEvent::decode`]).
+    pub event_id: String,
+    /// Knouds `event` (`execution.completed`, …), Standard `type`
+    /// (`run.completed`, …); for Fetch Hive, which sends none,
+    /// `run.<status>` or `callback`.
+    pub event_type: String,
+    /// flowgate's own run id (Standard scheme only).
+    pub run_id: Option<String>,
+    /// The provider's id for the run.
+    pub upstream_run_id: Option<String>,
+    /// The run's state, when the body names one.
+    pub status: Option<RunStatus>,
+    /// The output, through [`decode_output`].
+    pub output: Option<Value>,
+    /// Why the run failed.
+    pub error: Option<RunError>,
+    /// When the event happened: the Standard body's `timestamp`, else the
+    /// signed timestamp; `None` for Fetch Hive.
+    pub time: Option<SystemTime>,
+}
+
+impl WebhookEvent {
+    /// Parses a body whose signature `signature` already verified.
+    ///
+    /// Event ids (what replays are detected by):
+    /// - Standard: `webhook-id`.
+    /// - Knouds: `<executionId>:<event>` (the docs dedupe on `executionId`;
+    ///   the event type keeps `webhook.test` apart), else a SHA-256 of the
+    ///   signed `<t>.<body>`.
+    /// - Fetch Hive: `<request_id>:<run_status>` (`run_id`/`status`
+    ///   accepted), else a SHA-256 of the body.
+    ///
+    /// Fails `Malformed` when the body is not a JSON object or lacks the
+    /// scheme's event type (Knouds `event`, Standard `type`).
+    pub fn decode(
+        scheme: WebhookScheme,
+        body: &[u8],
+        signature: &SignatureMatch,
+    ) -> Result<Self, WebhookFailure> {
+        let object = json_object(body)?;
+        match scheme {
+            WebhookScheme::Knouds => knouds(&object, body, signature),
+            WebhookScheme::FetchHive => Ok(fetchhive(&object, body)),
+            WebhookScheme::Standard => standard(&object, signature),
+        }
+    }
+}
+
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, WebhookFailure> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(WebhookFailure::malformed("body is JSON but not an object")),
+        Err(err) => Err(WebhookFailure::malformed(format!(
+            "body is not JSON (line {}, column {})",
+            err.line(),
+            err.column()
+        ))),
+    }
+}
+
+/// A string field; numbers are accepted and written out (ids are sometimes
+/// numeric), empty strings count as absent.
+fn text(object: &Map<String, Value>, key: &str) -> Option<String> {
+    match object.get(key)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn first_text(object: &Map<String, Value>, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|key| text(object, key))
+}
+
+fn output(value: Option<&Value>) -> Option<Value> {
+    match value? {
+        Value::Null => None,
+        other => Some(decode_output(other.clone())),
+    }
+}
+
+/// `{code, message}` (or Fetch Hive's `{error, error_code}`), or a bare string.
+fn run_error(value: Option<&Value>, default_code: &str) -> Option<RunError> {
+    match value? {
+        Value::String(message) => Some(RunError {
+            code: default_code.to_owned(),
+            message: message.clone(),
+        }),
+        Value::Object(object) => Some(RunError {
+            code: first_text(object, &["code", "error_code"])
+                .unwrap_or_else(|| default_code.to_owned()),
+            message: first_text(object, &["message", "error"]).unwrap_or_default(),
+        }),
+        _ => None,
+    }
+}
+
+fn sha256_id(parts: &[&[u8]]) -> String {
+    let mut digest = Sha256::new();
+    for part in parts {
+        digest.update(part);
+    }
+    format!("sha256:{}", hex::encode(digest.finalize()))
+}
+
+fn knouds(
+    object: &Map<String, Value>,
+    body: &[u8],
+    signature: &SignatureMatch,
+) -> Result<WebhookEvent, WebhookFailure> {
+    let event_type = text(object, "event")
+        .ok_or_else(|| WebhookFailure::malformed("Knouds body has no `event`"))?;
+    let execution_id = text(object, "executionId");
+    let status = match event_type.as_str() {
+        "execution.completed" => Some(RunStatus::Completed),
+        "execution.failed" => Some(RunStatus::Failed),
+        "execution.cancelled" => Some(RunStatus::Cancelled),
+        _ => text(object, "status").and_then(|s| RunStatus::parse_upstream(&s)),
+    };
+    let event_id = match &execution_id {
+        Some(id) => format!("{id}:{event_type}"),
+        None => {
+            let t = signature.signed_at.map(unix_secs).unwrap_or_default();
+            sha256_id(&[t.to_string().as_bytes(), b".", body])
+        }
+    };
+    Ok(WebhookEvent {
+        scheme: WebhookScheme::Knouds,
+        event_id,
+        event_type,
+        run_id: None,
+        upstream_run_id: execution_id,
+        status,
+        output: output(object.get("result")),
+        error: run_error(object.get("error"), "EXECUTION_FAILED"),
+        time: signature.signed_at,
+    })
+}
+
+fn fetchhive(object: &Map<String, Value>, body: &[u8]) -> WebhookEvent {
+    let run_id = first_text(object, &["request_id", "run_id"]);
+    let status_word = first_text(object, &["run_status", "status"]);
+    let status = status_word.as_deref().and_then(RunStatus::parse_upstream);
+    let event_id = match &run_id {
+        Some(id) => format!("{id}:{}", status_word.as_deref().unwrap_or_default()),
+        None => sha256_id(&[body]),
+    };
+    WebhookEvent {
+        scheme: WebhookScheme::FetchHive,
+        event_id,
+        event_type: status.map_or_else(|| "callback".to_owned(), |s| format!("run.{}", s.as_str())),
+        run_id: None,
+        upstream_run_id: run_id,
+        status,
+        output: output(object.get("output")),
+        error: run_error(object.get("error"), "run_failed"),
+        time: None,
+    }
+}
+
+fn standard(
+    object: &Map<String, Value>,
+    signature: &SignatureMatch,
+) -> Result<WebhookEvent, WebhookFailure> {
+    let event_type = text(object, "type")
+        .ok_or_else(|| WebhookFailure::malformed("Standard Webhooks body has no `type`"))?;
+    let empty = Map::new();
+    let data = match object.get("data") {
+        Some(Value::Object(data)) => data,
+        _ => &empty,
+    };
+    let status = text(data, "status")
+        .and_then(|s| RunStatus::parse_upstream(&s))
+        .or_else(|| {
+            event_type
+                .strip_prefix("run.")
+                .and_then(RunStatus::parse_upstream)
+        });
+    let time = text(object, "timestamp")
+        .and_then(|t| parse_rfc3339(&t))
+        .or(signature.signed_at);
+    Ok(WebhookEvent {
+        scheme: WebhookScheme::Standard,
+        event_id: signature.message_id.clone().unwrap_or_default(),
+        event_type,
+        run_id: text(data, "run_id"),
+        upstream_run_id: text(data, "upstream_run_id"),
+        status,
+        output: output(data.get("output")),
+        error: run_error(data.get("error"), "run_failed"),
+        time,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn unsigned() -> SignatureMatch {
+        SignatureMatch {
+            matched_secret: 0,
+            signed_at: None,
+            message_id: None,
+        }
+    }
+
+    #[test]
+    fn knouds_completed_and_failed() {
+        let body = json!({"event": "execution.completed", "executionId": "ex-1",
+            "requestId": "rq", "workflowSlug": "s", "status": "completed",
+            "result": "{\"a\":1}"})
+        .to_string();
+        let event =
+            WebhookEvent::decode(WebhookScheme::Knouds, body.as_bytes(), &unsigned()).unwrap();
+        assert_eq!(event.event_id, "ex-1:execution.completed");
+        assert_eq!(event.status, Some(RunStatus::Completed));
+        assert_eq!(event.output, Some(json!({"a": 1})));
+        assert_eq!(event.upstream_run_id.as_deref(), Some("ex-1"));
+
+        let body = json!({"event": "execution.failed", "executionId": "ex-1",
+            "status": "failed", "error": {"code": "EXECUTION_FAILED", "message": "boom"}})
+        .to_string();
+        let event =
+            WebhookEvent::decode(WebhookScheme::Knouds, body.as_bytes(), &unsigned()).unwrap();
+        assert_eq!(event.event_id, "ex-1:execution.failed");
+        assert_eq!(event.status, Some(RunStatus::Failed));
+        assert_eq!(
+            event.error,
+            Some(RunError {
+                code: "EXECUTION_FAILED".into(),
+                message: "boom".into()
+            })
+        );
+    }
+
+    #[test]
+    fn knouds_test_event_without_execution_id_gets_a_body_hash() {
+        let body = br#"{"event":"webhook.test"}"#;
+        let event = WebhookEvent::decode(WebhookScheme::Knouds, body, &unsigned()).unwrap();
+        assert!(event.event_id.starts_with("sha256:"));
+        assert_eq!(event.status, None);
+    }
+
+    #[test]
+    fn fetchhive_both_shapes() {
+        let body = br#"{"request_id":"req_1","run_status":"completed","output":"[1,2]"}"#;
+        let event = WebhookEvent::decode(WebhookScheme::FetchHive, body, &unsigned()).unwrap();
+        assert_eq!(event.event_id, "req_1:completed");
+        assert_eq!(event.event_type, "run.completed");
+        assert_eq!(event.output, Some(json!([1, 2])));
+
+        let body = br#"{"run_id":"r9","status":"failed","output":null,"error":"model down"}"#;
+        let event = WebhookEvent::decode(WebhookScheme::FetchHive, body, &unsigned()).unwrap();
+        assert_eq!(event.event_id, "r9:failed");
+        assert_eq!(event.output, None);
+        assert_eq!(event.error.unwrap().message, "model down");
+
+        let body = br#"{"output":"x"}"#;
+        let event = WebhookEvent::decode(WebhookScheme::FetchHive, body, &unsigned()).unwrap();
+        assert!(event.event_id.starts_with("sha256:"));
+        assert_eq!(event.event_type, "callback");
+    }
+
+    #[test]
+    fn non_json_and_non_objects_are_malformed() {
+        for scheme in WebhookScheme::ALL {
+            for body in [&b"not json"[..], b"[1]", b"", br#"{"a":"#] {
+                let err = WebhookEvent::decode(scheme, body, &unsigned()).unwrap_err();
+                assert_eq!(err.reason(), crate::FailureReason::Malformed);
+            }
+        }
+        let err = WebhookEvent::decode(WebhookScheme::Knouds, b"{}", &unsigned()).unwrap_err();
+        assert_eq!(err.reason(), crate::FailureReason::Malformed);
+    }
+}
