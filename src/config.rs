@@ -8,6 +8,11 @@
 //! written in the file: each provider names an environment variable
 //! (`api_key_env`) or a file (`api_key_file`, e.g. a mounted Kubernetes
 //! Secret) that holds it.
+//!
+//! Workflow schemas: `[schemas]` sizes the schema cache, and
+//! `[providers.<name>.workflows."<workflow>"]` declares a workflow's inputs
+//! (`inputs = [{ name = "topic", type = "string", required = true }]`) for
+//! dialects without a schema endpoint, or to override Knouds discovery.
 
 use std::{
     collections::BTreeMap,
@@ -17,7 +22,10 @@ use std::{
     time::Duration,
 };
 
-use flowgate_core::{ProviderKind, SecretString};
+use flowgate_core::{
+    DeclaredSchemas, ProviderKind, SchemaCacheSettings, SchemaField, SecretString, ValueType,
+    WorkflowSchema,
+};
 use flowgate_providers::{CircuitPolicy, LocalLimits, ProviderSettings, Resilience, RetryPolicy};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -44,6 +52,9 @@ pub struct Config {
     /// Run tracking.
     #[serde(default)]
     pub runs: RunsConfig,
+    /// The workflow schema cache.
+    #[serde(default)]
+    pub schemas: SchemasConfig,
 }
 
 /// `[webhooks]`: the callback ingress listener and callback forwarding.
@@ -286,6 +297,10 @@ pub struct ProviderConfig {
     /// Environment variable holding the secret(s) the provider signs its
     /// webhooks with (Knouds: per key; several comma-separated for rotation).
     pub webhook_secret_env: Option<String>,
+    /// Declared workflow input schemas, by workflow key (see
+    /// [`WorkflowSchemaConfig`]).
+    #[serde(default)]
+    pub workflows: BTreeMap<String, WorkflowSchemaConfig>,
     /// `[providers.<name>.retry]`.
     #[serde(default)]
     pub retry: RetryConfig,
@@ -384,6 +399,169 @@ impl ProviderConfig {
                     .concurrency_wait
                     .unwrap_or(defaults.limits.concurrency_wait),
             },
+        }
+    }
+}
+
+/// `[schemas]`: the cache of discovered workflow schemas.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemasConfig {
+    /// How long a fetched schema is trusted. Default `5m`.
+    #[serde(default = "SchemasConfig::default_ttl", deserialize_with = "duration")]
+    pub ttl: Duration,
+    /// Most cached (provider, workflow) entries. Default 10000.
+    #[serde(default = "SchemasConfig::default_capacity")]
+    pub capacity: u64,
+    /// How long an unknown workflow (404) is remembered. Default `30s`.
+    #[serde(
+        default = "SchemasConfig::default_negative_ttl",
+        deserialize_with = "duration"
+    )]
+    pub negative_ttl: Duration,
+    /// How long a failed schema fetch is remembered (calls go unvalidated
+    /// meanwhile). Default `10s`.
+    #[serde(
+        default = "SchemasConfig::default_failure_ttl",
+        deserialize_with = "duration"
+    )]
+    pub failure_ttl: Duration,
+    /// Longest a schema fetch may take. Default `5s`.
+    #[serde(
+        default = "SchemasConfig::default_fetch_timeout",
+        deserialize_with = "duration"
+    )]
+    pub fetch_timeout: Duration,
+}
+
+impl SchemasConfig {
+    fn default_ttl() -> Duration {
+        SchemaCacheSettings::default().ttl
+    }
+    fn default_capacity() -> u64 {
+        SchemaCacheSettings::default().capacity
+    }
+    fn default_negative_ttl() -> Duration {
+        SchemaCacheSettings::default().negative_ttl
+    }
+    fn default_failure_ttl() -> Duration {
+        SchemaCacheSettings::default().failure_ttl
+    }
+    fn default_fetch_timeout() -> Duration {
+        SchemaCacheSettings::default().fetch_timeout
+    }
+
+    /// The engine's cache settings.
+    pub fn settings(&self) -> SchemaCacheSettings {
+        SchemaCacheSettings {
+            ttl: self.ttl,
+            capacity: self.capacity,
+            negative_ttl: self.negative_ttl,
+            failure_ttl: self.failure_ttl,
+            fetch_timeout: self.fetch_timeout,
+        }
+    }
+}
+
+impl Default for SchemasConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Self::default_ttl(),
+            capacity: Self::default_capacity(),
+            negative_ttl: Self::default_negative_ttl(),
+            failure_ttl: Self::default_failure_ttl(),
+            fetch_timeout: Self::default_fetch_timeout(),
+        }
+    }
+}
+
+/// `[providers.<name>.workflows."<workflow>"]`: a declared input schema.
+///
+/// The key is the workflow as calls address it: a Knouds slug, an AI Tutor
+/// workflow id, or a Fetch Hive `deployment/variant` (one variant) or
+/// `deployment` (every variant without its own entry). Declared inputs are
+/// enforced exactly like discovered ones; for Knouds they replace discovery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowSchemaConfig {
+    /// Display name returned by GetWorkflowSchema.
+    pub name: Option<String>,
+    /// Description returned by GetWorkflowSchema.
+    pub description: Option<String>,
+    /// The inputs; an empty list means the workflow takes none.
+    pub inputs: Vec<InputConfig>,
+}
+
+/// One declared input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// The input's name.
+    pub name: String,
+    /// Its JSON type.
+    #[serde(rename = "type")]
+    pub value_type: InputType,
+    /// True when calls must give it (unless it has a default).
+    #[serde(default)]
+    pub required: bool,
+    /// What it is for.
+    pub description: Option<String>,
+    /// The value the provider uses when it is omitted.
+    pub default: Option<Value>,
+}
+
+/// The type names accepted for a declared input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    /// A JSON string.
+    String,
+    /// A JSON number.
+    Number,
+    /// A boolean.
+    Boolean,
+    /// A JSON array.
+    Array,
+    /// A JSON object.
+    Object,
+    /// Any value (not enforced).
+    Any,
+}
+
+impl From<InputType> for ValueType {
+    fn from(kind: InputType) -> Self {
+        match kind {
+            InputType::String => ValueType::String,
+            InputType::Number => ValueType::Number,
+            InputType::Boolean => ValueType::Boolean,
+            InputType::Array => ValueType::Array,
+            InputType::Object => ValueType::Object,
+            InputType::Any => ValueType::Any,
+        }
+    }
+}
+
+impl WorkflowSchemaConfig {
+    /// The engine's schema.
+    pub fn schema(&self) -> WorkflowSchema {
+        WorkflowSchema {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            fields: self
+                .inputs
+                .iter()
+                .map(|input| {
+                    let value_type = ValueType::from(input.value_type);
+                    SchemaField {
+                        name: input.name.clone(),
+                        value_type,
+                        upstream_type: value_type.as_str().to_owned(),
+                        required: input.required,
+                        default: input.default.clone(),
+                        description: input.description.clone(),
+                    }
+                })
+                .collect(),
         }
     }
 }
@@ -644,6 +822,60 @@ impl Config {
                     "only fetchhive providers have variants".into(),
                 );
             }
+            for (workflow, declared) in &provider.workflows {
+                let at = |field: &str| {
+                    let base = format!("providers.{name}.workflows.{workflow}");
+                    if field.is_empty() {
+                        base
+                    } else {
+                        format!("{base}.{field}")
+                    }
+                };
+                if let Err(message) = check_workflow_key(provider.kind, workflow) {
+                    issue(at(""), message);
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for (index, input) in declared.inputs.iter().enumerate() {
+                    let at = |field: &str| at(&format!("inputs[{index}].{field}"));
+                    if input.name.trim().is_empty() {
+                        issue(at("name"), "must not be empty".into());
+                    } else if !seen.insert(input.name.as_str()) {
+                        issue(
+                            at("name"),
+                            format!("input {:?} is declared twice", input.name),
+                        );
+                    }
+                    if let Some(default) = &input.default
+                        && !ValueType::from(input.value_type).accepts(default)
+                    {
+                        issue(
+                            at("default"),
+                            format!(
+                                "a {} default for an input of type {}",
+                                flowgate_core::json_type_name(default),
+                                ValueType::from(input.value_type)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        let schemas = &self.schemas;
+        for (field, value) in [
+            ("ttl", schemas.ttl),
+            ("negative_ttl", schemas.negative_ttl),
+            ("failure_ttl", schemas.failure_ttl),
+            ("fetch_timeout", schemas.fetch_timeout),
+        ] {
+            if value.is_zero() || value > Duration::from_secs(30 * 24 * 3600) {
+                issue(
+                    format!("schemas.{field}"),
+                    "must be between 1ms and 30 days".into(),
+                );
+            }
+        }
+        if schemas.capacity == 0 {
+            issue("schemas.capacity".into(), "must be at least 1".into());
         }
         if issues.is_empty() {
             Ok(())
@@ -797,6 +1029,49 @@ impl Config {
         } else {
             Err(ConfigError { issues })
         }
+    }
+}
+
+impl Config {
+    /// The declared workflow schemas of every provider.
+    pub fn declared_schemas(&self) -> DeclaredSchemas {
+        let mut declared = DeclaredSchemas::new();
+        for (name, provider) in &self.providers {
+            for (workflow, schema) in &provider.workflows {
+                declared.insert(name.clone(), workflow.clone(), schema.schema());
+            }
+        }
+        declared
+    }
+}
+
+/// A declared workflow key must be one a call can address.
+fn check_workflow_key(kind: KindConfig, key: &str) -> Result<(), String> {
+    let plain = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 256
+            && part
+                .chars()
+                .all(|c| !c.is_whitespace() && !c.is_control() && c != '/')
+    };
+    let ok = match kind {
+        KindConfig::Fetchhive => key.split('/').count() <= 2 && key.split('/').all(plain),
+        KindConfig::Aitutor => plain(key),
+        KindConfig::Knouds => flowgate_providers::knouds::is_valid_slug(key),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(match kind {
+            KindConfig::Fetchhive => {
+                "a Fetch Hive workflow key is \"deployment\" or \"deployment/variant\"".into()
+            }
+            KindConfig::Aitutor => "an AI Tutor workflow key is the workflow id (wf_…)".into(),
+            KindConfig::Knouds => {
+                "a Knouds workflow key is the slug (lowercase letters, digits, single hyphens)"
+                    .into()
+            }
+        })
     }
 }
 
@@ -1053,6 +1328,84 @@ mod tests {
         let err = config.provider_settings(|_| None).unwrap_err();
         assert_eq!(err.issues[0].path, "providers.fh.api_key_env");
         assert!(err.issues[0].message.contains("FH_KEY"));
+    }
+
+    const DECLARED: &str = r#"
+        [schemas]
+        ttl = "2m"
+        negative_ttl = "5s"
+
+        [providers.fh]
+        kind = "fetchhive"
+        api_key_env = "FH_KEY"
+
+        [providers.fh.workflows."summarize/default"]
+        description = "Summarizes a topic"
+        inputs = [
+          { name = "topic", type = "string", required = true },
+          { name = "depth", type = "number", default = 2, description = "How deep" },
+          { name = "tags", type = "array" },
+        ]
+
+        [providers.kn]
+        kind = "knouds"
+        api_key_env = "KN_KEY"
+        workflows.summarize-text.inputs = [{ name = "text", type = "string", required = true }]
+    "#;
+
+    #[test]
+    fn declared_schemas_and_cache_settings_parse() {
+        let config = Config::parse(DECLARED, env(&[])).unwrap();
+        let settings = config.schemas.settings();
+        assert_eq!(settings.ttl, Duration::from_secs(120));
+        assert_eq!(settings.negative_ttl, Duration::from_secs(5));
+        assert_eq!(settings.capacity, 10_000);
+        let schema = config.providers["fh"].workflows["summarize/default"].schema();
+        assert_eq!(schema.description.as_deref(), Some("Summarizes a topic"));
+        assert_eq!(schema.fields.len(), 3);
+        let depth = schema.field("depth").unwrap();
+        assert_eq!(depth.value_type, ValueType::Number);
+        assert_eq!(depth.default, Some(serde_json::json!(2)));
+        assert!(schema.field("topic").unwrap().required);
+        assert!(!config.declared_schemas().is_empty());
+    }
+
+    #[test]
+    fn declared_schema_problems_name_their_path() {
+        let text = DECLARED.replace("type = \"array\"", "type = \"list\"");
+        let err = Config::parse(&text, env(&[])).unwrap_err();
+        assert_eq!(
+            err.issues[0].path,
+            "providers.fh.workflows.summarize/default.inputs[2].type"
+        );
+        assert!(
+            err.issues[0].message.contains("unknown variant `list`"),
+            "{err}"
+        );
+
+        let text = DECLARED
+            .replace("default = 2", "default = \"two\"")
+            .replace("name = \"tags\"", "name = \"topic\"")
+            .replace("workflows.summarize-text", "workflows.Summarize_Text")
+            .replace("ttl = \"2m\"", "ttl = \"2m\"\ncapacity = 0");
+        let err = Config::parse(&text, env(&[])).unwrap_err();
+        let paths: Vec<_> = err.issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "providers.fh.workflows.summarize/default.inputs[1].default",
+                "providers.fh.workflows.summarize/default.inputs[2].name",
+                "providers.kn.workflows.Summarize_Text",
+                "schemas.capacity",
+            ]
+        );
+
+        let text = DECLARED.replace("required = true }", "required = true, requird = 1 }");
+        let err = Config::parse(&text, env(&[])).unwrap_err();
+        assert!(
+            err.issues[0].message.contains("unknown field `requird`"),
+            "{err}"
+        );
     }
 
     #[test]

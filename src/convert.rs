@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use flowgate_core::{
     AsyncDelivery, FieldViolation, GatewayError, Invocation, Invoked, RateLimitInfo, RunError,
-    RunStatus, Usage, WorkflowRef, WorkflowTarget,
+    RunStatus, Usage, ValueType, WorkflowRef, WorkflowSchema, WorkflowTarget,
 };
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
@@ -196,6 +196,47 @@ fn run_error(error: RunError) -> pb::RunError {
     pb::RunError {
         code: error.code,
         message: error.message,
+    }
+}
+
+/// Decodes a `GetWorkflowSchemaRequest` into its target.
+pub fn schema_request(
+    request: pb::GetWorkflowSchemaRequest,
+) -> Result<WorkflowTarget, GatewayError> {
+    let mut violations = Vec::new();
+    target(request.target, &mut violations)
+        .ok_or_else(|| GatewayError::invalid_argument(violations))
+}
+
+/// The wire enum of a value type (`Any` is `VALUE_TYPE_UNSPECIFIED`).
+pub fn value_type(value_type: ValueType) -> pb::ValueType {
+    match value_type {
+        ValueType::String => pb::ValueType::String,
+        ValueType::Number => pb::ValueType::Number,
+        ValueType::Boolean => pb::ValueType::Boolean,
+        ValueType::Array => pb::ValueType::Array,
+        ValueType::Object => pb::ValueType::Object,
+        ValueType::Any => pb::ValueType::Unspecified,
+    }
+}
+
+/// Builds the `GetWorkflowSchemaResponse` of a schema.
+pub fn schema_response(schema: &WorkflowSchema) -> pb::GetWorkflowSchemaResponse {
+    pb::GetWorkflowSchemaResponse {
+        name: schema.name.clone().unwrap_or_default(),
+        description: schema.description.clone().unwrap_or_default(),
+        fields: schema
+            .fields
+            .iter()
+            .map(|field| pb::SchemaField {
+                name: field.name.clone(),
+                r#type: value_type(field.value_type).into(),
+                upstream_type: field.upstream_type.clone(),
+                required: field.required,
+                default_value: field.default.clone().map(json_to_value),
+                description: field.description.clone().unwrap_or_default(),
+            })
+            .collect(),
     }
 }
 

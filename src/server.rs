@@ -17,7 +17,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use flowgate_core::Gateway;
+use flowgate_core::{Gateway, SchemaCatalog};
 use flowgate_providers::{HttpClient, build_provider};
 use flowgate_state::{
     Forwarding, IngressConfig, MemoryRunStore, RunTracker, StoreLimits, TrackerConfig,
@@ -74,7 +74,8 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         .into_iter()
         .map(|settings| build_provider(settings, &http))
         .collect();
-    let gateway = Arc::new(Gateway::new(providers));
+    let schemas = SchemaCatalog::new(config.schemas.settings(), config.declared_schemas());
+    let gateway = Arc::new(Gateway::new(providers).with_schemas(schemas));
     let secrets = config.webhook_secrets(&env)?;
     let forwarding = match secrets.signing.first() {
         Some(first) => {

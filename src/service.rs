@@ -73,12 +73,6 @@ pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {
     })
 }
 
-fn unimplemented(what: &str) -> Status {
-    to_status(&GatewayError::unimplemented(format!(
-        "{what} is part of the published API but is not available in this flowgate version yet"
-    )))
-}
-
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunStatusEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -188,9 +182,30 @@ impl WorkflowGateway for GatewayService {
 
     async fn get_workflow_schema(
         &self,
-        _request: Request<pb::GetWorkflowSchemaRequest>,
+        request: Request<pb::GetWorkflowSchemaRequest>,
     ) -> Result<Response<pb::GetWorkflowSchemaResponse>, Status> {
-        Err(unimplemented("GetWorkflowSchema"))
+        let deadline = self.deadline(request.metadata());
+        let span = tracing::info_span!(
+            "GetWorkflowSchema",
+            workflow = field::Empty,
+            error = field::Empty,
+        );
+        async move {
+            let target =
+                convert::schema_request(request.into_inner()).map_err(|err| reject(&err))?;
+            tracing::Span::current().record("workflow", field::display(target.workflow.label()));
+            match self
+                .tracker
+                .gateway()
+                .workflow_schema(&target, deadline)
+                .await
+            {
+                Ok(schema) => Ok(Response::new(convert::schema_response(&schema))),
+                Err(err) => Err(reject(&err)),
+            }
+        }
+        .instrument(span)
+        .await
     }
 }
 

@@ -52,6 +52,15 @@ async fn succeeds(
         .into_inner()
 }
 
+/// The Knouds run request the emulator received (a schema GET precedes it).
+fn knouds_run_request(h: &common::Harness) -> flowgate_emulator::RecordedRequest {
+    h.emulator
+        .requests()
+        .into_iter()
+        .find(|sent| sent.path.ends_with("/run"))
+        .expect("a run request reached the emulator")
+}
+
 fn async_options(callback_url: &str) -> Option<pb::AsyncOptions> {
     Some(pb::AsyncOptions {
         enabled: true,
@@ -376,7 +385,13 @@ async fn knouds_upstream_request_uses_x_api_key_and_inputs_wrapper() {
         ))
         .await
         .unwrap();
-    let sent = &h.emulator.requests()[0];
+    let schema = &h.emulator.requests()[0];
+    assert_eq!(
+        (schema.method.as_str(), schema.path.as_str()),
+        ("GET", "/knouds/api/workflows/summarize-text/schema")
+    );
+    assert_eq!(schema.header("x-api-key"), Some(keys::KNOUDS_KEY));
+    let sent = &knouds_run_request(&h);
     assert_eq!(sent.method, "POST");
     assert_eq!(sent.path, "/knouds/api/workflows/summarize-text/run");
     assert_eq!(sent.query, None);
@@ -402,7 +417,7 @@ async fn knouds_async_submission_is_running_with_the_execution_id() {
     let response = h.client.invoke(request).await.unwrap().into_inner();
     assert_eq!(response.status(), pb::RunStatus::Running);
     assert!(!response.upstream_run_id.is_empty());
-    let sent = &h.emulator.requests()[0];
+    let sent = &knouds_run_request(&h);
     assert_eq!(sent.path, "/knouds/api/workflows/render-video/run");
     assert_eq!(sent.query.as_deref(), Some("async=true"));
 }
@@ -567,6 +582,7 @@ async fn upstream_rate_limit_is_resource_exhausted_with_retry_info() {
         .with_header("Retry-After", "17")
         .with_header("X-RateLimit-Limit", "100")
         .with_header("X-RateLimit-Remaining", "0")
+        .with_path("/run")
         .with_times(1),
     );
     // A 5 s deadline: waiting out the 17 s Retry-After cannot help.
@@ -696,7 +712,7 @@ async fn ambiguous_dialect_requires_a_provider_name() {
 async fn caller_deadline_bounds_the_upstream_call() {
     let mut h = start().await;
     h.emulator
-        .inject_fault(Fault::delay(Dialect::Knouds, Duration::from_secs(10)));
+        .inject_fault(Fault::delay(Dialect::Knouds, Duration::from_secs(10)).with_path("/run"));
     let mut request = Request::new(invoke_request(
         target("kn", slug("summarize-text")),
         json!({"text": "x"}),

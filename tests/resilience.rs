@@ -1,5 +1,7 @@
 //! Rate-limit memory, local limits, circuit breaking, safe retries and
 //! cancellation, through real gRPC against the emulator's fault knobs.
+//! Knouds faults match `/run`: the schema request before a workflow's first
+//! run is answered normally.
 
 mod common;
 
@@ -47,11 +49,13 @@ fn reason(status: &Status) -> String {
         .unwrap_or_default()
 }
 
+/// Knouds run requests (the free schema requests the gateway makes before
+/// a workflow's first run are not what these protections guard).
 fn upstream_calls(h: &Harness) -> usize {
     h.emulator
         .requests()
         .iter()
-        .filter(|r| r.dialect == Dialect::Knouds)
+        .filter(|r| r.dialect == Dialect::Knouds && !r.path.ends_with("/schema"))
         .count()
 }
 
@@ -62,6 +66,7 @@ async fn a_429_whose_retry_after_fits_the_deadline_is_retried() {
     let mut h = common::start().await;
     h.emulator.inject_fault(
         Fault::status(Dialect::Knouds, 429, RATE_LIMITED)
+            .with_path("/run")
             .with_header("Retry-After", "1")
             .with_times(1),
     );
@@ -79,7 +84,9 @@ async fn a_429_whose_retry_after_fits_the_deadline_is_retried() {
 async fn a_429_storm_does_not_multiply_upstream_traffic() {
     let mut h = common::start().await;
     h.emulator.inject_fault(
-        Fault::status(Dialect::Knouds, 429, RATE_LIMITED).with_header("Retry-After", "30"),
+        Fault::status(Dialect::Knouds, 429, RATE_LIMITED)
+            .with_path("/run")
+            .with_header("Retry-After", "30"),
     );
     for call in 0..25 {
         let status = h
@@ -153,11 +160,9 @@ async fn the_circuit_opens_fails_fast_and_a_probe_closes_it() {
         "[providers.guarded.circuit_breaker]\nfailure_threshold = 3\nopen_for = \"500ms\"",
     )
     .await;
-    h.emulator.inject_fault(Fault::status(
-        Dialect::Knouds,
-        503,
-        r#"{"error":"Service unavailable"}"#,
-    ));
+    h.emulator.inject_fault(
+        Fault::status(Dialect::Knouds, 503, r#"{"error":"Service unavailable"}"#).with_path("/run"),
+    );
     for _ in 0..3 {
         let status = h.client.invoke(summarize("guarded")).await.unwrap_err();
         assert_eq!(status.code(), Code::Unavailable);
@@ -188,8 +193,11 @@ async fn the_circuit_opens_fails_fast_and_a_probe_closes_it() {
 #[tokio::test]
 async fn a_dropped_connection_is_not_retried_without_an_idempotency_key() {
     let mut h = common::start().await;
-    h.emulator
-        .inject_fault(Fault::dropped(Dialect::Knouds).with_times(1));
+    h.emulator.inject_fault(
+        Fault::dropped(Dialect::Knouds)
+            .with_path("/run")
+            .with_times(1),
+    );
     let status = h.client.invoke(summarize("kn")).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(
@@ -202,8 +210,11 @@ async fn a_dropped_connection_is_not_retried_without_an_idempotency_key() {
 #[tokio::test]
 async fn an_idempotency_key_makes_the_retry_safe() {
     let mut h = common::start().await;
-    h.emulator
-        .inject_fault(Fault::dropped(Dialect::Knouds).with_times(1));
+    h.emulator.inject_fault(
+        Fault::dropped(Dialect::Knouds)
+            .with_path("/run")
+            .with_times(1),
+    );
     let mut request = summarize("kn");
     request.idempotency_key = "order-7-summary".into();
     let response = h.client.invoke(request).await.unwrap().into_inner();
@@ -239,8 +250,11 @@ async fn local_concurrency_limit_caps_runs_in_flight() {
         "[providers.guarded.limits]\nmax_concurrent_runs = 1\nconcurrency_wait = \"100ms\"",
     )
     .await;
-    h.emulator
-        .inject_fault(Fault::delay(Dialect::Knouds, Duration::from_millis(800)).with_times(1));
+    h.emulator.inject_fault(
+        Fault::delay(Dialect::Knouds, Duration::from_millis(800))
+            .with_path("/run")
+            .with_times(1),
+    );
     let mut first_client = h.client.clone();
     let first = tokio::spawn(async move { first_client.invoke(summarize("guarded")).await });
     for _ in 0..100 {
@@ -260,7 +274,7 @@ async fn local_concurrency_limit_caps_runs_in_flight() {
 async fn a_cancelled_call_cancels_the_upstream_request() {
     let h = common::start().await;
     h.emulator
-        .inject_fault(Fault::delay(Dialect::Knouds, Duration::from_secs(10)));
+        .inject_fault(Fault::delay(Dialect::Knouds, Duration::from_secs(10)).with_path("/run"));
     let mut client = h.client.clone();
     let call = tokio::spawn(async move { client.invoke(summarize("kn")).await });
     for _ in 0..200 {

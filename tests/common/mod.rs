@@ -5,13 +5,14 @@
 // fast with a message is what a test helper should do.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use flowgate::{
     config::Config,
     pb::{self, workflow_gateway_client::WorkflowGatewayClient},
     server::{self, RunningServer},
 };
+use flowgate_core::SchemaCatalog;
 use flowgate_emulator::{Emulator, EmulatorConfig, keys};
 use tonic::transport::Channel;
 
@@ -25,6 +26,8 @@ pub struct Harness {
     pub server: RunningServer,
     pub client: WorkflowGatewayClient<Channel>,
     pub keys: HashMap<String, String>,
+    /// The gateway's schema catalog, for its counters.
+    pub schemas: Arc<SchemaCatalog>,
 }
 
 /// The gateway configuration the tests use: one provider per dialect plus
@@ -192,6 +195,7 @@ pub async fn start_with_config(
     let config = Config::parse(&build(&emulator), Vec::new()).expect("config parses");
     let keys = test_keys();
     let app = server::build(&config, |var| keys.get(var).cloned()).expect("gateway builds");
+    let schemas = Arc::clone(app.tracker.gateway().schemas());
     let server = server::spawn(app).await.expect("gateway starts");
     let client = WorkflowGatewayClient::connect(format!("http://{}", server.addr))
         .await
@@ -201,6 +205,7 @@ pub async fn start_with_config(
         server,
         client,
         keys,
+        schemas,
     }
 }
 

@@ -1,17 +1,25 @@
-//! Routing invocations to providers.
+//! Routing invocations to providers, after every pre-flight check.
+//!
+//! [`Gateway::invoke`] refuses a call before anything paid is sent when the
+//! invocation breaks a dialect-independent rule, a dialect rule, or the
+//! workflow's input schema (from the [`SchemaCatalog`]); all violations come
+//! back in one INVALID_ARGUMENT. A workflow the provider reports unknown is
+//! NOT_FOUND without a run; a schema that cannot be fetched lets the call go
+//! ahead unvalidated.
 
 use std::sync::Arc;
 
 use crate::{
-    Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, Provider, RunId, RunOutcome,
-    WorkflowTarget,
+    Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, PreconditionViolation,
+    Provider, RunId, RunOutcome, SchemaCatalog, SchemaLookup, WorkflowSchema, WorkflowTarget,
 };
 
-/// The engine's front door: the configured providers and the rules that pick
-/// one for a target.
+/// The engine's front door: the configured providers, the rules that pick
+/// one for a target, and the schema catalog checked before each run.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     providers: Vec<Arc<dyn Provider>>,
+    schemas: Arc<SchemaCatalog>,
 }
 
 /// A finished invocation: who ran it, its run id and what came back.
@@ -27,8 +35,24 @@ pub struct Invoked {
 
 impl Gateway {
     /// A gateway over `providers` (names are unique: configuration checks it).
+    /// Uses the default schema cache settings and no declared schemas; see
+    /// [`Gateway::with_schemas`].
     pub fn new(providers: Vec<Arc<dyn Provider>>) -> Self {
-        Self { providers }
+        Self {
+            providers,
+            schemas: Arc::new(SchemaCatalog::default()),
+        }
+    }
+
+    /// Replaces the schema catalog (cache settings and declared schemas).
+    pub fn with_schemas(mut self, schemas: SchemaCatalog) -> Self {
+        self.schemas = Arc::new(schemas);
+        self
+    }
+
+    /// The schema catalog (for its counters).
+    pub fn schemas(&self) -> &Arc<SchemaCatalog> {
+        &self.schemas
     }
 
     /// The configured providers.
@@ -98,16 +122,32 @@ impl Gateway {
         }
     }
 
-    /// Resolves the provider and runs every pre-flight check; all
-    /// violations come back in one error.
-    pub fn prepare(
+    /// Resolves the provider and runs every pre-flight check — the
+    /// request's own rules, the dialect's, and the workflow's input schema
+    /// when one is known; all violations come back in one error.
+    pub async fn prepare(
         &self,
         target: &WorkflowTarget,
         invocation: &Invocation,
+        deadline: Deadline,
     ) -> Result<&Arc<dyn Provider>, GatewayError> {
         let provider = self.resolve(target)?;
         let mut violations = invocation.validate();
         violations.extend(provider.validate(invocation));
+        // A malformed target names no workflow whose schema could be known.
+        if !violations.iter().any(|v| v.field.starts_with("target")) {
+            match self
+                .schemas
+                .schema(provider.as_ref(), &invocation.workflow, deadline)
+                .await
+            {
+                SchemaLookup::Found { schema, .. } => {
+                    violations.extend(schema.validate(&invocation.inputs));
+                }
+                SchemaLookup::UnknownWorkflow(error) => return Err((*error).clone()),
+                SchemaLookup::NotPublished | SchemaLookup::Unavailable(_) => {}
+            }
+        }
         if violations.is_empty() {
             Ok(provider)
         } else {
@@ -123,7 +163,7 @@ impl Gateway {
         invocation: &Invocation,
         deadline: Deadline,
     ) -> Result<Invoked, GatewayError> {
-        let provider = self.prepare(target, invocation)?;
+        let provider = self.prepare(target, invocation, deadline).await?;
         if deadline.is_expired() {
             return Err(GatewayError::new(
                 ErrorClass::DeadlineExceeded,
@@ -131,7 +171,19 @@ impl Gateway {
                 "the caller's deadline passed before the call was sent upstream",
             ));
         }
-        let outcome = provider.invoke(invocation, deadline).await?;
+        let outcome = match provider.invoke(invocation, deadline).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                // The upstream refused inputs the cached schema accepted:
+                // the workflow may have changed, so fetch it afresh next time.
+                if error.class == ErrorClass::InvalidArgument && error.upstream.is_some() {
+                    self.schemas
+                        .invalidate(provider.name(), &invocation.workflow)
+                        .await;
+                }
+                return Err(error);
+            }
+        };
         let run_id = match outcome.upstream_run_id.as_deref() {
             Some(upstream) => RunId::new(provider.name(), upstream),
             None => RunId::local(provider.name()),
@@ -141,6 +193,60 @@ impl Gateway {
             run_id,
             outcome,
         })
+    }
+
+    /// The input schema of `target`'s workflow, from the catalog.
+    ///
+    /// NOT_FOUND (with the resource) when the provider does not know the
+    /// workflow; FAILED_PRECONDITION (`SCHEMA_NOT_DECLARED`, precondition
+    /// type `SCHEMA`) when the dialect publishes no schemas and the
+    /// configuration declares none; the fetch's own error when the schema
+    /// endpoint failed.
+    pub async fn workflow_schema(
+        &self,
+        target: &WorkflowTarget,
+        deadline: Deadline,
+    ) -> Result<Arc<WorkflowSchema>, GatewayError> {
+        let provider = self.resolve(target)?;
+        let violations: Vec<FieldViolation> = provider
+            .validate(&Invocation::new(target.workflow.clone()))
+            .into_iter()
+            .filter(|v| v.field.starts_with("target"))
+            .collect();
+        if !violations.is_empty() {
+            return Err(GatewayError::invalid_argument(violations));
+        }
+        match self
+            .schemas
+            .schema(provider.as_ref(), &target.workflow, deadline)
+            .await
+        {
+            SchemaLookup::Found { schema, .. } => Ok(schema),
+            SchemaLookup::UnknownWorkflow(error) | SchemaLookup::Unavailable(error) => {
+                Err((*error).clone())
+            }
+            SchemaLookup::NotPublished => {
+                let label = target.workflow.label();
+                let mut error = GatewayError::new(
+                    ErrorClass::FailedPrecondition,
+                    "SCHEMA_NOT_DECLARED",
+                    format!(
+                        "{} publishes no workflow schemas and none is declared for {label:?} on provider {:?}",
+                        provider.kind(),
+                        provider.name()
+                    ),
+                );
+                error.precondition = Some(PreconditionViolation {
+                    kind: "SCHEMA".into(),
+                    subject: format!("provider:{}/{label}", provider.name()),
+                    description: format!(
+                        "declare the inputs in the configuration under [providers.{}.workflows.\"{label}\"]",
+                        provider.name()
+                    ),
+                });
+                Err(error)
+            }
+        }
     }
 }
 
@@ -268,6 +374,74 @@ mod tests {
         let fields: Vec<_> = err.violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, vec!["metadata.nested", "target.slug"]);
         assert_eq!(provider.calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn schema_violations_join_the_other_violations_and_nothing_is_sent() {
+        use crate::{DeclaredSchemas, SchemaCacheSettings, SchemaField, ValueType};
+        let provider = fake("kn", ProviderKind::Knouds);
+        let mut declared = DeclaredSchemas::new();
+        declared.insert(
+            "kn",
+            "flow",
+            WorkflowSchema::new(vec![
+                SchemaField::new("text", ValueType::String).required(),
+                SchemaField::new("n", ValueType::Number),
+            ]),
+        );
+        let gateway = Gateway::new(vec![provider.clone()])
+            .with_schemas(SchemaCatalog::new(SchemaCacheSettings::default(), declared));
+        let mut invocation = Invocation::new(WorkflowRef::Slug("flow".into()));
+        invocation.inputs.insert("n".into(), serde_json::json!("7"));
+        invocation
+            .metadata
+            .insert("nested".into(), serde_json::json!([1]));
+        let err = futures::executor::block_on(gateway.invoke(
+            &target(None, invocation.workflow.clone()),
+            &invocation,
+            Deadline::NONE,
+        ))
+        .unwrap_err();
+        let mut fields: Vec<_> = err.violations.iter().map(|v| v.field.as_str()).collect();
+        fields.sort_unstable();
+        assert_eq!(fields, vec!["inputs.n", "inputs.text", "metadata.nested"]);
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 0);
+
+        invocation.metadata.clear();
+        invocation.inputs.insert("n".into(), serde_json::json!(7));
+        invocation
+            .inputs
+            .insert("text".into(), serde_json::json!("t"));
+        futures::executor::block_on(gateway.invoke(
+            &target(None, invocation.workflow.clone()),
+            &invocation,
+            Deadline::NONE,
+        ))
+        .unwrap();
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_dialect_without_schemas_answers_failed_precondition() {
+        let gateway = Gateway::new(vec![fake("fh", ProviderKind::FetchHive)]);
+        let workflow = WorkflowRef::Deployment {
+            name: "summarize".into(),
+            variant: Some("default".into()),
+        };
+        let err = futures::executor::block_on(
+            gateway.workflow_schema(&target(None, workflow), Deadline::NONE),
+        )
+        .unwrap_err();
+        assert_eq!(err.class, ErrorClass::FailedPrecondition);
+        assert_eq!(err.reason, "SCHEMA_NOT_DECLARED");
+        let precondition = err.precondition.as_ref().unwrap();
+        assert_eq!(precondition.kind, "SCHEMA");
+        assert!(
+            precondition
+                .description
+                .contains("[providers.fh.workflows.\"summarize/default\"]"),
+            "{precondition:?}"
+        );
     }
 
     #[test]

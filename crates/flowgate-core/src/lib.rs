@@ -12,16 +12,25 @@
 //!   place at the edge.
 //! - [`Provider`]: the trait every dialect implements; [`Gateway`] routes
 //!   invocations to providers.
+//! - [`WorkflowSchema`]: a workflow's input fields and their validation;
+//!   [`SchemaCatalog`]: declared schemas plus the moka cache of discovered
+//!   ones, consulted by [`Gateway::invoke`] before any upstream call.
 
+mod catalog;
 mod error;
 mod gateway;
 mod invocation;
 mod outcome;
 mod provider;
 mod run_id;
+mod schema;
 mod secret;
 mod target;
 
+pub use catalog::{
+    DeclaredSchemas, SchemaCacheSettings, SchemaCacheStats, SchemaCatalog, SchemaLookup,
+    SchemaSource,
+};
 pub use error::{
     ErrorClass, ErrorData, FieldViolation, GatewayError, PreconditionViolation, QuotaViolation,
     ResourceRef, UpstreamContext,
@@ -31,5 +40,6 @@ pub use invocation::{AsyncDelivery, Invocation};
 pub use outcome::{RateLimitInfo, RunError, RunOutcome, RunStatus, Usage, decode_output};
 pub use provider::{Deadline, Provider};
 pub use run_id::RunId;
+pub use schema::{SchemaField, ValueType, WorkflowSchema, json_type_name};
 pub use secret::SecretString;
 pub use target::{ProviderKind, WorkflowRef, WorkflowTarget};

@@ -7,7 +7,9 @@ use std::{
 
 use async_trait::async_trait;
 
-use crate::{FieldViolation, GatewayError, Invocation, ProviderKind, RunOutcome};
+use crate::{
+    FieldViolation, GatewayError, Invocation, ProviderKind, RunOutcome, WorkflowRef, WorkflowSchema,
+};
 
 /// When the caller stops waiting. The upstream call never outlives it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +39,14 @@ impl Deadline {
     /// shortened to what is left of the deadline.
     pub fn budget(self, timeout: Duration) -> Duration {
         self.remaining().map_or(timeout, |left| left.min(timeout))
+    }
+
+    /// The earlier of two deadlines (an unbounded one never wins).
+    pub fn earlier(self, other: Deadline) -> Deadline {
+        match (self.0, other.0) {
+            (Some(a), Some(b)) => Deadline(Some(a.min(b))),
+            (a, b) => Deadline(a.or(b)),
+        }
     }
 
     /// True once the deadline has passed.
@@ -87,6 +97,26 @@ pub trait Provider: Send + Sync + fmt::Debug {
         let _ = (upstream_id, deadline);
         Ok(None)
     }
+
+    /// Fetches the workflow's input schema from the provider's schema
+    /// endpoint. `Ok(None)`: the dialect publishes no schema (the default).
+    /// An unknown workflow is a NOT_FOUND error with a resource. Called
+    /// through the gateway's schema cache, never per invocation.
+    async fn fetch_schema(
+        &self,
+        workflow: &WorkflowRef,
+        deadline: Deadline,
+    ) -> Result<Option<WorkflowSchema>, GatewayError> {
+        let _ = (workflow, deadline);
+        Ok(None)
+    }
+
+    /// The variant a deployment target without one runs (Fetch Hive's
+    /// configured `default_variant`), so declared schemas keyed by
+    /// `deployment/variant` apply to it too. `None` for other dialects.
+    fn default_variant(&self) -> Option<&str> {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -103,6 +133,16 @@ mod tests {
         assert!(soon.budget(Duration::from_secs(5)) <= Duration::from_millis(100));
         let late = Deadline::after(Duration::from_secs(60));
         assert_eq!(late.budget(Duration::from_secs(5)), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn earlier_deadline_wins() {
+        let soon = Deadline::after(Duration::from_secs(1));
+        let late = Deadline::after(Duration::from_secs(60));
+        assert_eq!(soon.earlier(late), soon);
+        assert_eq!(late.earlier(soon), soon);
+        assert_eq!(Deadline::NONE.earlier(late), late);
+        assert_eq!(Deadline::NONE.earlier(Deadline::NONE), Deadline::NONE);
     }
 
     #[test]

@@ -411,6 +411,10 @@ impl Provider for FetchHive {
         ProviderKind::FetchHive
     }
 
+    fn default_variant(&self) -> Option<&str> {
+        self.settings.default_variant.as_deref()
+    }
+
     fn validate(&self, invocation: &Invocation) -> Vec<FieldViolation> {
         let mut violations = Vec::new();
         if let WorkflowRef::Deployment { name, variant } = &invocation.workflow {

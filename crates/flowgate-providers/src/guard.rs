@@ -29,7 +29,7 @@ use std::{
 use async_trait::async_trait;
 use flowgate_core::{
     Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, Provider, ProviderKind,
-    RateLimitInfo, RunOutcome, UpstreamContext,
+    RateLimitInfo, RunOutcome, UpstreamContext, WorkflowRef, WorkflowSchema,
 };
 use rand::Rng as _;
 use tokio::{
@@ -451,6 +451,21 @@ impl Provider for Guarded {
             Ok(None) => {}
         }
         result
+    }
+
+    fn default_variant(&self) -> Option<&str> {
+        self.inner.default_variant()
+    }
+
+    /// Schema fetches are free and already single-flight and cached (the
+    /// gateway's schema catalog), and a failed one never blocks a run: they
+    /// go straight to the dialect, outside the run protections.
+    async fn fetch_schema(
+        &self,
+        workflow: &WorkflowRef,
+        deadline: Deadline,
+    ) -> Result<Option<WorkflowSchema>, GatewayError> {
+        self.inner.fetch_schema(workflow, deadline).await
     }
 
     async fn invoke(

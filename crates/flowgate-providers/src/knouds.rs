@@ -7,6 +7,11 @@
 //! Errors are `{"error", "code", …context}` (`required` on
 //! CAPABILITY_DENIED, `details` on INVALID_INPUTS). `EXECUTION_FAILED` is a
 //! run that ran and failed: a FAILED outcome, not an error.
+//!
+//! Schemas: `GET {base}/api/workflows/{slug}/schema` (capability
+//! `workflow:read`) answers `{"fields": [{name, type, required?,
+//! description?, default?}], "values": {<defaults>}, "name", "description"}`;
+//! a field's default is its own `default` or else its entry in `values`.
 
 use std::time::Duration;
 
@@ -14,7 +19,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use flowgate_core::{
     Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, Provider, ProviderKind,
-    RunError, RunOutcome, RunStatus, Usage, WorkflowRef, decode_output,
+    RunError, RunOutcome, RunStatus, SchemaField, Usage, ValueType, WorkflowRef, WorkflowSchema,
+    decode_output,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::{Deserialize, Serialize};
@@ -81,6 +87,55 @@ pub(crate) fn is_path_safe(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+#[derive(Deserialize)]
+struct SchemaBody {
+    fields: Vec<SchemaFieldBody>,
+    #[serde(default)]
+    values: Map<String, Value>,
+    name: Option<String>,
+    description: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SchemaFieldBody {
+    name: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    required: bool,
+    description: Option<String>,
+    default: Option<Value>,
+}
+
+impl SchemaBody {
+    fn normalize(mut self) -> WorkflowSchema {
+        let fields = self
+            .fields
+            .into_iter()
+            .map(|field| {
+                let upstream_type = field.kind.unwrap_or_default();
+                SchemaField {
+                    value_type: ValueType::from_upstream(&upstream_type),
+                    upstream_type,
+                    required: field.required,
+                    default: field
+                        .default
+                        .filter(|value| !value.is_null())
+                        .or_else(|| self.values.remove(&field.name))
+                        .filter(|value| !value.is_null()),
+                    description: field.description.filter(|text| !text.is_empty()),
+                    name: field.name,
+                }
+            })
+            .collect();
+        WorkflowSchema {
+            name: self.name.filter(|text| !text.is_empty()),
+            description: self.description.filter(|text| !text.is_empty()),
+            fields,
+        }
+    }
+}
+
 /// True for a well-formed slug: lowercase letters, digits and single
 /// hyphens between them.
 pub fn is_valid_slug(slug: &str) -> bool {
@@ -109,6 +164,50 @@ impl Knouds {
     pub fn run_url(&self, slug: &str, asynchronous: bool) -> String {
         let query = if asynchronous { "?async=true" } else { "" };
         format!("{}/api/workflows/{slug}/run{query}", self.settings.base_url)
+    }
+
+    /// The schema URL for `slug` (public for request-shape tests).
+    pub fn schema_url(&self, slug: &str) -> String {
+        format!("{}/api/workflows/{slug}/schema", self.settings.base_url)
+    }
+
+    /// Decodes a schema answer (public for decoder tests).
+    pub fn decode_schema(
+        &self,
+        status: u16,
+        headers: HeaderMap,
+        body: Bytes,
+        workflow: &WorkflowRef,
+    ) -> Result<WorkflowSchema, GatewayError> {
+        self.decode_schema_response(&UpstreamResponse::new(status, headers, body), workflow)
+    }
+
+    fn decode_schema_response(
+        &self,
+        response: &UpstreamResponse,
+        workflow: &WorkflowRef,
+    ) -> Result<WorkflowSchema, GatewayError> {
+        if response.status != 200 {
+            // The run's error table covers the schema endpoint's answers too
+            // (401, 403 CAPABILITY_DENIED, 404, 429, 5xx).
+            return match self.decode_error(response, workflow) {
+                Err(error) => Err(error),
+                Ok(_) => Err(protocol_error(
+                    &self.settings,
+                    response,
+                    "a run outcome from the schema endpoint",
+                )),
+            };
+        }
+        serde_json::from_slice::<SchemaBody>(&response.body)
+            .map(SchemaBody::normalize)
+            .map_err(|_| {
+                protocol_error(
+                    &self.settings,
+                    response,
+                    "a schema that is not {fields: [{name, type}]}",
+                )
+            })
     }
 
     /// Decodes an upstream answer (public for decoder tests).
@@ -466,6 +565,26 @@ impl Provider for Knouds {
         self.decode_execution_response(&response, upstream_id)
             .map(Some)
     }
+
+    async fn fetch_schema(
+        &self,
+        workflow: &WorkflowRef,
+        deadline: Deadline,
+    ) -> Result<Option<WorkflowSchema>, GatewayError> {
+        let WorkflowRef::Slug(slug) = workflow else {
+            return Err(GatewayError::internal(
+                "knouds provider given a non-slug target",
+            ));
+        };
+        let request = UpstreamRequest {
+            method: Method::GET,
+            url: self.schema_url(slug),
+            auth: (&self.auth.0, &self.auth.1),
+            body: None,
+        };
+        let response = self.http.send(&self.settings, request, deadline).await?;
+        self.decode_schema_response(&response, workflow).map(Some)
+    }
 }
 
 #[cfg(test)]
@@ -474,18 +593,81 @@ mod tests {
     use flowgate_core::SecretString;
     use serde_json::json;
 
-    fn decode(status: u16, body: Value) -> Result<RunOutcome, GatewayError> {
+    fn knouds() -> Knouds {
         let settings = ProviderSettings::new(
             "kn",
             ProviderKind::Knouds,
             SecretString::new("knouds_live_x"),
         );
-        Knouds::new(settings, HttpClient::new().unwrap()).decode(
+        Knouds::new(settings, HttpClient::new().unwrap())
+    }
+
+    fn decode(status: u16, body: Value) -> Result<RunOutcome, GatewayError> {
+        knouds().decode(
             status,
             HeaderMap::new(),
             Bytes::from(body.to_string()),
             &WorkflowRef::Slug("my-flow".into()),
         )
+    }
+
+    fn decode_schema(status: u16, body: Value) -> Result<WorkflowSchema, GatewayError> {
+        knouds().decode_schema(
+            status,
+            HeaderMap::new(),
+            Bytes::from(body.to_string()),
+            &WorkflowRef::Slug("my-flow".into()),
+        )
+    }
+
+    #[test]
+    fn schema_fields_types_and_defaults_are_normalized() {
+        let schema = decode_schema(
+            200,
+            json!({
+                "name": "Summarize", "description": "",
+                "fields": [
+                    {"name": "text", "type": "string", "required": true, "description": "Text"},
+                    {"name": "max_words", "type": "number", "default": 50},
+                    {"name": "style", "type": "string"},
+                    {"name": "upload", "type": "file"}
+                ],
+                "values": {"style": "short", "max_words": 99}
+            }),
+        )
+        .unwrap();
+        assert_eq!(schema.name.as_deref(), Some("Summarize"));
+        assert_eq!(schema.description, None);
+        let text = schema.field("text").unwrap();
+        assert!(text.required && text.value_type == ValueType::String);
+        assert_eq!(text.description.as_deref(), Some("Text"));
+        assert_eq!(schema.field("max_words").unwrap().default, Some(json!(50)));
+        assert_eq!(schema.field("style").unwrap().default, Some(json!("short")));
+        let upload = schema.field("upload").unwrap();
+        assert_eq!(
+            (upload.value_type, upload.upstream_type.as_str()),
+            (ValueType::Any, "file")
+        );
+        let empty = decode_schema(200, json!({"fields": []})).unwrap();
+        assert!(empty.fields.is_empty());
+    }
+
+    #[test]
+    fn schema_errors_are_typed() {
+        let missing = decode_schema(404, json!({"error": "Workflow not found"})).unwrap_err();
+        assert_eq!(missing.class, ErrorClass::NotFound);
+        assert_eq!(
+            missing.resource.as_ref().unwrap().resource_type,
+            "knouds.workflow"
+        );
+        let denied = decode_schema(
+            403,
+            json!({"error": "no", "code": "CAPABILITY_DENIED", "required": "workflow:read"}),
+        )
+        .unwrap_err();
+        assert_eq!(denied.class, ErrorClass::PermissionDenied);
+        let garbled = decode_schema(200, json!({"fields": "nope"})).unwrap_err();
+        assert_eq!(garbled.class, ErrorClass::ProtocolError);
     }
 
     #[test]

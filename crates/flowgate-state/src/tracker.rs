@@ -300,7 +300,9 @@ impl RunTracker {
         trace_parent: Option<String>,
     ) -> Result<Invoked, GatewayError> {
         invocation.async_delivery = None;
-        self.gateway.prepare(target, &invocation)?;
+        self.gateway
+            .prepare(target, &invocation, Deadline::after(POLL_TIMEOUT))
+            .await?;
         let permit = Arc::clone(&self.background)
             .try_acquire_owned()
             .map_err(|_| {
