@@ -104,6 +104,8 @@ proptest! {
         let body = Bytes::from(body);
         check(fetchhive.decode(status, headers.clone(), body.clone(), &WorkflowRef::Deployment { name: "d".into(), variant: None }));
         check(aitutor.decode(status, headers.clone(), body.clone(), &WorkflowRef::WorkflowId("wf".into())));
-        check(knouds.decode(status, headers, body, &WorkflowRef::Slug("s".into())));
+        check(knouds.decode(status, headers.clone(), body.clone(), &WorkflowRef::Slug("s".into())));
+        check(knouds.decode_execution(status, headers.clone(), body.clone(), "e-1"));
+        check(fetchhive.decode_workflow_run(status, headers, body, "req_1"));
     }
 }
