@@ -3,6 +3,13 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc instead of glibc malloc: the gateway allocates and frees many
+/// small buffers per call across worker threads, where glibc's per-thread
+/// arenas kept growing and trimming their heaps (an `mprotect` and a lock
+/// round trip per call in the Invoke benchmark).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use flowgate::{
     config::{Config, LogFormat},
     demo, logging, server,
@@ -35,6 +42,9 @@ enum Command {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:8700")]
         listen: SocketAddr,
+        /// Lift every rate limit and concurrency cap (for load tests).
+        #[arg(long)]
+        no_rate_limits: bool,
     },
     /// Start the emulator and the gateway on loopback and make real gRPC
     /// calls to every dialect.
@@ -119,9 +129,19 @@ async fn run(command: Command) -> Result<(), String> {
             ));
             Ok(())
         }
-        Command::Emulator { listen } => {
+        Command::Emulator {
+            listen,
+            no_rate_limits,
+        } => {
             logging::init(LogFormat::Text, "info");
-            let emulator = flowgate_emulator::Emulator::start(Default::default(), listen)
+            let mut config = flowgate_emulator::EmulatorConfig::default();
+            if no_rate_limits {
+                config.fetchhive_daily_limit = u32::MAX;
+                config.fetchhive_concurrency_limit = u32::MAX;
+                config.aitutor_per_second_limit = u32::MAX;
+                config.knouds_window = std::time::Duration::from_millis(1);
+            }
+            let emulator = flowgate_emulator::Emulator::start(config, listen)
                 .await
                 .map_err(|err| format!("cannot start the emulator on {listen}: {err}"))?;
             tracing::info!(

@@ -24,8 +24,7 @@ use flowgate_state::{
 };
 use flowgate_webhook::{Forwarder, ForwarderConfig, StandardSecret};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::ServingStatus;
 use tower::limit::GlobalConcurrencyLimitLayer;
 
@@ -259,7 +258,6 @@ pub async fn serve(
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_nodelay(true)
         .layer(GlobalConcurrencyLimitLayer::new(
             server.max_concurrent_requests,
         ))
@@ -268,8 +266,11 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
-    let serving =
-        router.serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), signal);
+    // Options set on the builder apply only to listeners tonic binds itself:
+    // accepted connections get TCP_NODELAY here (without it small gRPC
+    // frames wait on Nagle and delayed ACKs: ~40 ms stalls).
+    let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+    let serving = router.serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(serving);
     let result = tokio::select! {
         result = &mut serving => result.map_err(ServeError::from),

@@ -28,7 +28,7 @@ use crate::{
         ErrorBody, credential_rejected, describe, fallback_error, id_text, protocol_error,
         safe_message, upstream_error,
     },
-    http::{UpstreamRequest, UpstreamResponse, auth_header},
+    http::{BaseUrl, UpstreamRequest, UpstreamResponse, auth_header},
 };
 
 /// Longest accepted workflow id.
@@ -39,7 +39,7 @@ const MAX_WORKFLOW_ID: usize = 128;
 pub struct AiTutor {
     settings: ProviderSettings,
     http: HttpClient,
-    run_url_prefix: String,
+    base: BaseUrl,
     auth: (HeaderName, HeaderValue),
 }
 
@@ -56,12 +56,12 @@ struct RunBody {
 impl AiTutor {
     /// A provider for `settings` (kind `aitutor`).
     pub fn new(settings: ProviderSettings, http: HttpClient) -> Self {
-        let run_url_prefix = format!("{}/api/v1/run/", settings.base_url);
+        let base = BaseUrl::parse(&settings.base_url);
         let auth = auth_header(header::AUTHORIZATION, "Bearer ", &settings);
         Self {
             settings,
             http,
-            run_url_prefix,
+            base,
             auth,
         }
     }
@@ -294,7 +294,7 @@ impl Provider for AiTutor {
             .map_err(|err| GatewayError::internal(format!("encoding the request: {err}")))?;
         let request = UpstreamRequest {
             method: Method::POST,
-            url: format!("{}{id}", self.run_url_prefix),
+            url: self.base.join(&["api", "v1", "run", id], None)?,
             auth: (&self.auth.0, &self.auth.1),
             body: Some(body),
         };

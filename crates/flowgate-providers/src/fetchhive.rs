@@ -25,7 +25,7 @@ use crate::{
         ErrorBody, credential_rejected, describe, fallback_error, id_text, protocol_error,
         run_error, safe_message, upstream_error,
     },
-    http::{UpstreamRequest, UpstreamResponse, auth_header},
+    http::{BaseUrl, UpstreamRequest, UpstreamResponse, auth_header},
 };
 
 /// A configured Fetch Hive provider.
@@ -33,7 +33,7 @@ use crate::{
 pub struct FetchHive {
     settings: ProviderSettings,
     http: HttpClient,
-    invoke_url: String,
+    base: BaseUrl,
     auth: (HeaderName, HeaderValue),
 }
 
@@ -93,12 +93,12 @@ struct RunBody {
 impl FetchHive {
     /// A provider for `settings` (kind `fetchhive`).
     pub fn new(settings: ProviderSettings, http: HttpClient) -> Self {
-        let invoke_url = format!("{}/workflow/invoke", settings.base_url);
+        let base = BaseUrl::parse(&settings.base_url);
         let auth = auth_header(header::AUTHORIZATION, "Bearer ", &settings);
         Self {
             settings,
             http,
-            invoke_url,
+            base,
             auth,
         }
     }
@@ -447,7 +447,7 @@ impl Provider for FetchHive {
         let body = self.request_body(invocation)?;
         let request = UpstreamRequest {
             method: Method::POST,
-            url: self.invoke_url.clone(),
+            url: self.base.join(&["workflow", "invoke"], None)?,
             auth: (&self.auth.0, &self.auth.1),
             body: Some(body),
         };
@@ -470,7 +470,7 @@ impl Provider for FetchHive {
         }
         let request = UpstreamRequest {
             method: Method::GET,
-            url: format!("{}/workflow_runs/{upstream_id}", self.settings.base_url),
+            url: self.base.join(&["workflow_runs", upstream_id], None)?,
             auth: (&self.auth.0, &self.auth.1),
             body: None,
         };

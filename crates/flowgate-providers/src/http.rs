@@ -84,9 +84,39 @@ impl UpstreamResponse {
 #[derive(Debug)]
 pub(crate) struct UpstreamRequest<'a> {
     pub method: http::Method,
-    pub url: String,
+    pub url: reqwest::Url,
     pub auth: (&'a HeaderName, &'a HeaderValue),
     pub body: Option<Vec<u8>>,
+}
+
+/// A provider's base URL, parsed once; request URLs are made by appending
+/// path segments (percent-encoded) to a copy, never by re-parsing text.
+#[derive(Clone, Debug)]
+pub(crate) struct BaseUrl(Result<reqwest::Url, String>);
+
+impl BaseUrl {
+    /// Parses `text` (configuration already checked it; a bad one fails
+    /// each call with INTERNAL instead of at start-up).
+    pub fn parse(text: &str) -> Self {
+        Self(reqwest::Url::parse(text).map_err(|err| err.to_string()))
+    }
+
+    /// `base/segment/…[?query]`.
+    pub fn join(
+        &self,
+        segments: &[&str],
+        query: Option<&str>,
+    ) -> Result<reqwest::Url, GatewayError> {
+        let mut url = self.0.clone().map_err(|err| {
+            GatewayError::internal(format!("the provider's base_url is invalid: {err}"))
+        })?;
+        url.path_segments_mut()
+            .map_err(|()| GatewayError::internal("the provider's base_url cannot take a path"))?
+            .pop_if_empty()
+            .extend(segments);
+        url.set_query(query);
+        Ok(url)
+    }
 }
 
 /// The auth header a dialect sends, built once and marked sensitive so it is
@@ -131,7 +161,7 @@ impl HttpClient {
         let caller_bound = budget < settings.timeout;
         let mut builder = self
             .client
-            .request(request.method, &request.url)
+            .request(request.method, request.url)
             .header(request.auth.0, request.auth.1.clone())
             .header(header::ACCEPT, "application/json")
             .timeout(budget);

@@ -32,7 +32,7 @@ use crate::{
         ErrorBody, credential_rejected, describe, fallback_error, id_text, protocol_error,
         run_error, safe_message, upstream_error,
     },
-    http::{UpstreamRequest, UpstreamResponse, auth_header},
+    http::{BaseUrl, UpstreamRequest, UpstreamResponse, auth_header},
 };
 
 /// Longest accepted slug.
@@ -43,6 +43,7 @@ const MAX_SLUG: usize = 128;
 pub struct Knouds {
     settings: ProviderSettings,
     http: HttpClient,
+    base: BaseUrl,
     auth: (HeaderName, HeaderValue),
 }
 
@@ -154,6 +155,7 @@ impl Knouds {
     pub fn new(settings: ProviderSettings, http: HttpClient) -> Self {
         let auth = auth_header(HeaderName::from_static("x-api-key"), "", &settings);
         Self {
+            base: BaseUrl::parse(&settings.base_url),
             settings,
             http,
             auth,
@@ -161,14 +163,14 @@ impl Knouds {
     }
 
     /// The run URL for `slug` (public for request-shape tests).
-    pub fn run_url(&self, slug: &str, asynchronous: bool) -> String {
-        let query = if asynchronous { "?async=true" } else { "" };
-        format!("{}/api/workflows/{slug}/run{query}", self.settings.base_url)
+    pub fn run_url(&self, slug: &str, asynchronous: bool) -> Result<reqwest::Url, GatewayError> {
+        let query = asynchronous.then_some("async=true");
+        self.base.join(&["api", "workflows", slug, "run"], query)
     }
 
     /// The schema URL for `slug` (public for request-shape tests).
-    pub fn schema_url(&self, slug: &str) -> String {
-        format!("{}/api/workflows/{slug}/schema", self.settings.base_url)
+    pub fn schema_url(&self, slug: &str) -> Result<reqwest::Url, GatewayError> {
+        self.base.join(&["api", "workflows", slug, "schema"], None)
     }
 
     /// Decodes a schema answer (public for decoder tests).
@@ -534,7 +536,7 @@ impl Provider for Knouds {
         .map_err(|err| GatewayError::internal(format!("encoding the request: {err}")))?;
         let request = UpstreamRequest {
             method: Method::POST,
-            url: self.run_url(slug, invocation.async_delivery.is_some()),
+            url: self.run_url(slug, invocation.async_delivery.is_some())?,
             auth: (&self.auth.0, &self.auth.1),
             body: Some(body),
         };
@@ -557,7 +559,7 @@ impl Provider for Knouds {
         }
         let request = UpstreamRequest {
             method: Method::GET,
-            url: format!("{}/api/executions/{upstream_id}", self.settings.base_url),
+            url: self.base.join(&["api", "executions", upstream_id], None)?,
             auth: (&self.auth.0, &self.auth.1),
             body: None,
         };
@@ -578,7 +580,7 @@ impl Provider for Knouds {
         };
         let request = UpstreamRequest {
             method: Method::GET,
-            url: self.schema_url(slug),
+            url: self.schema_url(slug)?,
             auth: (&self.auth.0, &self.auth.1),
             body: None,
         };

@@ -156,8 +156,22 @@ const EVENT_BUFFER: usize = 16;
 
 #[derive(Debug)]
 struct Entry {
-    record: Mutex<RunRecord>,
-    events: broadcast::Sender<RunRecord>,
+    state: Mutex<EntryState>,
+}
+
+/// A run and, once someone subscribed, its event channel.
+#[derive(Debug)]
+struct EntryState {
+    record: RunRecord,
+    events: Option<broadcast::Sender<RunRecord>>,
+}
+
+impl EntryState {
+    fn publish(&self) {
+        if let Some(events) = &self.events {
+            let _ = events.send(self.record.clone());
+        }
+    }
 }
 
 /// The default, single-replica store: a bounded moka cache of runs, each
@@ -191,9 +205,9 @@ impl MemoryRunStore {
     }
 }
 
-fn lock(entry: &Entry) -> std::sync::MutexGuard<'_, RunRecord> {
+fn lock(entry: &Entry) -> std::sync::MutexGuard<'_, EntryState> {
     entry
-        .record
+        .state
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -203,46 +217,53 @@ impl RunStore for MemoryRunStore {
     async fn insert(&self, record: RunRecord) {
         let key = record.run_id.encode();
         if let Some(entry) = self.runs.get(&key) {
-            let mut current = lock(&entry);
-            *current = record.clone();
-            let _ = entry.events.send(record);
+            let mut state = lock(&entry);
+            state.record = record;
+            state.publish();
             return;
         }
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
         self.runs.insert(
             key,
             Arc::new(Entry {
-                record: Mutex::new(record),
-                events,
+                state: Mutex::new(EntryState {
+                    record,
+                    events: None,
+                }),
             }),
         );
     }
 
     async fn get(&self, run_id: &RunId) -> Option<RunRecord> {
-        self.entry(run_id).map(|entry| lock(&entry).clone())
+        self.entry(run_id).map(|entry| lock(&entry).record.clone())
     }
 
     async fn update(&self, run_id: &RunId, change: RunChange) -> Option<RunRecord> {
         let entry = self.entry(run_id)?;
-        let mut record = lock(&entry);
-        if !change.apply(&mut record) {
+        let mut state = lock(&entry);
+        if !change.apply(&mut state.record) {
             return None;
         }
-        let updated = record.clone();
-        let _ = entry.events.send(updated.clone());
-        Some(updated)
+        state.publish();
+        Some(state.record.clone())
     }
 
     async fn subscribe(&self, run_id: &RunId) -> Option<(RunRecord, Subscription)> {
         let entry = self.entry(run_id)?;
-        let record = lock(&entry);
-        let receiver = entry.events.subscribe();
-        Some((record.clone(), Subscription { receiver }))
+        let mut state = lock(&entry);
+        let receiver = state
+            .events
+            .get_or_insert_with(|| broadcast::channel(EVENT_BUFFER).0)
+            .subscribe();
+        Some((state.record.clone(), Subscription { receiver }))
     }
 
     fn subscribers(&self, run_id: &RunId) -> usize {
-        self.entry(run_id)
-            .map_or(0, |entry| entry.events.receiver_count())
+        self.entry(run_id).map_or(0, |entry| {
+            lock(&entry)
+                .events
+                .as_ref()
+                .map_or(0, broadcast::Sender::receiver_count)
+        })
     }
 }
 

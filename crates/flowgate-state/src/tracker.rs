@@ -138,7 +138,7 @@ impl RunStream {
     }
 }
 
-/// See the module docs.
+/// See the module docs. Only async runs are tracked.
 pub struct RunTracker {
     gateway: Arc<Gateway>,
     store: Arc<dyn RunStore>,
@@ -217,9 +217,9 @@ impl RunTracker {
         trace_parent: Option<String>,
     ) -> Result<Invoked, GatewayError> {
         let Some(delivery) = invocation.async_delivery.clone() else {
-            let invoked = self.gateway.invoke(target, &invocation, deadline).await?;
-            self.record(&invoked, None, trace_parent).await;
-            return Ok(invoked);
+            // A synchronous run's answer is the Invoke response itself: it is
+            // not recorded (no copy of its output, nothing to evict later).
+            return self.gateway.invoke(target, &invocation, deadline).await;
         };
         let provider = Arc::clone(self.gateway.resolve(target)?);
         let caller_url = delivery.callback_url;
@@ -251,7 +251,10 @@ impl RunTracker {
             });
         }
         let mut invoked = self.gateway.invoke(target, &invocation, deadline).await?;
-        let watch = forward_to.is_some() && provider.kind() == ProviderKind::Knouds;
+        // A completion event is owed to the caller: watch the run until it
+        // ends, even if nobody streams it and the provider's own callback
+        // never reaches the ingress.
+        let watch = forward_to.is_some();
         self.record(&invoked, forward_to, trace_parent).await;
         if !passes_through && provider.kind() == ProviderKind::FetchHive {
             // The callback comes to flowgate: the secret is the gateway's
