@@ -1,11 +1,20 @@
 //! The one HTTP client every dialect shares, and the transport-level error
 //! mapping (connect failures, timeouts, oversized bodies).
+//!
+//! Every upstream request gets a client span (`POST`, kind CLIENT) with
+//! `http.request.method`, `server.address`, `server.port`, `url.path` (never
+//! the query string, never a header), `http.response.status_code`,
+//! `flowgate.provider`, `flowgate.dialect`, `flowgate.retry.attempt` and
+//! `flowgate.rate_limit.remaining`; its W3C trace context is injected as
+//! `traceparent`/`tracestate` headers; and the upstream metrics are
+//! recorded (`flowgate.upstream.*`).
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use flowgate_core::{Deadline, ErrorClass, GatewayError, RateLimitInfo, UpstreamContext};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
+use tracing::{Instrument as _, field};
 
 use crate::{ProviderSettings, ratelimit};
 
@@ -13,6 +22,52 @@ use crate::{ProviderSettings, ratelimit};
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// How long establishing a TCP/TLS connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+tokio::task_local! {
+    /// The attempt number (1 = first) of the call in progress, set by the
+    /// retry loop in `guard.rs` and recorded on the client span.
+    pub(crate) static ATTEMPT: u32;
+}
+
+/// Host, port and path of an upstream URL, borrowed (no allocation). The
+/// query string is dropped: it is never recorded.
+#[derive(Debug, PartialEq, Eq)]
+struct UrlParts<'a> {
+    host: &'a str,
+    port: u16,
+    path: &'a str,
+}
+
+impl<'a> UrlParts<'a> {
+    fn of(url: &'a str) -> Self {
+        let (rest, default_port) = if let Some(rest) = url.strip_prefix("https://") {
+            (rest, 443)
+        } else {
+            (url.strip_prefix("http://").unwrap_or(url), 80)
+        };
+        let (authority, path) = rest
+            .find(['/', '?', '#'])
+            .map_or((rest, "/"), |at| rest.split_at(at));
+        let path = path.split(['?', '#']).next().filter(|p| !p.is_empty());
+        // Base URLs carry no credentials (configuration rejects them); drop
+        // any userinfo anyway.
+        let authority = authority.rsplit('@').next().unwrap_or(authority);
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
+                match port.parse() {
+                    Ok(port) => (host, port),
+                    Err(_) => (authority, default_port),
+                }
+            }
+            _ => (authority, default_port),
+        };
+        Self {
+            host: host.trim_start_matches('[').trim_end_matches(']'),
+            port,
+            path: path.unwrap_or("/"),
+        }
+    }
+}
 
 /// Building the shared client failed (a TLS or system configuration fault).
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +174,57 @@ impl HttpClient {
         request: UpstreamRequest<'_>,
         deadline: Deadline,
     ) -> Result<UpstreamResponse, GatewayError> {
+        let url = UrlParts::of(&request.url);
+        let method = request.method.as_str();
+        let span = tracing::info_span!(
+            "upstream.request",
+            otel.name = method,
+            otel.kind = "client",
+            otel.status_code = field::Empty,
+            http.request.method = method,
+            server.address = url.host,
+            server.port = url.port,
+            url.path = url.path,
+            http.response.status_code = field::Empty,
+            error.type = field::Empty,
+            flowgate.provider = settings.name.as_str(),
+            flowgate.dialect = settings.kind.as_str(),
+            flowgate.retry.attempt = ATTEMPT.try_with(|attempt| *attempt).unwrap_or(1),
+            flowgate.rate_limit.remaining = field::Empty,
+        );
+        let started = Instant::now();
+        let result = self
+            .send_in_span(settings, request, deadline, &span)
+            .instrument(span.clone())
+            .await;
+        let status = match &result {
+            Ok(response) => Some(response.status),
+            Err(error) => error.upstream.as_ref().and_then(|up| up.http_status),
+        };
+        if let Err(error) = &result {
+            span.record("error.type", error.reason.as_str());
+        }
+        if status.is_none_or(|status| status >= 500) {
+            span.record("otel.status_code", "error");
+        }
+        flowgate_telemetry::metrics().record_upstream(
+            &settings.name,
+            settings.kind.as_str(),
+            status,
+            started.elapsed(),
+        );
+        result
+    }
+
+    async fn send_in_span(
+        &self,
+        settings: &ProviderSettings,
+        request: UpstreamRequest<'_>,
+        deadline: Deadline,
+        span: &tracing::Span,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let mut trace_headers = HeaderMap::new();
+        flowgate_telemetry::inject(span, &mut trace_headers);
         let budget = deadline.budget(settings.timeout);
         let caller_bound = budget < settings.timeout;
         let mut builder = self
@@ -126,6 +232,7 @@ impl HttpClient {
             .request(request.method, &request.url)
             .header(request.auth.0, request.auth.1.clone())
             .header(header::ACCEPT, "application/json")
+            .headers(trace_headers)
             .timeout(budget);
         if let Some(body) = request.body {
             builder = builder
@@ -177,6 +284,11 @@ impl HttpClient {
         let status = response.status().as_u16();
         let headers = std::mem::take(response.headers_mut());
         let rate_limit = ratelimit::parse(&headers, SystemTime::now());
+        span.record("http.response.status_code", status);
+        if let Some(remaining) = rate_limit.remaining {
+            span.record("flowgate.rate_limit.remaining", remaining);
+            flowgate_telemetry::metrics().record_rate_limit_remaining(&settings.name, remaining);
+        }
         let protocol = |message: String| {
             GatewayError::new(
                 ErrorClass::ProtocolError,
@@ -225,5 +337,41 @@ impl HttpClient {
             body: body.freeze(),
             rate_limit,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parts_drop_the_query() {
+        assert_eq!(
+            UrlParts::of("http://127.0.0.1:8700/knouds/api/workflows/x/run?async=true"),
+            UrlParts {
+                host: "127.0.0.1",
+                port: 8700,
+                path: "/knouds/api/workflows/x/run"
+            }
+        );
+        assert_eq!(
+            UrlParts::of("https://api.fetchhive.com/v1/workflow/invoke"),
+            UrlParts {
+                host: "api.fetchhive.com",
+                port: 443,
+                path: "/v1/workflow/invoke"
+            }
+        );
+        assert_eq!(
+            UrlParts::of("http://user:pw@host?token=x"),
+            UrlParts {
+                host: "host",
+                port: 80,
+                path: "/"
+            }
+        );
+        assert_eq!(UrlParts::of("http://[::1]:9000/a#f").host, "::1");
+        assert_eq!(UrlParts::of("http://[::1]:9000/a#f").port, 9000);
+        assert_eq!(UrlParts::of("http://[::1]:9000/a#f").path, "/a");
     }
 }
