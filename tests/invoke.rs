@@ -809,3 +809,26 @@ async fn later_rpcs_answer_unimplemented_honestly() {
     assert_eq!(schema.code(), Code::Unimplemented);
     assert!(schema.message().contains("not available"));
 }
+
+// ---------------------------------------------------------------- telemetry
+
+#[tokio::test]
+async fn no_trace_context_is_sent_when_tracing_is_off() {
+    // This test binary installs no telemetry: nothing is recorded, so
+    // nothing is propagated, even when the caller sent a traceparent.
+    let mut h = start().await;
+    let mut request = tonic::Request::new(invoke_request(
+        target("kn", slug("summarize-text")),
+        json!({"text": "untraced"}),
+    ));
+    request.metadata_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    h.client.invoke(request).await.unwrap();
+    let sent = &h.emulator.requests()[0];
+    assert_eq!(sent.header("traceparent"), None);
+    assert_eq!(sent.header("tracestate"), None);
+}
