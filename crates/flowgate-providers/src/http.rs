@@ -183,13 +183,13 @@ impl HttpClient {
             otel.status_code = field::Empty,
             http.request.method = method,
             server.address = url.host,
-            server.port = url.port,
+            server.port = i64::from(url.port),
             url.path = url.path,
             http.response.status_code = field::Empty,
             error.type = field::Empty,
             flowgate.provider = settings.name.as_str(),
             flowgate.dialect = settings.kind.as_str(),
-            flowgate.retry.attempt = ATTEMPT.try_with(|attempt| *attempt).unwrap_or(1),
+            flowgate.retry.attempt = i64::from(ATTEMPT.try_with(|attempt| *attempt).unwrap_or(1)),
             flowgate.rate_limit.remaining = field::Empty,
         );
         let started = Instant::now();
@@ -284,9 +284,12 @@ impl HttpClient {
         let status = response.status().as_u16();
         let headers = std::mem::take(response.headers_mut());
         let rate_limit = ratelimit::parse(&headers, SystemTime::now());
-        span.record("http.response.status_code", status);
+        span.record("http.response.status_code", i64::from(status));
         if let Some(remaining) = rate_limit.remaining {
-            span.record("flowgate.rate_limit.remaining", remaining);
+            span.record(
+                "flowgate.rate_limit.remaining",
+                i64::try_from(remaining).unwrap_or(i64::MAX),
+            );
             flowgate_telemetry::metrics().record_rate_limit_remaining(&settings.name, remaining);
         }
         let protocol = |message: String| {

@@ -12,11 +12,7 @@ use opentelemetry_sdk::{
 };
 use tracing_subscriber::{
     EnvFilter, Layer as _,
-    fmt::{
-        self as tracing_fmt, MakeWriter,
-        format::JsonFields,
-        writer::BoxMakeWriter,
-    },
+    fmt::{self as tracing_fmt, MakeWriter, format::JsonFields, writer::BoxMakeWriter},
     prelude::*,
 };
 
@@ -133,38 +129,36 @@ impl TelemetryBuilder {
 
         let metrics_endpoint = settings.endpoint(Signal::Metrics, env);
         let mut prometheus = None;
-        let meter = if settings.prometheus
-            || metrics_endpoint.is_some()
-            || self.metric_reader.is_some()
-        {
-            let mut builder = SdkMeterProvider::builder().with_resource(resource);
-            if settings.prometheus {
-                let registry = prometheus::Registry::new();
-                let exporter = opentelemetry_prometheus::exporter()
-                    .with_registry(registry.clone())
-                    .scope_info_enabled(false)
-                    .build()
-                    .map_err(|err| TelemetryError::Prometheus(err.to_string()))?;
-                builder = builder.with_reader(exporter);
-                prometheus = Some(PrometheusMetrics { registry });
-            }
-            if let Some(endpoint) = metrics_endpoint {
-                builder = builder.with_periodic_exporter(
-                    opentelemetry_otlp::MetricExporter::builder()
-                        .with_tonic()
-                        .with_endpoint(endpoint)
-                        .build()?,
-                );
-            }
-            if let Some(hook) = self.metric_reader {
-                builder = hook(builder);
-            }
-            let provider = builder.build();
-            metrics::install(&provider.meter("flowgate"));
-            Some(provider)
-        } else {
-            None
-        };
+        let meter =
+            if settings.prometheus || metrics_endpoint.is_some() || self.metric_reader.is_some() {
+                let mut builder = SdkMeterProvider::builder().with_resource(resource);
+                if settings.prometheus {
+                    let registry = prometheus::Registry::new();
+                    let exporter = opentelemetry_prometheus::exporter()
+                        .with_registry(registry.clone())
+                        .scope_info_enabled(false)
+                        .build()
+                        .map_err(|err| TelemetryError::Prometheus(err.to_string()))?;
+                    builder = builder.with_reader(exporter);
+                    prometheus = Some(PrometheusMetrics { registry });
+                }
+                if let Some(endpoint) = metrics_endpoint {
+                    builder = builder.with_periodic_exporter(
+                        opentelemetry_otlp::MetricExporter::builder()
+                            .with_tonic()
+                            .with_endpoint(endpoint)
+                            .build()?,
+                    );
+                }
+                if let Some(hook) = self.metric_reader {
+                    builder = hook(builder);
+                }
+                let provider = builder.build();
+                metrics::install(&provider.meter("flowgate"));
+                Some(provider)
+            } else {
+                None
+            };
 
         let filter = EnvFilter::try_from_default_env()
             .or_else(|_| EnvFilter::try_new(&settings.log_level))

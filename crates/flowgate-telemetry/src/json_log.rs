@@ -70,7 +70,8 @@ where
             return self.inner.format_event(ctx, writer, event);
         };
         let mut line = String::new();
-        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
         let object = line.trim_end();
         match object.strip_suffix('}') {
             Some(head) => writeln!(writer, "{head}{ids}}}"),

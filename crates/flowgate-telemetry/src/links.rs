@@ -153,7 +153,10 @@ mod tests {
         let invoke = spans.iter().find(|s| s.name == "Invoke").unwrap();
         let poll = spans.iter().find(|s| s.name == "flowgate.poll").unwrap();
         let stored = TraceLink::parse(stored.as_deref().unwrap()).unwrap();
-        assert_eq!(stored.trace_id(), invoke.span_context.trace_id().to_string());
+        assert_eq!(
+            stored.trace_id(),
+            invoke.span_context.trace_id().to_string()
+        );
         assert_eq!(stored.span_id(), invoke.span_context.span_id().to_string());
         assert_ne!(poll.span_context.trace_id(), invoke.span_context.trace_id());
         assert_eq!(poll.parent_span_id, opentelemetry::trace::SpanId::INVALID);

@@ -196,7 +196,8 @@ impl Metrics {
             ),
         ];
         self.upstream_requests.add(1, &labels);
-        self.upstream_duration.record(elapsed.as_secs_f64(), &labels);
+        self.upstream_duration
+            .record(elapsed.as_secs_f64(), &labels);
     }
 
     /// The provider's reported `x-ratelimit-remaining`.

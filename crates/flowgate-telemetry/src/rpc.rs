@@ -242,10 +242,7 @@ mod tests {
             rpc_name(METHODS, "/pkg.Svc/Call"),
             ("pkg.Svc/Call", "pkg.Svc", "Call")
         );
-        assert_eq!(
-            rpc_name(METHODS, "/grpc.health.v1.Health/Check").2,
-            "Check"
-        );
+        assert_eq!(rpc_name(METHODS, "/grpc.health.v1.Health/Check").2, "Check");
         assert_eq!(rpc_name(METHODS, "/pkg.Svc/Other"), (OTHER, OTHER, OTHER));
         assert_eq!(rpc_name(METHODS, "/../etc/passwd").0, OTHER);
     }
