@@ -10,8 +10,10 @@ use opentelemetry_sdk::{
     metrics::{MeterProviderBuilder, SdkMeterProvider, reader::MetricReader},
     trace::{Sampler, SdkTracerProvider, SpanExporter, TracerProviderBuilder},
 };
+use tracing::Level;
 use tracing_subscriber::{
     EnvFilter, Layer as _,
+    filter::{LevelFilter, Targets},
     fmt::{self as tracing_fmt, MakeWriter, format::JsonFields, writer::BoxMakeWriter},
     prelude::*,
 };
@@ -163,12 +165,30 @@ impl TelemetryBuilder {
         let filter = EnvFilter::try_from_default_env()
             .or_else(|_| EnvFilter::try_new(&settings.log_level))
             .unwrap_or_else(|_| EnvFilter::new("info"));
+        // The exporter's own stack (tonic, hyper, h2, tower, the SDK) must
+        // never export spans about exporting, whatever RUST_LOG says.
+        let exporter_stack = Targets::new()
+            .with_default(Level::TRACE)
+            .with_targets(
+                [
+                    "h2",
+                    "hyper",
+                    "hyper_util",
+                    "tonic",
+                    "tower",
+                    "opentelemetry",
+                    "opentelemetry_sdk",
+                    "opentelemetry_otlp",
+                ]
+                .map(|target| (target, LevelFilter::OFF)),
+            );
         let otel = tracer.as_ref().map(|provider| {
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("flowgate"))
                 .with_location(false)
                 .with_threads(false)
                 .with_target(false)
+                .with_filter(exporter_stack)
         });
         let writer = self
             .log_writer
