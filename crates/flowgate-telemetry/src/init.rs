@@ -167,21 +167,19 @@ impl TelemetryBuilder {
             .unwrap_or_else(|_| EnvFilter::new("info"));
         // The exporter's own stack (tonic, hyper, h2, tower, the SDK) must
         // never export spans about exporting, whatever RUST_LOG says.
-        let exporter_stack = Targets::new()
-            .with_default(Level::TRACE)
-            .with_targets(
-                [
-                    "h2",
-                    "hyper",
-                    "hyper_util",
-                    "tonic",
-                    "tower",
-                    "opentelemetry",
-                    "opentelemetry_sdk",
-                    "opentelemetry_otlp",
-                ]
-                .map(|target| (target, LevelFilter::OFF)),
-            );
+        let exporter_stack = Targets::new().with_default(Level::TRACE).with_targets(
+            [
+                "h2",
+                "hyper",
+                "hyper_util",
+                "tonic",
+                "tower",
+                "opentelemetry",
+                "opentelemetry_sdk",
+                "opentelemetry_otlp",
+            ]
+            .map(|target| (target, LevelFilter::OFF)),
+        );
         let otel = tracer.as_ref().map(|provider| {
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("flowgate"))
