@@ -43,6 +43,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Traces and metrics.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// The providers, by name.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
@@ -206,6 +209,9 @@ pub struct ServerConfig {
     /// Most calls handled at once; more wait in line. Default 1024.
     #[serde(default = "ServerConfig::default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
+    /// The admin HTTP listener (`GET /metrics`). Default `127.0.0.1:9464`.
+    #[serde(default = "ServerConfig::default_admin_listen")]
+    pub admin_listen: SocketAddr,
 }
 
 impl ServerConfig {
@@ -224,6 +230,9 @@ impl ServerConfig {
     fn default_max_concurrent_requests() -> usize {
         1024
     }
+    fn default_admin_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9464))
+    }
 }
 
 impl Default for ServerConfig {
@@ -234,6 +243,7 @@ impl Default for ServerConfig {
             shutdown_grace: Self::default_shutdown_grace(),
             max_request_bytes: Self::default_max_request_bytes(),
             max_concurrent_requests: Self::default_max_concurrent_requests(),
+            admin_listen: Self::default_admin_listen(),
         }
     }
 }
@@ -266,15 +276,44 @@ impl Default for LogConfig {
     }
 }
 
-/// Log line format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object a line.
-    Json,
+pub use flowgate_telemetry::LogFormat;
+
+/// `[telemetry]`: traces and metrics. Each key wins over its standard
+/// `OTEL_*` variable; unset keys defer to them (see `flowgate_telemetry`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/gRPC collector endpoint, e.g. `http://otel-collector:4317`, for
+    /// traces and metrics. Unset: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` /
+    /// `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`;
+    /// none of them: no export. `""` turns export off.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name`. Unset: `OTEL_SERVICE_NAME`, else `flowgate`.
+    pub service_name: Option<String>,
+    /// Share of new traces recorded, 0.0 to 1.0 (a caller's sampling
+    /// decision is kept). Unset: `OTEL_TRACES_SAMPLER`, else all.
+    pub sample_ratio: Option<f64>,
+    /// Serve `GET /metrics` (Prometheus) on `server.admin_listen`.
+    /// Default true.
+    #[serde(default = "TelemetryConfig::default_prometheus")]
+    pub prometheus: bool,
+}
+
+impl TelemetryConfig {
+    fn default_prometheus() -> bool {
+        true
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: None,
+            sample_ratio: None,
+            prometheus: Self::default_prometheus(),
+        }
+    }
 }
 
 /// `[providers.<name>]`.
@@ -672,6 +711,41 @@ impl Config {
                 "at least one provider must be configured".into(),
             );
         }
+        let telemetry = &self.telemetry;
+        if let Some(endpoint) = telemetry.otlp_endpoint.as_deref().map(str::trim)
+            && !endpoint.is_empty()
+        {
+            match url::Url::parse(endpoint) {
+                Ok(url) if url.scheme() == "http" => {}
+                Ok(url) if url.scheme() == "https" => issue(
+                    "telemetry.otlp_endpoint".into(),
+                    "https is not supported (flowgate speaks plaintext OTLP/gRPC): point it at a collector on the node or in the pod".into(),
+                ),
+                Ok(_) => issue(
+                    "telemetry.otlp_endpoint".into(),
+                    "must be an http:// URL such as http://otel-collector:4317".into(),
+                ),
+                Err(err) => issue(
+                    "telemetry.otlp_endpoint".into(),
+                    format!("not a URL: {err}"),
+                ),
+            }
+        }
+        if let Some(ratio) = telemetry.sample_ratio
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            issue(
+                "telemetry.sample_ratio".into(),
+                "must be between 0.0 and 1.0".into(),
+            );
+        }
+        if telemetry
+            .service_name
+            .as_deref()
+            .is_some_and(|name| name.trim().is_empty())
+        {
+            issue("telemetry.service_name".into(), "must not be empty".into());
+        }
         if self.server.default_deadline.is_zero() {
             issue(
                 "server.default_deadline".into(),
@@ -881,6 +955,18 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigError { issues })
+        }
+    }
+
+    /// What telemetry should do: `[log]` and `[telemetry]` combined.
+    pub fn telemetry_settings(&self) -> flowgate_telemetry::TelemetrySettings {
+        flowgate_telemetry::TelemetrySettings {
+            log_format: self.log.format,
+            log_level: self.log.level.clone(),
+            otlp_endpoint: self.telemetry.otlp_endpoint.clone(),
+            service_name: self.telemetry.service_name.clone(),
+            sample_ratio: self.telemetry.sample_ratio,
+            prometheus: self.telemetry.prometheus,
         }
     }
 
@@ -1433,6 +1519,49 @@ mod tests {
             vec![
                 "providers.kn.retry.max_attempts",
                 "providers.kn.retry.budget_percent"
+            ]
+        );
+    }
+
+    #[test]
+    fn telemetry_section_is_strict_and_checked() {
+        let config = Config::parse(EXAMPLE, env(&[])).unwrap();
+        assert!(config.telemetry.prometheus);
+        assert_eq!(config.server.admin_listen.port(), 9464);
+        let settings = config.telemetry_settings();
+        assert_eq!(settings.otlp_endpoint, None);
+
+        let text = format!(
+            "{EXAMPLE}\n[telemetry]\notlp_endpoint = \"http://collector:4317\"\nservice_name = \"gw\"\nsample_ratio = 0.25\nprometheus = false\n"
+        );
+        let config = Config::parse(
+            &text,
+            env(&[("FLOWGATE__SERVER__ADMIN_LISTEN", "0.0.0.0:9100")]),
+        )
+        .unwrap();
+        let settings = config.telemetry_settings();
+        assert_eq!(
+            settings.otlp_endpoint.as_deref(),
+            Some("http://collector:4317")
+        );
+        assert_eq!(settings.sample_ratio, Some(0.25));
+        assert!(!settings.prometheus);
+        assert_eq!(config.server.admin_listen.port(), 9100);
+
+        let text = format!(
+            "{EXAMPLE}\n[telemetry]\notlp_endpoint = \"https://c:4317\"\nsample_ratio = 2.0\nservice_name = \" \"\nexporter = \"x\"\n"
+        );
+        let err = Config::parse(&text, env(&[])).unwrap_err();
+        assert_eq!(err.issues[0].path, "telemetry.exporter");
+        let text = text.replace("exporter = \"x\"", "");
+        let err = Config::parse(&text, env(&[])).unwrap_err();
+        let paths: Vec<_> = err.issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "telemetry.otlp_endpoint",
+                "telemetry.sample_ratio",
+                "telemetry.service_name"
             ]
         );
     }

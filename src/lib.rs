@@ -5,7 +5,10 @@
 //! the CLI's subcommands (serve, check-config, emulator, demo). The engine
 //! lives in `flowgate-core` (domain, errors, routing) and
 //! `flowgate-providers` (the dialects); neither sees protobuf or tonic.
+//! Telemetry (subscriber, OTLP, Prometheus, the server span layer) is in
+//! `flowgate-telemetry`; [`admin`] serves its `/metrics` page.
 
+pub mod admin;
 pub mod config;
 pub mod convert;
 pub mod demo;

@@ -11,9 +11,11 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use flowgate::{
+    admin,
     config::{Config, LogFormat},
     demo, logging, server,
 };
+use flowgate_telemetry::Telemetry;
 
 /// gRPC gateway in front of hosted AI-workflow APIs.
 #[derive(Debug, Parser)]
@@ -94,21 +96,42 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Serve { config } => {
             let config =
                 Config::load(&config).map_err(|err| format!("invalid configuration:\n{err}"))?;
-            logging::init(config.log.format, &config.log.level);
+            let telemetry = Telemetry::builder(config.telemetry_settings())
+                .init()
+                .map_err(|err| format!("cannot start telemetry: {err}"))?;
             let app = server::build(&config, |var| std::env::var(var).ok())
                 .map_err(|err| format!("invalid configuration:\n{err}"))?;
             let listeners = server::Listeners::bind(&config)
                 .await
                 .map_err(|err| format!("cannot listen: {err}"))?;
+            let admin = match telemetry.prometheus() {
+                Some(metrics) => Some(
+                    admin::spawn(config.server.admin_listen, metrics)
+                        .await
+                        .map_err(|err| {
+                            format!(
+                                "cannot listen on server.admin_listen {}: {err}",
+                                config.server.admin_listen
+                            )
+                        })?,
+                ),
+                None => None,
+            };
             tracing::info!(
                 listen = %config.server.listen,
                 ingress = ?config.webhooks.listen,
+                admin = ?admin.as_ref().map(|admin| admin.addr),
+                traces = telemetry.traces_enabled(),
                 providers = ?config.providers.keys().collect::<Vec<_>>(),
                 "flowgate serving"
             );
-            server::serve(app, listeners, shutdown_signal())
-                .await
-                .map_err(|err| err.to_string())
+            let served = server::serve(app, listeners, shutdown_signal()).await;
+            // Drained: stop scraping, then flush what telemetry buffered.
+            if let Some(admin) = admin {
+                admin.shutdown().await;
+            }
+            telemetry.shutdown().await;
+            served.map_err(|err| err.to_string())
         }
         Command::CheckConfig { config: path } => {
             let config = Config::load(&path)

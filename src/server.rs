@@ -2,9 +2,13 @@
 //!
 //! The gRPC stack, outermost first:
 //! 1. tonic's HTTP/2 server (keepalive, per-connection settings);
-//! 2. a global concurrency limit (`server.max_concurrent_requests`): calls
+//! 2. telemetry ([`RpcTelemetryLayer`]): one server span per call, named
+//!    `package.Service/Method`, continuing the caller's `traceparent`, with
+//!    the gRPC status code, plus the RPC request and latency metrics. It is
+//!    outside the limit so time spent waiting for a slot is visible;
+//! 3. a global concurrency limit (`server.max_concurrent_requests`): calls
 //!    beyond it wait for a slot instead of overloading upstreams;
-//! 3. the routes: `WorkflowGateway` (message size capped by
+//! 4. the routes: `WorkflowGateway` (message size capped by
 //!    `server.max_request_bytes`), `grpc.health.v1.Health`, and server
 //!    reflection v1 and v1alpha (with the health descriptor registered).
 //!
@@ -22,6 +26,7 @@ use flowgate_providers::{HttpClient, build_provider};
 use flowgate_state::{
     Forwarding, IngressConfig, MemoryRunStore, RunTracker, StoreLimits, TrackerConfig,
 };
+use flowgate_telemetry::{RpcTelemetryLayer, SchemaCacheOutcome};
 use flowgate_webhook::{Forwarder, ForwarderConfig, StandardSecret};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Server, server::TcpIncoming};
@@ -34,6 +39,19 @@ use crate::{
     proto::{FILE_DESCRIPTOR_SET, pb::workflow_gateway_server::WorkflowGatewayServer},
     service::GatewayService,
 };
+
+/// Every method served, as `package.Service/Method`: the names spans and
+/// metrics use (any other path is recorded as `_OTHER`).
+pub const SERVED_METHODS: &[&str] = &[
+    "flowgate.v1.WorkflowGateway/Invoke",
+    "flowgate.v1.WorkflowGateway/StreamStatus",
+    "flowgate.v1.WorkflowGateway/VerifyWebhook",
+    "flowgate.v1.WorkflowGateway/GetWorkflowSchema",
+    "grpc.health.v1.Health/Check",
+    "grpc.health.v1.Health/Watch",
+    "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +91,15 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         .into_iter()
         .map(|settings| build_provider(settings, &http))
         .collect();
-    let schemas = SchemaCatalog::new(config.schemas.settings(), config.declared_schemas());
+    let schemas = SchemaCatalog::new(config.schemas.settings(), config.declared_schemas())
+        .with_observer(Arc::new(|provider: &str, hit: bool| {
+            let outcome = if hit {
+                SchemaCacheOutcome::Hit
+            } else {
+                SchemaCacheOutcome::Miss
+            };
+            flowgate_telemetry::metrics().schema_cache(provider, outcome);
+        }));
     let gateway = Arc::new(Gateway::new(providers).with_schemas(schemas));
     let secrets = config.webhook_secrets(&env)?;
     let forwarding = match secrets.signing.first() {
@@ -258,6 +284,9 @@ pub async fn serve(
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        // Server span and RPC metrics per call (health and reflection too).
+        .layer(RpcTelemetryLayer::new(SERVED_METHODS))
+        // At most `max_concurrent_requests` calls at once; the rest wait.
         .layer(GlobalConcurrencyLimitLayer::new(
             server.max_concurrent_requests,
         ))

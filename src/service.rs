@@ -82,32 +82,43 @@ impl WorkflowGateway for GatewayService {
         request: Request<pb::InvokeRequest>,
     ) -> Result<Response<pb::InvokeResponse>, Status> {
         let deadline = self.deadline(request.metadata());
-        let trace_parent = request
-            .metadata()
-            .get("traceparent")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
+        // A child of the server span (`flowgate.v1.WorkflowGateway/Invoke`).
+        // `flowgate.schema_cache` is recorded by the schema cache
+        // (`flowgate_telemetry::Metrics::schema_cache`): `hit` or `miss`.
         let span = tracing::info_span!(
             "Invoke",
-            provider = field::Empty,
-            workflow = field::Empty,
-            status = field::Empty,
-            error = field::Empty,
+            flowgate.provider = field::Empty,
+            flowgate.dialect = field::Empty,
+            flowgate.workflow = field::Empty,
+            flowgate.run_id = field::Empty,
+            flowgate.run.status = field::Empty,
+            flowgate.schema_cache = field::Empty,
+            error.type = field::Empty,
         );
         async move {
             let (target, invocation) =
                 convert::invoke_request(request.into_inner()).map_err(|err| reject(&err))?;
+            // Background work of an async run (polls, gateway-run calls)
+            // links back to this call's trace.
+            let trace_parent = invocation
+                .async_delivery
+                .is_some()
+                .then(flowgate_telemetry::current_trace_link)
+                .flatten()
+                .map(String::from);
             let span = tracing::Span::current();
-            span.record("workflow", field::display(target.workflow.label()));
+            span.record("flowgate.dialect", target.workflow.kind().as_str());
+            span.record("flowgate.workflow", field::display(target.workflow.label()));
             match self
                 .tracker
                 .invoke(&target, invocation, deadline, trace_parent)
                 .await
             {
                 Ok(invoked) => {
-                    span.record("provider", invoked.provider.name());
+                    span.record("flowgate.provider", invoked.provider.name());
+                    span.record("flowgate.run_id", invoked.run_id.encode());
                     if let Some(status) = invoked.outcome.status {
-                        span.record("status", status.as_str());
+                        span.record("flowgate.run.status", status.as_str());
                     }
                     let rate_limit = invoked.outcome.rate_limit.clone();
                     let mut response = Response::new(convert::invoke_response(invoked));
@@ -136,9 +147,11 @@ impl WorkflowGateway for GatewayService {
             .map_err(|err| reject(&err))?;
         // Ends after the terminal event; dropping it (the caller went away)
         // drops the subscription, and an unwatched run stops being polled.
-        let events = futures::stream::unfold(stream, |mut stream| async move {
+        // The active-streams gauge counts this stream until it is dropped.
+        let active = flowgate_telemetry::metrics().stream_opened();
+        let events = futures::stream::unfold((stream, active), |(mut stream, active)| async move {
             let record = stream.next().await?;
-            Some((Ok(convert::run_event(record)), stream))
+            Some((Ok(convert::run_event(record)), (stream, active)))
         });
         Ok(Response::new(Box::pin(events)))
     }
@@ -213,7 +226,10 @@ impl WorkflowGateway for GatewayService {
 /// and converts it.
 fn reject(error: &GatewayError) -> Status {
     let span = tracing::Span::current();
-    span.record("error", error.class.as_str());
+    span.record("error.type", error.class.as_str());
+    if let Some(upstream) = &error.upstream {
+        span.record("flowgate.provider", upstream.provider.as_str());
+    }
     match error.class {
         flowgate_core::ErrorClass::Internal | flowgate_core::ErrorClass::ProtocolError => {
             tracing::warn!(reason = %error.reason, message = %error.message, "call failed");

@@ -786,3 +786,30 @@ async fn undecodable_answers_are_protocol_errors() {
         "raw bodies stay out of messages"
     );
 }
+
+// ---------------------------------------------------------------- telemetry
+
+#[tokio::test]
+async fn no_trace_context_is_sent_when_tracing_is_off() {
+    // This test binary installs no telemetry: nothing is recorded, so
+    // nothing is propagated, even when the caller sent a traceparent.
+    let mut h = start().await;
+    let mut request = tonic::Request::new(invoke_request(
+        target("kn", slug("summarize-text")),
+        json!({"text": "untraced"}),
+    ));
+    request.metadata_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    h.client.invoke(request).await.unwrap();
+    let requests = h.emulator.requests();
+    let sent = requests
+        .iter()
+        .find(|r| r.path.ends_with("/run"))
+        .expect("the run request");
+    assert_eq!(sent.header("traceparent"), None);
+    assert_eq!(sent.header("tracestate"), None);
+}

@@ -236,7 +236,12 @@ pub struct SchemaCatalog {
     declared: DeclaredSchemas,
     cache: Cache<CacheKey, Cached>,
     counters: Counters,
+    observer: Option<SchemaCacheObserver>,
 }
+
+/// Told of every cache lookup: the provider name and whether it hit (for
+/// metrics exporters; the engine itself stays free of them).
+pub type SchemaCacheObserver = Arc<dyn Fn(&str, bool) + Send + Sync>;
 
 impl fmt::Debug for SchemaCatalog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -267,7 +272,14 @@ impl SchemaCatalog {
             declared,
             cache,
             counters: Counters::default(),
+            observer: None,
         }
+    }
+
+    /// Reports every cache hit and miss to `observer`.
+    pub fn with_observer(mut self, observer: SchemaCacheObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The cache settings.
@@ -299,6 +311,9 @@ impl SchemaCatalog {
         let key = (provider.name().to_owned(), workflow.label());
         if let Some(cached) = self.cache.get(&key).await {
             bump(&self.counters.hits);
+            if let Some(observer) = &self.observer {
+                observer(&key.0, true);
+            }
             tracing::debug!(
                 provider = %key.0,
                 workflow = %key.1,
@@ -308,6 +323,9 @@ impl SchemaCatalog {
             return cached.into();
         }
         bump(&self.counters.misses);
+        if let Some(observer) = &self.observer {
+            observer(&key.0, false);
+        }
         tracing::debug!(
             provider = %key.0,
             workflow = %key.1,

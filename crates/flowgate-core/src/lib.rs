@@ -28,8 +28,8 @@ mod secret;
 mod target;
 
 pub use catalog::{
-    DeclaredSchemas, SchemaCacheSettings, SchemaCacheStats, SchemaCatalog, SchemaLookup,
-    SchemaSource,
+    DeclaredSchemas, SchemaCacheObserver, SchemaCacheSettings, SchemaCacheStats, SchemaCatalog,
+    SchemaLookup, SchemaSource,
 };
 pub use error::{
     ErrorClass, ErrorData, FieldViolation, GatewayError, PreconditionViolation, QuotaViolation,

@@ -168,6 +168,14 @@ impl Guarded {
             run_slots,
             policy,
         }
+        .with_closed_circuit_reported()
+    }
+
+    /// Reports the circuit closed, so the `flowgate.circuit.open` series
+    /// exists from the start.
+    fn with_closed_circuit_reported(self) -> Self {
+        flowgate_telemetry::metrics().record_circuit(self.inner.name(), false);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, GuardState> {
@@ -338,6 +346,7 @@ impl Guarded {
         }
         let failed = matches!(result, Err(error) if trips_breaker(error));
         let policy = &self.policy.circuit;
+        let was_closed = matches!(state.breaker, Breaker::Closed { .. });
         state.breaker = match (state.breaker, failed) {
             (_, _) if policy.failure_threshold == 0 => Breaker::Closed {
                 consecutive_failures: 0,
@@ -364,6 +373,10 @@ impl Guarded {
                 }
             }
         };
+        let is_closed = matches!(state.breaker, Breaker::Closed { .. });
+        if was_closed != is_closed {
+            flowgate_telemetry::metrics().record_circuit(self.inner.name(), !is_closed);
+        }
         admission.probe = false;
     }
 
@@ -478,7 +491,9 @@ impl Provider for Guarded {
         self.budget.deposit();
         let mut attempt = 1;
         loop {
-            let result = self.inner.invoke(invocation, deadline).await;
+            let result = crate::http::ATTEMPT
+                .scope(attempt, self.inner.invoke(invocation, deadline))
+                .await;
             self.record(&mut admission, result.as_ref());
             let error = match result {
                 Ok(outcome) => return Ok(outcome),

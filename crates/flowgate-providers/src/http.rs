@@ -1,11 +1,20 @@
 //! The one HTTP client every dialect shares, and the transport-level error
 //! mapping (connect failures, timeouts, oversized bodies).
+//!
+//! Every upstream request gets a client span (`POST`, kind CLIENT) with
+//! `http.request.method`, `server.address`, `server.port`, `url.path` (never
+//! the query string, never a header), `http.response.status_code`,
+//! `flowgate.provider`, `flowgate.dialect`, `flowgate.retry.attempt` and
+//! `flowgate.rate_limit.remaining`; its W3C trace context is injected as
+//! `traceparent`/`tracestate` headers; and the upstream metrics are
+//! recorded (`flowgate.upstream.*`).
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use flowgate_core::{Deadline, ErrorClass, GatewayError, RateLimitInfo, UpstreamContext};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
+use tracing::{Instrument as _, field};
 
 use crate::{ProviderSettings, ratelimit};
 
@@ -13,6 +22,12 @@ use crate::{ProviderSettings, ratelimit};
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// How long establishing a TCP/TLS connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+tokio::task_local! {
+    /// The attempt number (1 = first) of the call in progress, set by the
+    /// retry loop in `guard.rs` and recorded on the client span.
+    pub(crate) static ATTEMPT: u32;
+}
 
 /// Building the shared client failed (a TLS or system configuration fault).
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +172,58 @@ impl HttpClient {
         request: UpstreamRequest<'_>,
         deadline: Deadline,
     ) -> Result<UpstreamResponse, GatewayError> {
+        let url = &request.url;
+        let method = request.method.as_str();
+        let span = tracing::info_span!(
+            "upstream.request",
+            otel.name = method,
+            otel.kind = "client",
+            otel.status_code = field::Empty,
+            http.request.method = method,
+            server.address = url.host_str().unwrap_or_default(),
+            server.port = i64::from(url.port_or_known_default().unwrap_or_default()),
+            // The path only: queries may carry tokens.
+            url.path = url.path(),
+            http.response.status_code = field::Empty,
+            error.type = field::Empty,
+            flowgate.provider = settings.name.as_str(),
+            flowgate.dialect = settings.kind.as_str(),
+            flowgate.retry.attempt = i64::from(ATTEMPT.try_with(|attempt| *attempt).unwrap_or(1)),
+            flowgate.rate_limit.remaining = field::Empty,
+        );
+        let started = Instant::now();
+        let result = self
+            .send_in_span(settings, request, deadline, &span)
+            .instrument(span.clone())
+            .await;
+        let status = match &result {
+            Ok(response) => Some(response.status),
+            Err(error) => error.upstream.as_ref().and_then(|up| up.http_status),
+        };
+        if let Err(error) = &result {
+            span.record("error.type", error.reason.as_str());
+        }
+        if status.is_none_or(|status| status >= 500) {
+            span.record("otel.status_code", "error");
+        }
+        flowgate_telemetry::metrics().record_upstream(
+            &settings.name,
+            settings.kind.as_str(),
+            status,
+            started.elapsed(),
+        );
+        result
+    }
+
+    async fn send_in_span(
+        &self,
+        settings: &ProviderSettings,
+        request: UpstreamRequest<'_>,
+        deadline: Deadline,
+        span: &tracing::Span,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let mut trace_headers = HeaderMap::new();
+        flowgate_telemetry::inject(span, &mut trace_headers);
         let budget = deadline.budget(settings.timeout);
         let caller_bound = budget < settings.timeout;
         let mut builder = self
@@ -164,6 +231,7 @@ impl HttpClient {
             .request(request.method, request.url)
             .header(request.auth.0, request.auth.1.clone())
             .header(header::ACCEPT, "application/json")
+            .headers(trace_headers)
             .timeout(budget);
         if let Some(body) = request.body {
             builder = builder
@@ -215,6 +283,14 @@ impl HttpClient {
         let status = response.status().as_u16();
         let headers = std::mem::take(response.headers_mut());
         let rate_limit = ratelimit::parse(&headers, SystemTime::now());
+        span.record("http.response.status_code", i64::from(status));
+        if let Some(remaining) = rate_limit.remaining {
+            span.record(
+                "flowgate.rate_limit.remaining",
+                i64::try_from(remaining).unwrap_or(i64::MAX),
+            );
+            flowgate_telemetry::metrics().record_rate_limit_remaining(&settings.name, remaining);
+        }
         let protocol = |message: String| {
             GatewayError::new(
                 ErrorClass::ProtocolError,
@@ -263,5 +339,35 @@ impl HttpClient {
             body: body.freeze(),
             rate_limit,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_take_segments_without_reparsing() {
+        let base = BaseUrl::parse("http://127.0.0.1:8700/knouds/");
+        let url = base
+            .join(&["api", "workflows", "my-flow", "run"], Some("async=true"))
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:8700/knouds/api/workflows/my-flow/run?async=true"
+        );
+        assert_eq!(
+            url.path(),
+            "/knouds/api/workflows/my-flow/run",
+            "the span records no query"
+        );
+        let odd = BaseUrl::parse("https://api.fetchhive.com/v1")
+            .join(&["workflow_runs", "a/b?c"], None)
+            .unwrap();
+        assert_eq!(
+            odd.as_str(),
+            "https://api.fetchhive.com/v1/workflow_runs/a%2Fb%3Fc"
+        );
+        assert!(BaseUrl::parse("not a url").join(&["x"], None).is_err());
     }
 }

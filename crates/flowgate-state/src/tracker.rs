@@ -29,6 +29,7 @@ use flowgate_webhook::{
 };
 use http::HeaderMap;
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 
 use crate::{RunChange, RunRecord, RunStore, Subscription};
 
@@ -159,6 +160,13 @@ impl fmt::Debug for RunTracker {
             .field("forwarding", &self.forwarding.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// A root span for background work, linked to the trace of the call that
+/// started the run (when it was traced).
+fn linked_span(name: &'static str, trace_parent: Option<&str>) -> tracing::Span {
+    let link = trace_parent.and_then(flowgate_telemetry::TraceLink::parse);
+    flowgate_telemetry::span_with_link(name, link.as_ref())
 }
 
 /// How long one status poll may take.
@@ -322,35 +330,40 @@ impl RunTracker {
         let run_id = RunId::local(provider.name());
         let mut record = RunRecord::new(run_id.clone(), RunStatus::Running);
         record.callback_url = callback_url;
+        let trace_link = trace_parent.clone();
         record.trace_parent = trace_parent;
         self.store.insert(record).await;
         let tracker = Arc::clone(self);
         let background_id = run_id.clone();
         let background_provider = Arc::clone(&provider);
-        tokio::spawn(async move {
-            let _permit = permit;
-            // The provider's own timeout (its documented maximum duration)
-            // bounds the run; the caller is no longer waiting.
-            let result = background_provider
-                .invoke(&invocation, Deadline::NONE)
-                .await;
-            let update = match result {
-                Ok(outcome) => {
-                    let status = outcome.status.unwrap_or(RunStatus::Completed);
-                    change(outcome, status)
-                }
-                Err(error) => RunChange {
-                    status: RunStatus::Failed,
-                    output: None,
-                    error: Some(RunError {
-                        code: error.reason.clone(),
-                        message: error.message.clone(),
-                    }),
-                    usage: Default::default(),
-                },
-            };
-            tracker.apply(&background_id, update).await;
-        });
+        let span = linked_span("flowgate.background_run", trace_link.as_deref());
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                // The provider's own timeout (its documented maximum duration)
+                // bounds the run; the caller is no longer waiting.
+                let result = background_provider
+                    .invoke(&invocation, Deadline::NONE)
+                    .await;
+                let update = match result {
+                    Ok(outcome) => {
+                        let status = outcome.status.unwrap_or(RunStatus::Completed);
+                        change(outcome, status)
+                    }
+                    Err(error) => RunChange {
+                        status: RunStatus::Failed,
+                        output: None,
+                        error: Some(RunError {
+                            code: error.reason.clone(),
+                            message: error.message.clone(),
+                        }),
+                        usage: Default::default(),
+                    },
+                };
+                tracker.apply(&background_id, update).await;
+            }
+            .instrument(span),
+        );
         Ok(Invoked {
             provider,
             run_id,
@@ -465,7 +478,13 @@ impl RunTracker {
         let tracker = Arc::clone(self);
         let run_id = run_id.clone();
         tokio::spawn(async move {
-            tracker.watch(&run_id).await;
+            let trace_parent = tracker
+                .store
+                .get(&run_id)
+                .await
+                .and_then(|record| record.trace_parent);
+            let span = linked_span("flowgate.poll", trace_parent.as_deref());
+            tracker.watch(&run_id).instrument(span).await;
             tracker
                 .watchers
                 .lock()

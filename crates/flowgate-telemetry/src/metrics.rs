@@ -1,0 +1,242 @@
+//! flowgate's metric instruments and the hooks that record them.
+//!
+//! | OTLP name | Prometheus name | kind | labels |
+//! |---|---|---|---|
+//! | `flowgate.rpc.requests` | `flowgate_rpc_requests_total` | counter | `rpc_service`, `rpc_method`, `rpc_grpc_status_code` |
+//! | `flowgate.rpc.duration` | `flowgate_rpc_duration_seconds` | histogram (s) | same |
+//! | `flowgate.upstream.requests` | `flowgate_upstream_requests_total` | counter | `flowgate_provider`, `flowgate_dialect`, `http_response_status_code` (`0` = no answer) |
+//! | `flowgate.upstream.duration` | `flowgate_upstream_duration_seconds` | histogram (s) | same |
+//! | `flowgate.schema_cache.hits` / `.misses` | `flowgate_schema_cache_hits_total` / `_misses_total` | counter | `flowgate_provider` |
+//! | `flowgate.upstream.rate_limit.remaining` | `flowgate_upstream_rate_limit_remaining` | gauge | `flowgate_provider` |
+//! | `flowgate.circuit.open` | `flowgate_circuit_open` | gauge (0/1) | `flowgate_provider` |
+//! | `flowgate.streams.active` | `flowgate_streams_active` | up-down counter | none |
+//!
+//! Labels are low-cardinality by construction: configured provider names,
+//! dialects, known RPC names (others are `_OTHER`) and status codes; never
+//! run ids, workflow ids or anything a caller controls.
+//!
+//! Until [`crate::Telemetry`] is built with metrics on, [`metrics()`]
+//! returns no-op instruments and the hooks cost a branch.
+
+use std::{
+    sync::{LazyLock, OnceLock},
+    time::Duration,
+};
+
+use opentelemetry::{
+    KeyValue,
+    metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _, UpDownCounter},
+};
+
+/// Latency buckets, in seconds: sub-millisecond gateway answers up to
+/// five-minute synchronous workflow runs.
+const LATENCY_BUCKETS: [f64; 18] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0,
+];
+
+/// The instruments. Get them with [`metrics()`].
+#[derive(Debug)]
+pub struct Metrics {
+    enabled: bool,
+    rpc_requests: Counter<u64>,
+    rpc_duration: Histogram<f64>,
+    upstream_requests: Counter<u64>,
+    upstream_duration: Histogram<f64>,
+    schema_cache_hits: Counter<u64>,
+    schema_cache_misses: Counter<u64>,
+    rate_limit_remaining: Gauge<i64>,
+    circuit_open: Gauge<i64>,
+    streams_active: UpDownCounter<i64>,
+}
+
+static INSTALLED: OnceLock<Metrics> = OnceLock::new();
+static NOOP: LazyLock<Metrics> = LazyLock::new(|| {
+    let provider = opentelemetry::metrics::noop::NoopMeterProvider::new();
+    Metrics::new(&provider.meter("flowgate"), false)
+});
+
+/// The process's instruments (no-ops until telemetry installs a meter).
+pub fn metrics() -> &'static Metrics {
+    INSTALLED.get().unwrap_or(&NOOP)
+}
+
+/// Installs the instruments built from `meter` (the first call wins).
+pub(crate) fn install(meter: &Meter) {
+    let _ = INSTALLED.set(Metrics::new(meter, true));
+}
+
+/// A schema lookup's outcome, for [`Metrics::schema_cache`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaCacheOutcome {
+    /// Answered from the cache.
+    Hit,
+    /// Fetched from the provider.
+    Miss,
+}
+
+impl SchemaCacheOutcome {
+    /// `hit` or `miss`: the value recorded on the Invoke span's
+    /// `flowgate.schema_cache` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+        }
+    }
+}
+
+/// One open StreamStatus stream; counted in `flowgate.streams.active` until
+/// dropped.
+#[derive(Debug)]
+#[must_use = "the stream counts as active until this is dropped"]
+pub struct ActiveStream(());
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        metrics().streams_active.add(-1, &[]);
+    }
+}
+
+fn provider_label(provider: &str) -> KeyValue {
+    KeyValue::new("flowgate.provider", provider.to_owned())
+}
+
+impl Metrics {
+    fn new(meter: &Meter, enabled: bool) -> Self {
+        Self {
+            enabled,
+            rpc_requests: meter
+                .u64_counter("flowgate.rpc.requests")
+                .with_description("gRPC calls handled, by method and status code")
+                .build(),
+            rpc_duration: meter
+                .f64_histogram("flowgate.rpc.duration")
+                .with_unit("s")
+                .with_description("gRPC call latency, until the last response byte")
+                .with_boundaries(LATENCY_BUCKETS.to_vec())
+                .build(),
+            upstream_requests: meter
+                .u64_counter("flowgate.upstream.requests")
+                .with_description(
+                    "HTTP requests to providers, by provider and response status (0: no answer)",
+                )
+                .build(),
+            upstream_duration: meter
+                .f64_histogram("flowgate.upstream.duration")
+                .with_unit("s")
+                .with_description("provider HTTP request latency, until the whole body is read")
+                .with_boundaries(LATENCY_BUCKETS.to_vec())
+                .build(),
+            schema_cache_hits: meter
+                .u64_counter("flowgate.schema_cache.hits")
+                .with_description("workflow schema lookups answered from the cache")
+                .build(),
+            schema_cache_misses: meter
+                .u64_counter("flowgate.schema_cache.misses")
+                .with_description("workflow schema lookups that went to the provider")
+                .build(),
+            rate_limit_remaining: meter
+                .i64_gauge("flowgate.upstream.rate_limit.remaining")
+                .with_description("requests left in the provider's window, as last reported")
+                .build(),
+            circuit_open: meter
+                .i64_gauge("flowgate.circuit.open")
+                .with_description("1 while the provider's circuit is open or probing, else 0")
+                .build(),
+            streams_active: meter
+                .i64_up_down_counter("flowgate.streams.active")
+                .with_description("StreamStatus streams currently open")
+                .build(),
+        }
+    }
+
+    /// True when a meter is installed (skip building labels otherwise).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// One finished gRPC call (recorded by [`crate::RpcTelemetryLayer`]).
+    pub fn record_rpc(
+        &self,
+        service: &'static str,
+        method: &'static str,
+        code: i32,
+        elapsed: Duration,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let labels = [
+            KeyValue::new("rpc.service", service),
+            KeyValue::new("rpc.method", method),
+            KeyValue::new("rpc.grpc.status_code", i64::from(code)),
+        ];
+        self.rpc_requests.add(1, &labels);
+        self.rpc_duration.record(elapsed.as_secs_f64(), &labels);
+    }
+
+    /// One upstream HTTP request; `status` is `None` when no answer came.
+    pub fn record_upstream(
+        &self,
+        provider: &str,
+        dialect: &'static str,
+        status: Option<u16>,
+        elapsed: Duration,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let labels = [
+            provider_label(provider),
+            KeyValue::new("flowgate.dialect", dialect),
+            KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.unwrap_or_default()),
+            ),
+        ];
+        self.upstream_requests.add(1, &labels);
+        self.upstream_duration
+            .record(elapsed.as_secs_f64(), &labels);
+    }
+
+    /// The provider's reported `x-ratelimit-remaining`.
+    pub fn record_rate_limit_remaining(&self, provider: &str, remaining: u64) {
+        if self.enabled {
+            self.rate_limit_remaining.record(
+                i64::try_from(remaining).unwrap_or(i64::MAX),
+                &[provider_label(provider)],
+            );
+        }
+    }
+
+    /// The provider's circuit opened (`true`) or closed (`false`).
+    pub fn record_circuit(&self, provider: &str, open: bool) {
+        if self.enabled {
+            self.circuit_open
+                .record(i64::from(open), &[provider_label(provider)]);
+        }
+    }
+
+    /// A workflow schema lookup (the schema cache calls this): counts it and
+    /// records `flowgate.schema_cache` = `hit`/`miss` on the current span
+    /// (the Invoke span declares that field).
+    pub fn schema_cache(&self, provider: &str, outcome: SchemaCacheOutcome) {
+        tracing::Span::current().record("flowgate.schema_cache", outcome.as_str());
+        if !self.enabled {
+            return;
+        }
+        let counter = match outcome {
+            SchemaCacheOutcome::Hit => &self.schema_cache_hits,
+            SchemaCacheOutcome::Miss => &self.schema_cache_misses,
+        };
+        counter.add(1, &[provider_label(provider)]);
+    }
+
+    /// A StreamStatus stream opened; it counts as active until the returned
+    /// guard is dropped (keep it in the stream).
+    pub fn stream_opened(&self) -> ActiveStream {
+        self.streams_active.add(1, &[]);
+        ActiveStream(())
+    }
+}
