@@ -325,7 +325,7 @@ async fn main() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{gateway_port}\"\n[log]\nlevel = \"warn\"\n\
+            "[server]\nlisten = \"127.0.0.1:{gateway_port}\"\n\
              [webhooks]\nsigning_secret_env = \"BENCH_SIGNING\"\n\
              [providers.knouds]\nkind = \"knouds\"\nbase_url = \"http://127.0.0.1:{emulator_port}/knouds\"\napi_key_env = \"BENCH_KEY\"\n"
         ),

@@ -230,11 +230,28 @@ fn reject(error: &GatewayError) -> Status {
     if let Some(upstream) = &error.upstream {
         span.record("flowgate.provider", upstream.provider.as_str());
     }
+    // Log lines carry their own context (the log layer does not print
+    // span fields): the provider and the HTTP status when there was one.
+    let provider = error.upstream.as_ref().map(|up| up.provider.as_str());
+    let http_status = error.upstream.as_ref().and_then(|up| up.http_status);
     match error.class {
         flowgate_core::ErrorClass::Internal | flowgate_core::ErrorClass::ProtocolError => {
-            tracing::warn!(reason = %error.reason, message = %error.message, "call failed");
+            tracing::warn!(
+                class = error.class.as_str(),
+                reason = %error.reason,
+                provider,
+                http_status,
+                message = %error.message,
+                "call failed"
+            );
         }
-        _ => tracing::info!(reason = %error.reason, "call failed"),
+        _ => tracing::info!(
+            class = error.class.as_str(),
+            reason = %error.reason,
+            provider,
+            http_status,
+            "call failed"
+        ),
     }
     to_status(error)
 }

@@ -288,6 +288,28 @@ async fn fetchhive_async_without_ingress_passes_the_callback_through_and_polls()
 }
 
 #[tokio::test]
+async fn fetchhive_failing_async_run_ends_failed_with_a_typed_error() {
+    let mut h = common::start().await;
+    let (url, _received) = receiver().await;
+    let response = h
+        .client
+        .invoke(async_request(
+            target("fh", deployment("failing-flow", "default")),
+            json!({}),
+            &url,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let events = stream(&mut h, &response.run_id).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.status(), pb::RunStatus::Failed);
+    let error = last.error.as_ref().unwrap();
+    assert_eq!(error.code, "RUN_FAILED");
+    assert!(!error.message.is_empty());
+}
+
+#[tokio::test]
 async fn fetchhive_callbacks_through_the_ingress_are_forwarded_resigned() {
     let port = free_port();
     let mut h = start_with_ingress(EmulatorConfig::default(), port).await;

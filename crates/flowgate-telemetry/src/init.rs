@@ -13,6 +13,7 @@ use opentelemetry_sdk::{
 use tracing::Level;
 use tracing_subscriber::{
     EnvFilter, Layer as _,
+    filter::filter_fn,
     filter::{LevelFilter, Targets},
     fmt::{self as tracing_fmt, MakeWriter, format::JsonFields, writer::BoxMakeWriter},
     prelude::*,
@@ -191,12 +192,22 @@ impl TelemetryBuilder {
         let writer = self
             .log_writer
             .unwrap_or_else(|| BoxMakeWriter::new(std::io::stderr));
+        // The log layer sees events only. A formatting layer that also saw
+        // spans would format and store every span's fields on every call
+        // (most of telemetry's CPU cost per Invoke in the benchmark) just in
+        // case a log line is written inside it. Log lines carry their own
+        // fields; span context lives in the traces, and JSON lines carry
+        // the trace and span ids to join the two.
         let logs = match settings.log_format {
-            LogFormat::Text => tracing_fmt::layer().with_writer(writer).boxed(),
+            LogFormat::Text => tracing_fmt::layer()
+                .with_writer(writer)
+                .with_filter(filter_fn(|metadata| metadata.is_event()))
+                .boxed(),
             LogFormat::Json => tracing_fmt::layer()
                 .event_format(JsonWithTraceIds::new())
                 .fmt_fields(JsonFields::new())
                 .with_writer(writer)
+                .with_filter(filter_fn(|metadata| metadata.is_event()))
                 .boxed(),
         };
         let _ = tracing_subscriber::registry()

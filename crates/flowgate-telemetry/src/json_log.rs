@@ -38,11 +38,14 @@ fn trace_ids<S>(ctx: &FmtContext<'_, S, impl for<'a> FormatFields<'a> + 'static>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let span = ctx.lookup_current()?;
+    // The log layer does not see spans (see `init`), so the current span
+    // comes from the dispatcher, not from the layer's filtered context.
+    let _ = ctx;
+    let id = tracing::Span::current().id()?;
     // Inside a subscriber callback, `get_default` sees the global dispatcher
     // (the one this formatter is installed in).
     let cx = tracing::dispatcher::get_default(|dispatch| {
-        tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
+        tracing_opentelemetry::get_otel_context(&id, dispatch)
     })?;
     let otel_span = cx.span();
     let sc = otel_span.span_context();
