@@ -29,7 +29,8 @@ fn say(line: impl AsRef<str>) {
 
 /// Runs the demo end to end.
 pub async fn run() -> Result<(), String> {
-    logging::init(LogFormat::Text, "warn");
+    // The demo prints what a user needs on stdout; only errors are logged.
+    logging::init(LogFormat::Text, "error");
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let emulator = Emulator::start(EmulatorConfig::default(), loopback)
         .await

@@ -220,11 +220,6 @@ impl GatewayError {
         Self::new(ErrorClass::NotFound, reason, message).with_resource(resource_type, name)
     }
 
-    /// UNIMPLEMENTED, naming what is missing.
-    pub fn unimplemented(message: impl Into<String>) -> Self {
-        Self::new(ErrorClass::Unimplemented, "NOT_IMPLEMENTED", message)
-    }
-
     /// INTERNAL for a fault inside the gateway.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorClass::Internal, "INTERNAL", message)
