@@ -139,6 +139,26 @@ pub(crate) fn upstream_error(
     }
 }
 
+/// NOT_FOUND for a status lookup of a run the upstream does not know:
+/// the upstream's code (or `default_code`) and a `ResourceInfo`.
+pub(crate) fn run_not_found(
+    settings: &ProviderSettings,
+    response: &UpstreamResponse,
+    default_code: &str,
+    resource_type: &str,
+    id: &str,
+) -> GatewayError {
+    let body = ErrorBody::parse(&response.body);
+    upstream_error(
+        settings,
+        response,
+        ErrorClass::NotFound,
+        body.code.clone().unwrap_or_else(|| default_code.to_owned()),
+        describe(settings, response, &body),
+    )
+    .with_resource(resource_type, id)
+}
+
 /// INTERNAL / `UPSTREAM_PROTOCOL_ERROR` for an answer the dialect cannot read.
 pub(crate) fn protocol_error(
     settings: &ProviderSettings,

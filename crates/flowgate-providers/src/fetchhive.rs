@@ -23,7 +23,7 @@ use crate::{
     HttpClient, ProviderSettings,
     errors::{
         ErrorBody, credential_rejected, describe, fallback_error, id_text, protocol_error,
-        run_error, safe_message, upstream_error,
+        run_error, run_not_found, safe_message, upstream_error,
     },
     http::{BaseUrl, UpstreamRequest, UpstreamResponse, auth_header},
 };
@@ -227,15 +227,13 @@ impl FetchHive {
         run_id: &str,
     ) -> Result<RunOutcome, GatewayError> {
         if response.status == 404 {
-            let body = ErrorBody::parse(&response.body);
-            return Err(upstream_error(
+            return Err(run_not_found(
                 &self.settings,
                 response,
-                ErrorClass::NotFound,
-                body.code.clone().unwrap_or_else(|| "not_found".into()),
-                describe(&self.settings, response, &body),
-            )
-            .with_resource("fetchhive.workflow_run", run_id));
+                "not_found",
+                "fetchhive.workflow_run",
+                run_id,
+            ));
         }
         if response.status != 200 {
             let workflow = WorkflowRef::Deployment {

@@ -30,7 +30,7 @@ use crate::{
     HttpClient, ProviderSettings,
     errors::{
         ErrorBody, credential_rejected, describe, fallback_error, id_text, protocol_error,
-        run_error, safe_message, upstream_error,
+        run_error, run_not_found, safe_message, upstream_error,
     },
     http::{BaseUrl, UpstreamRequest, UpstreamResponse, auth_header},
 };
@@ -192,14 +192,7 @@ impl Knouds {
         if response.status != 200 {
             // The run's error table covers the schema endpoint's answers too
             // (401, 403 CAPABILITY_DENIED, 404, 429, 5xx).
-            return match self.decode_error(response, workflow) {
-                Err(error) => Err(error),
-                Ok(_) => Err(protocol_error(
-                    &self.settings,
-                    response,
-                    "a run outcome from the schema endpoint",
-                )),
-            };
+            return Err(self.error_of(response, workflow, "the schema endpoint"));
         }
         serde_json::from_slice::<SchemaBody>(&response.body)
             .map(SchemaBody::normalize)
@@ -305,27 +298,17 @@ impl Knouds {
         execution_id: &str,
     ) -> Result<RunOutcome, GatewayError> {
         if response.status == 404 {
-            let body = ErrorBody::parse(&response.body);
-            return Err(upstream_error(
+            return Err(run_not_found(
                 &self.settings,
                 response,
-                ErrorClass::NotFound,
-                body.code
-                    .clone()
-                    .unwrap_or_else(|| "EXECUTION_NOT_FOUND".into()),
-                describe(&self.settings, response, &body),
-            )
-            .with_resource("knouds.execution", execution_id));
+                "EXECUTION_NOT_FOUND",
+                "knouds.execution",
+                execution_id,
+            ));
         }
         if response.status != 200 {
             let workflow = WorkflowRef::Slug(execution_id.to_owned());
-            return self.decode_error(response, &workflow).and_then(|_| {
-                Err(protocol_error(
-                    &self.settings,
-                    response,
-                    "an execution error without a code",
-                ))
-            });
+            return Err(self.error_of(response, &workflow, "the executions endpoint"));
         }
         let Ok(execution) = serde_json::from_slice::<ExecutionBody>(&response.body) else {
             return Err(protocol_error(
@@ -368,6 +351,24 @@ impl Knouds {
             rate_limit: response.rate_limit.clone(),
             ..RunOutcome::default()
         })
+    }
+
+    /// The typed error of a non-run endpoint's failure answer, by the run
+    /// error table; a "run failed" outcome there is itself a protocol error.
+    fn error_of(
+        &self,
+        response: &UpstreamResponse,
+        workflow: &WorkflowRef,
+        endpoint: &str,
+    ) -> GatewayError {
+        match self.decode_error(response, workflow) {
+            Err(error) => error,
+            Ok(_) => protocol_error(
+                &self.settings,
+                response,
+                &format!("a run outcome from {endpoint}"),
+            ),
+        }
     }
 
     /// Every code of Knouds' documented error table, then the fallback.
