@@ -108,7 +108,7 @@ impl WorkflowGateway for GatewayService {
                 .map(String::from);
             let span = tracing::Span::current();
             span.record("flowgate.dialect", target.workflow.kind().as_str());
-            span.record("flowgate.workflow", field::display(target.workflow.label()));
+            span.record("flowgate.workflow", field::display(&target.workflow));
             match self
                 .tracker
                 .invoke(&target, invocation, deadline, trace_parent)
@@ -116,12 +116,13 @@ impl WorkflowGateway for GatewayService {
             {
                 Ok(invoked) => {
                     span.record("flowgate.provider", invoked.provider.name());
-                    span.record("flowgate.run_id", invoked.run_id.encode());
                     if let Some(status) = invoked.outcome.status {
                         span.record("flowgate.run.status", status.as_str());
                     }
                     let rate_limit = invoked.outcome.rate_limit.clone();
-                    let mut response = Response::new(convert::invoke_response(invoked));
+                    let response = convert::invoke_response(invoked);
+                    span.record("flowgate.run_id", response.run_id.as_str());
+                    let mut response = Response::new(response);
                     insert_rate_limit(&rate_limit, response.metadata_mut());
                     tracing::debug!("invoked");
                     Ok(response)

@@ -75,13 +75,24 @@ impl WorkflowRef {
 
     /// A short label for logs and spans (`deployment/variant`, id or slug).
     pub fn label(&self) -> String {
+        self.to_string()
+    }
+}
+
+/// Writes the label (see [`WorkflowRef::label`]) without allocating.
+impl fmt::Display for WorkflowRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Deployment { name, variant } => match variant {
-                Some(variant) => format!("{name}/{variant}"),
-                None => name.clone(),
-            },
-            Self::WorkflowId(id) => id.clone(),
-            Self::Slug(slug) => slug.clone(),
+            Self::Deployment {
+                name,
+                variant: Some(variant),
+            } => write!(f, "{name}/{variant}"),
+            Self::Deployment {
+                name,
+                variant: None,
+            } => f.write_str(name),
+            Self::WorkflowId(id) => f.write_str(id),
+            Self::Slug(slug) => f.write_str(slug),
         }
     }
 }
