@@ -98,6 +98,20 @@ fn async_request(
     }
 }
 
+/// Invokes asynchronously and expects the run to be accepted.
+async fn submit(
+    h: &mut Harness,
+    target: Option<pb::WorkflowTarget>,
+    input: serde_json::Value,
+    callback_url: &str,
+) -> pb::InvokeResponse {
+    h.client
+        .invoke(async_request(target, input, callback_url))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Every event of a run's status stream, to its end (bounded by a deadline).
 async fn stream(h: &mut Harness, run_id: &str) -> Result<Vec<pb::RunStatusEvent>, tonic::Status> {
     let mut request = tonic::Request::new(pb::StreamStatusRequest {
@@ -127,16 +141,13 @@ fn executions_polled(h: &Harness) -> usize {
 #[tokio::test]
 async fn knouds_async_run_streams_running_then_completed() {
     let mut h = common::start().await;
-    let response = h
-        .client
-        .invoke(async_request(
-            target("kn", slug("render-video")),
-            json!({"prompt": "a fox"}),
-            "",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = submit(
+        &mut h,
+        target("kn", slug("render-video")),
+        json!({"prompt": "a fox"}),
+        "",
+    )
+    .await;
     assert_eq!(response.status(), pb::RunStatus::Running);
     let events = stream(&mut h, &response.run_id).await.unwrap();
     assert_eq!(
@@ -155,16 +166,13 @@ async fn knouds_async_run_streams_running_then_completed() {
 #[tokio::test]
 async fn knouds_failing_async_run_ends_failed_with_a_typed_error() {
     let mut h = common::start().await;
-    let response = h
-        .client
-        .invoke(async_request(
-            target("kn", slug("flaky-pipeline")),
-            json!({"input": "x"}),
-            "",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = submit(
+        &mut h,
+        target("kn", slug("flaky-pipeline")),
+        json!({"input": "x"}),
+        "",
+    )
+    .await;
     let events = stream(&mut h, &response.run_id).await.unwrap();
     let last = events.last().unwrap();
     assert_eq!(last.status(), pb::RunStatus::Failed);
@@ -174,16 +182,13 @@ async fn knouds_failing_async_run_ends_failed_with_a_typed_error() {
 #[tokio::test]
 async fn aitutor_async_runs_in_the_background_and_streams() {
     let mut h = common::start().await;
-    let response = h
-        .client
-        .invoke(async_request(
-            target("tutor", workflow_id("wf_story")),
-            json!({"story": "a dragon"}),
-            "",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = submit(
+        &mut h,
+        target("tutor", workflow_id("wf_story")),
+        json!({"story": "a dragon"}),
+        "",
+    )
+    .await;
     assert_eq!(response.status(), pb::RunStatus::Running);
     assert!(RunId::decode(&response.run_id).unwrap().is_local());
     let events = stream(&mut h, &response.run_id).await.unwrap();
@@ -196,16 +201,13 @@ async fn aitutor_async_runs_in_the_background_and_streams() {
             .contains("a dragon")
     );
 
-    let failing = h
-        .client
-        .invoke(async_request(
-            target("tutor", workflow_id("wf_broken")),
-            json!({}),
-            "",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let failing = submit(
+        &mut h,
+        target("tutor", workflow_id("wf_broken")),
+        json!({}),
+        "",
+    )
+    .await;
     let events = stream(&mut h, &failing.run_id).await.unwrap();
     let last = events.last().unwrap();
     assert_eq!(last.status(), pb::RunStatus::Failed);
@@ -232,16 +234,13 @@ async fn aitutor_async_invalid_input_is_refused_before_running() {
 async fn fetchhive_async_without_ingress_passes_the_callback_through_and_polls() {
     let mut h = common::start().await;
     let (url, received) = receiver().await;
-    let response = h
-        .client
-        .invoke(async_request(
-            target("fh", deployment("summarize", "default")),
-            json!({"topic": "polling"}),
-            &url,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = submit(
+        &mut h,
+        target("fh", deployment("summarize", "default")),
+        json!({"topic": "polling"}),
+        &url,
+    )
+    .await;
     assert!(
         response.webhook_secret.starts_with("whsec_"),
         "the caller verifies Fetch Hive's callback"
@@ -291,16 +290,13 @@ async fn fetchhive_async_without_ingress_passes_the_callback_through_and_polls()
 async fn fetchhive_failing_async_run_ends_failed_with_a_typed_error() {
     let mut h = common::start().await;
     let (url, _received) = receiver().await;
-    let response = h
-        .client
-        .invoke(async_request(
-            target("fh", deployment("failing-flow", "default")),
-            json!({}),
-            &url,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = submit(
+        &mut h,
+        target("fh", deployment("failing-flow", "default")),
+        json!({}),
+        &url,
+    )
+    .await;
     let events = stream(&mut h, &response.run_id).await.unwrap();
     let last = events.last().unwrap();
     assert_eq!(last.status(), pb::RunStatus::Failed);
@@ -315,16 +311,13 @@ async fn fetchhive_callbacks_through_the_ingress_are_forwarded_resigned() {
     let mut h = start_with_ingress(EmulatorConfig::default(), port).await;
     assert_eq!(h.server.ingress_addr.unwrap().port(), port);
     let (url, received) = receiver().await;
-    let response = h
-        .client
-        .invoke(async_request(
-            target("fh", deployment("summarize", "default")),
-            json!({"topic": "ingress"}),
-            &url,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = submit(
+        &mut h,
+        target("fh", deployment("summarize", "default")),
+        json!({"topic": "ingress"}),
+        &url,
+    )
+    .await;
     assert!(
         response.webhook_secret.is_empty(),
         "the callback is the gateway's business"
@@ -385,16 +378,13 @@ async fn knouds_webhooks_reach_streams_and_forwarding_through_the_ingress() {
     };
     let mut h = start_with_ingress(emulator, port).await;
     let (url, received) = receiver().await;
-    let response = h
-        .client
-        .invoke(async_request(
-            target("kn", slug("render-video")),
-            json!({"prompt": "x"}),
-            &url,
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = submit(
+        &mut h,
+        target("kn", slug("render-video")),
+        json!({"prompt": "x"}),
+        &url,
+    )
+    .await;
     let events = stream(&mut h, &response.run_id).await.unwrap();
     assert_eq!(events.last().unwrap().status(), pb::RunStatus::Completed);
     let deliveries = received.wait_for(1).await;
@@ -580,16 +570,13 @@ async fn many_subscribers_share_one_upstream_poll() {
         ..Default::default()
     };
     let mut h = common::start_with(emulator, |text| text).await;
-    let response = h
-        .client
-        .invoke(async_request(
-            target("kn", slug("render-video")),
-            json!({"prompt": "x"}),
-            "",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = submit(
+        &mut h,
+        target("kn", slug("render-video")),
+        json!({"prompt": "x"}),
+        "",
+    )
+    .await;
     let mut streams = Vec::new();
     for _ in 0..20 {
         let mut client = h.client.clone();
@@ -624,16 +611,13 @@ async fn a_subscriber_that_leaves_stops_the_polling() {
         ..Default::default()
     };
     let mut h = common::start_with(emulator, |text| text).await;
-    let response = h
-        .client
-        .invoke(async_request(
-            target("kn", slug("render-video")),
-            json!({"prompt": "x"}),
-            "",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = submit(
+        &mut h,
+        target("kn", slug("render-video")),
+        json!({"prompt": "x"}),
+        "",
+    )
+    .await;
     let mut events = h
         .client
         .stream_status(pb::StreamStatusRequest {

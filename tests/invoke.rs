@@ -27,6 +27,15 @@ fn invoke_request(
     }
 }
 
+/// The BadRequest field violations of a status (empty when it has none).
+fn violations(status: &tonic::Status) -> Vec<tonic_types::FieldViolation> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|bad| bad.field_violations.clone())
+        .unwrap_or_default()
+}
+
 /// Invokes and expects an error status.
 async fn fails(
     h: &mut common::Harness,
@@ -206,12 +215,7 @@ async fn fetchhive_async_without_callback_url_is_rejected_locally() {
     request.async_options = async_options("");
     let status = h.client.invoke(request).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    let violations = status
-        .get_error_details()
-        .bad_request()
-        .unwrap()
-        .field_violations
-        .clone();
+    let violations = violations(&status);
     assert_eq!(violations[0].field, "async_options.callback_url");
     assert!(h.emulator.requests().is_empty(), "nothing sent upstream");
 }
@@ -508,12 +512,7 @@ async fn knouds_invalid_inputs_become_field_violations() {
     )
     .await;
     assert_eq!(status.code(), Code::InvalidArgument);
-    let violations = status
-        .get_error_details()
-        .bad_request()
-        .unwrap()
-        .field_violations
-        .clone();
+    let violations = violations(&status);
     assert!(
         violations.iter().all(|v| v.field.starts_with("inputs")),
         "{violations:?}"
@@ -676,12 +675,7 @@ async fn invalid_requests_are_rejected_before_any_upstream_call() {
     for (request, field) in cases {
         let status = h.client.invoke(request).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{field}");
-        let violations = status
-            .get_error_details()
-            .bad_request()
-            .unwrap()
-            .field_violations
-            .clone();
+        let violations = violations(&status);
         assert_eq!(violations[0].field, field);
     }
     let status = fails(&mut h, target("nope", slug("a")), json!({})).await;
@@ -699,12 +693,7 @@ async fn ambiguous_dialect_requires_a_provider_name() {
     )
     .await;
     assert_eq!(status.code(), Code::InvalidArgument);
-    let violation = status
-        .get_error_details()
-        .bad_request()
-        .unwrap()
-        .field_violations[0]
-        .clone();
+    let violation = violations(&status)[0].clone();
     assert_eq!(violation.field, "target.provider");
 }
 
