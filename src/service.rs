@@ -146,6 +146,13 @@ impl WorkflowGateway for GatewayService {
             .stream(&run_id)
             .await
             .map_err(|err| reject(&err))?;
+        // The stream's server span links back to the trace that started the run.
+        if let Some(link) = stream
+            .trace_parent()
+            .and_then(flowgate_telemetry::TraceLink::parse)
+        {
+            flowgate_telemetry::add_link(&tracing::Span::current(), &link);
+        }
         // Ends after the terminal event; dropping it (the caller went away)
         // drops the subscription, and an unwatched run stops being polled.
         // The active-streams gauge counts this stream until it is dropped.

@@ -636,3 +636,63 @@ fn prometheus_and_otlp_carry_the_named_metrics() {
         }
     });
 }
+
+#[test]
+fn streams_and_background_polls_link_back_to_the_run_trace() {
+    env().runtime.block_on(async {
+        let mut h = common::start().await;
+        let request = pb::InvokeRequest {
+            target: target("kn", slug("render-video")),
+            inputs: inputs(json!({"prompt": "linked"})),
+            async_options: Some(pb::AsyncOptions {
+                enabled: true,
+                callback_url: String::new(),
+            }),
+            ..Default::default()
+        };
+        let trace_id = new_trace_id();
+        let response = h
+            .client
+            .invoke(with_traceparent(request, &trace_id, "00f067aa0ba902b7"))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut events = h
+            .client
+            .stream_status(pb::StreamStatusRequest {
+                run_id: response.run_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while events.message().await.unwrap().is_some() {}
+
+        let linked_to_run = |span: &Span| {
+            span.links
+                .iter()
+                .any(|link| hex(&link.trace_id) == trace_id)
+        };
+        let mut found = (false, false);
+        for _ in 0..100 {
+            env().telemetry.flush().await;
+            let spans = env().collector.spans.lock().unwrap().clone();
+            found = (
+                spans.iter().any(|s| {
+                    s.name == "flowgate.v1.WorkflowGateway/StreamStatus" && linked_to_run(s)
+                }),
+                spans
+                    .iter()
+                    .any(|s| s.name == "flowgate.poll" && linked_to_run(s)),
+            );
+            if found == (true, true) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            found,
+            (true, true),
+            "(StreamStatus span linked, poll span linked)"
+        );
+    });
+}

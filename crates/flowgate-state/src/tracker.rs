@@ -125,6 +125,12 @@ pub struct RunStream {
 }
 
 impl RunStream {
+    /// The `traceparent` of the call that started the run, when it was
+    /// traced (a stream's span links back to it).
+    pub fn trace_parent(&self) -> Option<&str> {
+        self.first.as_ref()?.trace_parent.as_deref()
+    }
+
     /// The next state, `None` after the terminal one.
     pub async fn next(&mut self) -> Option<RunRecord> {
         if self.done {
