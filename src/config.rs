@@ -980,33 +980,13 @@ impl Config {
         let mut issues = Vec::new();
         for (name, provider) in &self.providers {
             let kind = ProviderKind::from(provider.kind);
-            let key = match (&provider.api_key_env, &provider.api_key_file) {
-                (Some(var), _) => env(var)
-                    .map(|key| key.trim().to_owned())
-                    .filter(|key| !key.is_empty())
-                    .ok_or_else(|| {
-                        (
-                            "api_key_env",
-                            format!("environment variable {var} is not set or empty"),
-                        )
-                    }),
-                (None, Some(file)) => std::fs::read_to_string(file)
-                    .map(|key| key.trim().to_owned())
-                    .map_err(|err| {
-                        (
-                            "api_key_file",
-                            format!("cannot read {}: {err}", file.display()),
-                        )
-                    })
-                    .and_then(|key| {
-                        if key.is_empty() {
-                            Err(("api_key_file", format!("{} is empty", file.display())))
-                        } else {
-                            Ok(key)
-                        }
-                    }),
-                (None, None) => Err(("api_key_env", "required".to_owned())),
-            };
+            let key = read_secret(
+                provider.api_key_env.as_deref(),
+                provider.api_key_file.as_deref(),
+                &env,
+            )
+            .and_then(|key| key.ok_or(SecretProblem::Env("required".to_owned())))
+            .map_err(|problem| problem.at("api_key_env", "api_key_file"));
             let key = key.and_then(|key| {
                 if key.bytes().all(|b| b.is_ascii_graphic()) {
                     Ok(key)
@@ -1045,6 +1025,55 @@ impl Config {
     }
 }
 
+/// Why a secret could not be read, by where it was to come from.
+enum SecretProblem {
+    /// From the environment variable.
+    Env(String),
+    /// From the file.
+    File(String),
+}
+
+impl SecretProblem {
+    /// The config field to blame (`env_field` or `file_field`) and the message.
+    fn at(self, env_field: &'static str, file_field: &'static str) -> (&'static str, String) {
+        match self {
+            Self::Env(message) => (env_field, message),
+            Self::File(message) => (file_field, message),
+        }
+    }
+}
+
+/// Reads a secret from the environment variable `var` (preferred) or
+/// `file`, trimmed. `Ok(None)` when neither is configured; a configured
+/// source that is unset, unreadable or empty is an error naming it, never
+/// the value.
+fn read_secret(
+    var: Option<&str>,
+    file: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, SecretProblem> {
+    let text = match (var, file) {
+        (Some(var), _) => env(var)
+            .map(|text| text.trim().to_owned())
+            .filter(|text| !text.is_empty())
+            .ok_or_else(|| {
+                SecretProblem::Env(format!("environment variable {var} is not set or empty"))
+            })?,
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file).map_err(|err| {
+                SecretProblem::File(format!("cannot read {}: {err}", file.display()))
+            })?;
+            let text = text.trim().to_owned();
+            if text.is_empty() {
+                return Err(SecretProblem::File(format!("{} is empty", file.display())));
+            }
+            text
+        }
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(text))
+}
+
 /// Secrets read from the environment or files, by name or path.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedSecrets {
@@ -1071,15 +1100,13 @@ impl Config {
                 .collect()
         };
         let webhooks = &self.webhooks;
-        let signing = match (&webhooks.signing_secret_env, &webhooks.signing_secret_file) {
-            (Some(var), _) => env(var)
-                .map(split)
-                .ok_or(format!("environment variable {var} is not set")),
-            (None, Some(file)) => std::fs::read_to_string(file)
-                .map(split)
-                .map_err(|err| format!("cannot read {}: {err}", file.display())),
-            (None, None) => Ok(Vec::new()),
-        };
+        let signing = read_secret(
+            webhooks.signing_secret_env.as_deref(),
+            webhooks.signing_secret_file.as_deref(),
+            &env,
+        )
+        .map(|text| text.map(split).unwrap_or_default())
+        .map_err(|problem| problem.at("signing_secret_env", "signing_secret_file"));
         match signing {
             Ok(secrets) => {
                 for secret in &secrets {
@@ -1092,21 +1119,23 @@ impl Config {
                 }
                 loaded.signing = secrets;
             }
-            Err(message) => issues.push(ConfigIssue {
-                path: "webhooks.signing_secret_env".into(),
+            Err((field, message)) => issues.push(ConfigIssue {
+                path: format!("webhooks.{field}"),
                 message,
             }),
         }
         for (name, provider) in &self.providers {
-            if let Some(var) = &provider.webhook_secret_env {
-                match env(var).map(split).filter(|secrets| !secrets.is_empty()) {
-                    Some(secrets) => {
-                        loaded.providers.insert(name.clone(), secrets);
-                    }
-                    None => issues.push(ConfigIssue {
-                        path: format!("providers.{name}.webhook_secret_env"),
-                        message: format!("environment variable {var} is not set or empty"),
-                    }),
+            match read_secret(provider.webhook_secret_env.as_deref(), None, &env) {
+                Ok(Some(text)) => {
+                    loaded.providers.insert(name.clone(), split(text));
+                }
+                Ok(None) => {}
+                Err(problem) => {
+                    let (field, message) = problem.at("webhook_secret_env", "webhook_secret_env");
+                    issues.push(ConfigIssue {
+                        path: format!("providers.{name}.{field}"),
+                        message,
+                    });
                 }
             }
         }
@@ -1564,6 +1593,28 @@ mod tests {
                 "telemetry.service_name"
             ]
         );
+    }
+
+    #[test]
+    fn unreadable_secrets_name_their_source() {
+        let text = format!(
+            "{EXAMPLE}\n[webhooks]\nsigning_secret_file = \"/nonexistent/flowgate-signing\"\n"
+        );
+        let config = Config::parse(&text, env(&[])).unwrap();
+        let err = config.webhook_secrets(|_| None).unwrap_err();
+        assert_eq!(err.issues[0].path, "webhooks.signing_secret_file");
+        assert!(
+            err.issues[0]
+                .message
+                .contains("/nonexistent/flowgate-signing")
+        );
+
+        let text = format!("{EXAMPLE}\n[webhooks]\nsigning_secret_env = \"SIGNING\"\n");
+        let config = Config::parse(&text, env(&[])).unwrap();
+        let err = config.webhook_secrets(|_| Some("  ".into())).unwrap_err();
+        assert_eq!(err.issues[0].path, "webhooks.signing_secret_env");
+        assert!(err.issues[0].message.contains("SIGNING"));
+        assert!(config.webhook_secrets(|_| None).is_err(), "set but missing");
     }
 
     #[test]
