@@ -17,6 +17,6 @@ mod tracker;
 
 pub use store::{MemoryRunStore, RunChange, RunRecord, RunStore, StoreLimits, Subscription};
 pub use tracker::{
-    CallbackRejection, Forwarding, IngressConfig, RunStream, RunTracker, StreamItem, TrackerConfig,
+    CallbackRejection, Forwarding, IngressConfig, RunStream, RunTracker, TrackerConfig,
     Verification, VerifyKey,
 };

@@ -112,9 +112,6 @@ pub enum Verification {
     Invalid(FailureReason),
 }
 
-/// One item of a status stream.
-pub type StreamItem = RunRecord;
-
 /// A run's states: the current one first, then every change, ending after
 /// the terminal state.
 #[derive(Debug)]
