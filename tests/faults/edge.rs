@@ -1,0 +1,2 @@
+//! Hostile callers at the gRPC edge: panics, load, oversized echoes,
+//! malformed messages, configuration ranges.

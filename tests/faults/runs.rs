@@ -1,0 +1,1 @@
+//! Runs that cannot make progress, shared schema fetches, and shutdown.

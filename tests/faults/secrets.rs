@@ -1,0 +1,2 @@
+//! Secrets and destinations: redirects, callback URLs, forged run ids,
+//! redaction.

@@ -1,0 +1,1 @@
+//! A vendor's bytes: absurd numbers, loose number shapes, over-deep output.
