@@ -24,6 +24,11 @@ pub struct EmulatorConfig {
     pub knouds_webhook: Option<KnoudsWebhook>,
     /// Extra latency added to every provider response.
     pub latency: Duration,
+    /// Send usage numbers as numeric strings, as some implementations of
+    /// the vendors' docs do: Fetch Hive's `workflow_run` `total_charge`
+    /// (`"0.0021"`), `duration` and `total_tokens`, and Knouds' `cost` and
+    /// `ms`.
+    pub usage_as_strings: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -36,6 +41,20 @@ impl Default for EmulatorConfig {
             async_completion_delay: Duration::from_millis(300),
             knouds_webhook: None,
             latency: Duration::ZERO,
+            usage_as_strings: false,
+        }
+    }
+}
+
+impl EmulatorConfig {
+    /// A usage number as this emulator sends it: as is, or (with
+    /// [`usage_as_strings`](Self::usage_as_strings)) its decimal text.
+    pub(crate) fn usage(&self, value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Number(number) if self.usage_as_strings => {
+                serde_json::Value::String(number.to_string())
+            }
+            other => other,
         }
     }
 }

@@ -688,9 +688,9 @@ async fn workflow_run(
             "run_status": run.status.as_str(),
             "output_content": run.output(),
             "error_message": run.error(),
-            "duration": duration,
-            "total_charge": if finished { json!(run.total_tokens as f64 * 0.00002) } else { Value::Null },
-            "total_tokens": if finished { json!(run.total_tokens) } else { Value::Null },
+            "duration": shared.config.usage(json!(duration)),
+            "total_charge": if finished { shared.config.usage(json!(run.total_tokens as f64 * 0.00002)) } else { Value::Null },
+            "total_tokens": if finished { shared.config.usage(json!(run.total_tokens)) } else { Value::Null },
             "started_at": rfc3339(run.started),
             "ended_at": run.ended.map(rfc3339),
         }})

@@ -746,8 +746,8 @@ fn run_authenticated(
             &json!({
                 "success": true,
                 "result": result,
-                "cost": workflow.cost,
-                "ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "cost": shared.config.usage(json!(workflow.cost)),
+                "ms": shared.config.usage(json!(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX))),
             }),
             &[],
         ),

@@ -47,7 +47,9 @@ pub struct AiTutor {
 struct RunBody {
     success: Option<bool>,
     result: Option<Value>,
-    citations: Option<Vec<Value>>,
+    /// Cited URLs; anything but an array of strings is dropped, never
+    /// fatal.
+    citations: Option<Value>,
     run_id: Option<Value>,
     status: Option<String>,
     output: Option<Value>,
@@ -114,15 +116,16 @@ impl AiTutor {
                 "success but no result",
             ));
         }
-        let citations = run
-            .citations
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|citation| match citation {
-                Value::String(url) => Some(url),
-                _ => None,
-            })
-            .collect();
+        let citations = match run.citations {
+            Some(Value::Array(citations)) => citations,
+            _ => Vec::new(),
+        }
+        .into_iter()
+        .filter_map(|citation| match citation {
+            Value::String(url) => Some(url),
+            _ => None,
+        })
+        .collect();
         Ok(RunOutcome {
             upstream_run_id: run.run_id.as_ref().and_then(id_text),
             upstream_request_id: response.request_id(),

@@ -265,14 +265,8 @@ pub(crate) fn credential_rejected(
     }
 }
 
-/// Ids may arrive as strings or numbers.
-pub(crate) fn id_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) if !text.is_empty() => Some(text.clone()),
-        Value::Number(number) => Some(number.to_string()),
-        _ => None,
-    }
-}
+/// Ids may arrive as strings or numbers (one copy, in [`crate::numbers`]).
+pub(crate) use crate::numbers::id_text;
 
 /// A run error from a body's `error` value (string or `{code, message}`).
 pub(crate) fn run_error(error: Option<Value>, settings: &ProviderSettings) -> RunError {

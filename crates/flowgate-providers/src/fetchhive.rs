@@ -26,6 +26,7 @@ use crate::{
         run_error, run_not_found, safe_message, upstream_error,
     },
     http::{BaseUrl, UpstreamRequest, UpstreamResponse, auth_header},
+    numbers::lenient,
 };
 
 /// A configured Fetch Hive provider.
@@ -73,8 +74,12 @@ struct WorkflowRunBody {
     output: Option<Value>,
     error_message: Option<Value>,
     error: Option<Value>,
-    duration: Option<f64>,
+    /// Usage: numbers or numeric strings; unreadable ones are dropped.
+    #[serde(default, deserialize_with = "lenient::seconds")]
+    duration: Option<Duration>,
+    #[serde(default, deserialize_with = "lenient::credits")]
     total_charge: Option<f64>,
+    #[serde(default, deserialize_with = "lenient::count")]
     total_tokens: Option<u64>,
 }
 
@@ -288,11 +293,8 @@ impl FetchHive {
                 .map(decode_output),
             error: (status == RunStatus::Failed).then(|| run_error(error, &self.settings)),
             usage: flowgate_core::Usage {
-                credits: run.total_charge.filter(|charge| charge.is_finite()),
-                duration: run
-                    .duration
-                    .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
-                    .map(Duration::from_secs_f64),
+                credits: run.total_charge,
+                duration: run.duration,
                 tokens: run.total_tokens,
             },
             rate_limit: response.rate_limit.clone(),
@@ -365,11 +367,13 @@ impl FetchHive {
                     }),
                     message,
                 );
-                if concurrency || error.retry_after.is_some() {
+                if concurrency {
                     error
                 } else {
-                    // The daily cap resets at midnight UTC (documented).
-                    let wait = until_midnight_utc(SystemTime::now());
+                    // The daily cap resets at midnight UTC (documented): no
+                    // wait beyond it is believed.
+                    let midnight = until_midnight_utc(SystemTime::now());
+                    let wait = error.retry_after.map_or(midnight, |wait| wait.min(midnight));
                     error.with_retry_after(Some(wait))
                 }
             }

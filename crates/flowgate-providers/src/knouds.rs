@@ -33,6 +33,7 @@ use crate::{
         run_error, run_not_found, safe_message, upstream_error,
     },
     http::{BaseUrl, UpstreamRequest, UpstreamResponse, auth_header},
+    numbers::lenient,
 };
 
 /// Longest accepted slug.
@@ -63,8 +64,11 @@ struct RunBody {
     request_id: Option<Value>,
     status: Option<String>,
     result: Option<Value>,
+    /// Usage: numbers or numeric strings; unreadable ones are dropped.
+    #[serde(default, deserialize_with = "lenient::credits")]
     cost: Option<f64>,
-    ms: Option<f64>,
+    #[serde(default, deserialize_with = "lenient::millis")]
+    ms: Option<Duration>,
 }
 
 /// `GET /api/executions/{id}`.
@@ -269,11 +273,8 @@ impl Knouds {
             status: Some(RunStatus::Completed),
             output: Some(decode_output(run.result.unwrap_or(Value::Null))),
             usage: Usage {
-                credits: run.cost.filter(|cost| cost.is_finite()),
-                duration: run
-                    .ms
-                    .filter(|ms| ms.is_finite() && *ms >= 0.0)
-                    .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+                credits: run.cost,
+                duration: run.ms,
                 tokens: None,
             },
             rate_limit: response.rate_limit.clone(),

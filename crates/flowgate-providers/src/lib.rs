@@ -8,16 +8,19 @@
 //! - [`knouds`]: `POST {base}/api/workflows/{slug}/run`, `{"inputs"}`, `x-api-key`.
 //!
 //! They share one [`HttpClient`] (one connection pool, built once), the
-//! rate-limit header parser ([`ratelimit`]) and the error-body helpers
-//! ([`errors`]). A fourth dialect is one new module plus a line in
+//! rate-limit header parser ([`ratelimit`]), the bounded and lenient reading
+//! of every vendor number ([`numbers`]), the output depth cap ([`depth`]) and
+//! the error-body helpers ([`errors`]). A fourth dialect is one new module plus a line in
 //! [`build_provider`].
 
 pub mod aitutor;
+pub mod depth;
 pub mod errors;
 pub mod fetchhive;
 mod guard;
 mod http;
 pub mod knouds;
+pub mod numbers;
 pub mod ratelimit;
 mod settings;
 

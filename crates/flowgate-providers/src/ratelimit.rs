@@ -5,56 +5,26 @@
 //!   an epoch (under 10⁹) is read as seconds from now, the other common style.
 //! - `retry-after`: delay seconds or an HTTP-date.
 //!
-//! Absent or unparsable headers stay `None`; nothing defaults to zero.
+//! Absent or unparsable headers stay `None`; nothing defaults to zero. Every
+//! value is read by [`crate::numbers`]: waits and resets are clamped to
+//! their ceilings (24 h), never trusted.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use flowgate_core::RateLimitInfo;
 use http::HeaderMap;
 
-/// Below this a reset value is a delta, not an epoch (2001-09-09).
-const EPOCH_THRESHOLD: u64 = 1_000_000_000;
+use crate::numbers;
 
 /// Parses the rate-limit headers of one response received at `now`.
 pub fn parse(headers: &HeaderMap, now: SystemTime) -> RateLimitInfo {
     let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
-    let number = |name: &str| text(name).and_then(parse_u64);
     RateLimitInfo {
-        limit: number("x-ratelimit-limit"),
-        remaining: number("x-ratelimit-remaining"),
-        reset_at: text("x-ratelimit-reset").and_then(|value| parse_reset(value, now)),
-        retry_after: text("retry-after").and_then(|value| parse_retry_after(value, now)),
+        limit: text("x-ratelimit-limit").and_then(numbers::header_count),
+        remaining: text("x-ratelimit-remaining").and_then(numbers::header_count),
+        reset_at: text("x-ratelimit-reset").and_then(|value| numbers::reset_at(value, now)),
+        retry_after: text("retry-after").and_then(|value| numbers::retry_after(value, now)),
     }
-}
-
-fn parse_u64(text: &str) -> Option<u64> {
-    let text = text.trim();
-    text.parse::<u64>().ok().or_else(|| {
-        // Some servers send "100.0" or a negative remaining; clamp sanely.
-        let float = text.parse::<f64>().ok()?;
-        float.is_finite().then(|| float.max(0.0) as u64)
-    })
-}
-
-fn parse_reset(text: &str, now: SystemTime) -> Option<SystemTime> {
-    let value = parse_u64(text)?;
-    if value >= EPOCH_THRESHOLD {
-        UNIX_EPOCH.checked_add(Duration::from_secs(value))
-    } else {
-        now.checked_add(Duration::from_secs(value))
-    }
-}
-
-fn parse_retry_after(text: &str, now: SystemTime) -> Option<Duration> {
-    let text = text.trim();
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    if let Ok(seconds) = text.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
-    }
-    let at = httpdate::parse_http_date(text).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -62,6 +32,7 @@ mod tests {
     use super::*;
     use http::HeaderValue;
     use proptest::prelude::*;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

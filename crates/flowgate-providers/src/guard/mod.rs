@@ -18,8 +18,30 @@
 //!    Retry-After fits in the deadline, and — only with an idempotency key —
 //!    5xx and upstream timeouts; all drawn from a retry budget.
 //!
+//! **Status polls and schema fetches never touch the circuit.** A poll
+//! concerns a run that was already accepted (and paid for); its failures say
+//! little about whether a new Invoke would succeed, and the run tracker
+//! already paces polls and gives up after `max_poll_failures`. So polls are
+//! neither stopped by an open circuit nor counted towards opening it, nor
+//! used as the half-open probe; they do respect and update the remembered
+//! rate window (the vendor counts them against the same key). Schema fetches
+//! bypass the guard entirely (cached and single-flight in the catalog).
+//!
+//! **Every output is checked once here** ([`crate::depth`]): an output
+//! nested deeper than [`MAX_OUTPUT_DEPTH`] levels, from an Invoke or a poll
+//! of any dialect, is INTERNAL / `UPSTREAM_PROTOCOL_ERROR`, never sent on to
+//! clients whose protobuf parsers would reject the reply.
+//!
+//! **Bounded time arithmetic.** Every `Instant + Duration` is checked
+//! ([`later`]); waits the provider asks for are already clamped by
+//! [`crate::numbers`], and a remembered window is clamped again here to
+//! [`MAX_RESET_AHEAD`], so no upstream answer can block a provider for
+//! longer than that.
+//!
 //! State is a few counters behind a `std` mutex held for nanoseconds, never
 //! across an await.
+
+mod bucket;
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
@@ -38,7 +60,21 @@ use tokio::{
 };
 use tower::retry::budget::{Budget as _, TpsBudget};
 
-use crate::{Resilience, RetryPolicy};
+use crate::{
+    Resilience, RetryPolicy,
+    depth::{MAX_OUTPUT_DEPTH, exceeds_depth},
+    numbers::{MAX_RESET_AHEAD, MAX_RETRY_AFTER},
+};
+use bucket::TokenBucket;
+
+/// `now + by`, or — when that overflows the clock — as late as the clock
+/// allows within `by`, never a panic. Every deadline the guard keeps goes
+/// through here.
+fn later(now: Instant, by: Duration) -> Instant {
+    now.checked_add(by)
+        .or_else(|| now.checked_add(MAX_RESET_AHEAD))
+        .unwrap_or(now)
+}
 
 /// How long a retry-budget deposit counts.
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
@@ -68,41 +104,6 @@ enum Breaker {
     Closed { consecutive_failures: u32 },
     Open { until: Instant },
     HalfOpen { probe_in_flight: bool },
-}
-
-#[derive(Debug)]
-struct TokenBucket {
-    capacity: f64,
-    per_second: f64,
-    tokens: f64,
-    refilled: Instant,
-}
-
-impl TokenBucket {
-    fn new(requests: u32, window: Duration) -> Self {
-        let capacity = f64::from(requests.max(1));
-        Self {
-            capacity,
-            per_second: capacity / window.as_secs_f64().max(0.001),
-            tokens: capacity,
-            refilled: Instant::now(),
-        }
-    }
-
-    /// Takes a token, or says how long until one is there.
-    fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - self.tokens) / self.per_second,
-            ))
-        }
-    }
 }
 
 /// A call let through; a half-open probe is released if the call is dropped
@@ -197,18 +198,22 @@ impl Guarded {
 
     /// Checks the window, the circuit and the token bucket, in one lock.
     fn admit(&self) -> Result<Admission<'_>, GatewayError> {
-        self.admit_with(true)
-    }
-
-    /// Checks the window and the circuit only.
-    fn admit_without_limits(&self) -> Result<Admission<'_>, GatewayError> {
-        self.admit_with(false)
-    }
-
-    fn admit_with(&self, local_limits: bool) -> Result<Admission<'_>, GatewayError> {
         let now = Instant::now();
-        let name = self.inner.name();
         let mut state = self.lock();
+        self.check_window(&mut state, now)?;
+        self.admit_locked(&mut state, now)
+    }
+
+    /// A status poll: checks the remembered window only.
+    fn admit_poll(&self) -> Result<(), GatewayError> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        self.check_window(&mut state, now)
+    }
+
+    /// Fails fast while the upstream window is known to be spent.
+    fn check_window(&self, state: &mut GuardState, now: Instant) -> Result<(), GatewayError> {
+        let name = self.inner.name();
         if let Some(until) = state.exhausted_until {
             if until > now {
                 let mut error = GatewayError::new(
@@ -228,6 +233,16 @@ impl Guarded {
             }
             state.exhausted_until = None;
         }
+        Ok(())
+    }
+
+    /// The circuit and the token bucket, for an Invoke.
+    fn admit_locked(
+        &self,
+        state: &mut GuardState,
+        now: Instant,
+    ) -> Result<Admission<'_>, GatewayError> {
+        let name = self.inner.name();
         let mut probe = false;
         match state.breaker {
             Breaker::Closed { .. } => {}
@@ -261,8 +276,7 @@ impl Guarded {
                 .with_retry_after(Some(Duration::from_secs(1))));
             }
         }
-        if local_limits
-            && let Some(bucket) = state.bucket.as_mut()
+        if let Some(bucket) = state.bucket.as_mut()
             && let Err(wait) = bucket.take(now)
         {
             if probe {
@@ -315,10 +329,22 @@ impl Guarded {
         }
     }
 
-    /// Updates the window and the circuit from one attempt's result.
+    /// Updates the window and the circuit from one Invoke attempt's result.
     fn record(&self, admission: &mut Admission<'_>, result: Result<&RunOutcome, &GatewayError>) {
         let now = Instant::now();
         let mut state = self.lock();
+        Self::record_window(&mut state, now, result);
+        self.record_breaker(&mut state, now, result);
+        admission.probe = false;
+    }
+
+    /// Remembers an exhausted window from one answer: `remaining: 0` until
+    /// its reset, or a 429's Retry-After; never beyond [`MAX_RESET_AHEAD`].
+    fn record_window(
+        state: &mut GuardState,
+        now: Instant,
+        result: Result<&RunOutcome, &GatewayError>,
+    ) {
         let rate_limit = match result {
             Ok(outcome) => Some(&outcome.rate_limit),
             Err(error) => error.rate_limit.as_ref(),
@@ -330,7 +356,7 @@ impl Guarded {
                     .reset_at
                     .and_then(|at| at.duration_since(SystemTime::now()).ok())
             {
-                state.exhausted_until = Some(now + reset);
+                state.exhausted_until = Some(later(now, reset.min(MAX_RESET_AHEAD)));
             }
         }
         if let Err(error) = result
@@ -341,9 +367,18 @@ impl Guarded {
                 .is_some_and(|up| up.http_status.is_some())
             && let Some(wait) = error.retry_after
         {
-            let until = now + wait;
+            let until = later(now, wait.min(MAX_RETRY_AFTER));
             state.exhausted_until = Some(state.exhausted_until.map_or(until, |at| at.max(until)));
         }
+    }
+
+    /// Counts an Invoke attempt towards (or against) opening the circuit.
+    fn record_breaker(
+        &self,
+        state: &mut GuardState,
+        now: Instant,
+        result: Result<&RunOutcome, &GatewayError>,
+    ) {
         let failed = matches!(result, Err(error) if trips_breaker(error));
         let policy = &self.policy.circuit;
         let was_closed = matches!(state.breaker, Breaker::Closed { .. });
@@ -369,7 +404,7 @@ impl Guarded {
                     "circuit opened"
                 );
                 Breaker::Open {
-                    until: now + policy.open_for,
+                    until: later(now, policy.open_for),
                 }
             }
         };
@@ -377,7 +412,35 @@ impl Guarded {
         if was_closed != is_closed {
             flowgate_telemetry::metrics().record_circuit(self.inner.name(), !is_closed);
         }
-        admission.probe = false;
+    }
+
+    /// An outcome whose output nests deeper than [`MAX_OUTPUT_DEPTH`]
+    /// becomes INTERNAL / `UPSTREAM_PROTOCOL_ERROR`.
+    fn checked_depth(&self, outcome: RunOutcome) -> Result<RunOutcome, GatewayError> {
+        if !outcome
+            .output
+            .as_ref()
+            .is_some_and(|output| exceeds_depth(output, MAX_OUTPUT_DEPTH))
+        {
+            return Ok(outcome);
+        }
+        let error = GatewayError::new(
+            ErrorClass::ProtocolError,
+            "UPSTREAM_PROTOCOL_ERROR",
+            format!(
+                "{} answered with an output nested deeper than {MAX_OUTPUT_DEPTH} levels, more than protobuf clients accept",
+                self.inner.name()
+            ),
+        )
+        .with_upstream(UpstreamContext {
+            request_id: outcome.upstream_request_id,
+            ..self.context()
+        });
+        Err(if outcome.rate_limit.is_empty() {
+            error
+        } else {
+            error.with_rate_limit(outcome.rate_limit)
+        })
     }
 
     /// How long to wait before attempt `attempt + 1`, if it is safe at all.
@@ -450,18 +513,23 @@ impl Provider for Guarded {
     }
 
     /// Status polls skip the local limits and retries (the tracker paces
-    /// them) but respect a known-exhausted window and an open circuit.
+    /// them) and never touch the circuit (see the module docs), but respect
+    /// and update a known-exhausted window.
     async fn run_status(
         &self,
         upstream_id: &str,
         deadline: Deadline,
     ) -> Result<Option<RunOutcome>, GatewayError> {
-        let mut admission = self.admit_without_limits()?;
+        self.admit_poll()?;
         let result = self.inner.run_status(upstream_id, deadline).await;
-        match &result {
-            Ok(Some(outcome)) => self.record(&mut admission, Ok(outcome)),
-            Err(error) => self.record(&mut admission, Err(error)),
-            Ok(None) => {}
+        let result = match result {
+            Ok(Some(outcome)) => self.checked_depth(outcome).map(Some),
+            other => other,
+        };
+        if let Ok(Some(outcome)) = &result {
+            Self::record_window(&mut self.lock(), Instant::now(), Ok(outcome));
+        } else if let Err(error) = &result {
+            Self::record_window(&mut self.lock(), Instant::now(), Err(error));
         }
         result
     }
@@ -493,7 +561,8 @@ impl Provider for Guarded {
         loop {
             let result = crate::http::ATTEMPT
                 .scope(attempt, self.inner.invoke(invocation, deadline))
-                .await;
+                .await
+                .and_then(|outcome| self.checked_depth(outcome));
             self.record(&mut admission, result.as_ref());
             let error = match result {
                 Ok(outcome) => return Ok(outcome),
@@ -520,387 +589,4 @@ impl Provider for Guarded {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{CircuitPolicy, LocalLimits};
-    use flowgate_core::{RunStatus, WorkflowRef};
-    use std::collections::VecDeque;
-    use std::sync::atomic::{AtomicU32, Ordering};
-
-    /// A provider that answers from a script and counts calls.
-    #[derive(Debug)]
-    struct Scripted {
-        answers: Mutex<VecDeque<Result<RunOutcome, GatewayError>>>,
-        calls: AtomicU32,
-    }
-
-    impl Scripted {
-        fn new(answers: Vec<Result<RunOutcome, GatewayError>>) -> Arc<Self> {
-            Arc::new(Self {
-                answers: Mutex::new(answers.into()),
-                calls: AtomicU32::new(0),
-            })
-        }
-        fn calls(&self) -> u32 {
-            self.calls.load(Ordering::SeqCst)
-        }
-    }
-
-    #[async_trait]
-    impl Provider for Scripted {
-        fn name(&self) -> &str {
-            "scripted"
-        }
-        fn kind(&self) -> ProviderKind {
-            ProviderKind::Knouds
-        }
-        fn validate(&self, _: &Invocation) -> Vec<FieldViolation> {
-            Vec::new()
-        }
-        async fn invoke(&self, _: &Invocation, _: Deadline) -> Result<RunOutcome, GatewayError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
-            self.answers
-                .lock()
-                .unwrap()
-                .pop_front()
-                .unwrap_or_else(|| Ok(completed()))
-        }
-    }
-
-    fn completed() -> RunOutcome {
-        RunOutcome {
-            status: Some(RunStatus::Completed),
-            ..RunOutcome::default()
-        }
-    }
-
-    fn upstream(status: u16) -> UpstreamContext {
-        UpstreamContext {
-            provider: "scripted".into(),
-            kind: ProviderKind::Knouds,
-            http_status: Some(status),
-            request_id: None,
-        }
-    }
-
-    fn unreachable() -> GatewayError {
-        GatewayError::new(ErrorClass::Unavailable, "UPSTREAM_UNREACHABLE", "down")
-            .with_upstream(UpstreamContext {
-                http_status: None,
-                ..upstream(0)
-            })
-            .never_sent()
-    }
-
-    fn server_error() -> GatewayError {
-        GatewayError::new(ErrorClass::UpstreamFailure, "internal_server_error", "500")
-            .with_upstream(upstream(500))
-    }
-
-    fn too_many(wait: Duration) -> GatewayError {
-        GatewayError::new(ErrorClass::RateLimited, "RATE_LIMIT_EXCEEDED", "429")
-            .with_upstream(upstream(429))
-            .with_retry_after(Some(wait))
-    }
-
-    fn invocation(idempotency_key: Option<&str>) -> Invocation {
-        let mut invocation = Invocation::new(WorkflowRef::Slug("s".into()));
-        invocation.idempotency_key = idempotency_key.map(str::to_owned);
-        invocation
-    }
-
-    fn guarded(inner: Arc<Scripted>, policy: Resilience) -> Guarded {
-        Guarded::new(inner, policy)
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn never_sent_requests_are_retried_with_backoff() {
-        let inner = Scripted::new(vec![Err(unreachable()), Err(unreachable())]);
-        let guard = guarded(inner.clone(), Resilience::default());
-        let outcome = guard
-            .invoke(&invocation(None), Deadline::after(Duration::from_secs(30)))
-            .await;
-        assert!(outcome.is_ok());
-        assert_eq!(inner.calls(), 3);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn server_errors_are_not_retried_without_an_idempotency_key() {
-        let inner = Scripted::new(vec![Err(server_error())]);
-        let guard = guarded(inner.clone(), Resilience::default());
-        let error = guard
-            .invoke(&invocation(None), Deadline::after(Duration::from_secs(30)))
-            .await
-            .unwrap_err();
-        assert_eq!(error.reason, "internal_server_error");
-        assert_eq!(inner.calls(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn idempotency_key_makes_server_errors_retryable() {
-        let inner = Scripted::new(vec![Err(server_error())]);
-        let guard = guarded(inner.clone(), Resilience::default());
-        assert!(
-            guard
-                .invoke(
-                    &invocation(Some("key-1")),
-                    Deadline::after(Duration::from_secs(30))
-                )
-                .await
-                .is_ok()
-        );
-        assert_eq!(inner.calls(), 2);
-
-        let inner = Scripted::new(vec![Err(server_error())]);
-        let mut policy = Resilience::default();
-        policy.retry.idempotent_retries = false;
-        let guard = guarded(inner.clone(), policy);
-        assert!(
-            guard
-                .invoke(
-                    &invocation(Some("key-1")),
-                    Deadline::after(Duration::from_secs(30))
-                )
-                .await
-                .is_err()
-        );
-        assert_eq!(inner.calls(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn rate_limit_is_retried_only_when_retry_after_fits_the_deadline() {
-        let inner = Scripted::new(vec![Err(too_many(Duration::from_secs(2)))]);
-        let guard = guarded(inner.clone(), Resilience::default());
-        assert!(
-            guard
-                .invoke(&invocation(None), Deadline::after(Duration::from_secs(10)))
-                .await
-                .is_ok()
-        );
-        assert_eq!(inner.calls(), 2);
-
-        let inner = Scripted::new(vec![Err(too_many(Duration::from_secs(20)))]);
-        let guard = guarded(inner.clone(), Resilience::default());
-        let error = guard
-            .invoke(&invocation(None), Deadline::after(Duration::from_secs(10)))
-            .await
-            .unwrap_err();
-        assert_eq!(error.reason, "RATE_LIMIT_EXCEEDED");
-        assert_eq!(inner.calls(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_known_exhausted_window_fails_fast_until_it_resets() {
-        let inner = Scripted::new(vec![Err(too_many(Duration::from_secs(20)))]);
-        let guard = guarded(inner.clone(), Resilience::default());
-        let deadline = || Deadline::after(Duration::from_secs(5));
-        guard
-            .invoke(&invocation(None), deadline())
-            .await
-            .unwrap_err();
-        for _ in 0..10 {
-            let error = guard
-                .invoke(&invocation(None), deadline())
-                .await
-                .unwrap_err();
-            assert_eq!(error.reason, "RATE_LIMIT_WINDOW_EXHAUSTED");
-            assert!(error.retry_after.unwrap() <= Duration::from_secs(20));
-        }
-        assert_eq!(
-            inner.calls(),
-            1,
-            "no upstream call while the window is spent"
-        );
-        tokio::time::advance(Duration::from_secs(21)).await;
-        assert!(guard.invoke(&invocation(None), deadline()).await.is_ok());
-        assert_eq!(inner.calls(), 2);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn remaining_zero_with_a_reset_time_is_remembered() {
-        let spent = RunOutcome {
-            rate_limit: RateLimitInfo {
-                limit: Some(100),
-                remaining: Some(0),
-                reset_at: Some(SystemTime::now() + Duration::from_secs(30)),
-                retry_after: None,
-            },
-            ..completed()
-        };
-        let inner = Scripted::new(vec![Ok(spent)]);
-        let guard = guarded(inner.clone(), Resilience::default());
-        let deadline = Deadline::after(Duration::from_secs(5));
-        assert!(guard.invoke(&invocation(None), deadline).await.is_ok());
-        let error = guard.invoke(&invocation(None), deadline).await.unwrap_err();
-        assert_eq!(error.class, ErrorClass::RateLimited);
-        assert_eq!(error.rate_limit.as_ref().unwrap().limit, Some(100));
-        assert_eq!(inner.calls(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn circuit_opens_fails_fast_then_a_probe_closes_it() {
-        let failures = (0..3).map(|_| Err(server_error())).collect();
-        let inner = Scripted::new(failures);
-        let policy = Resilience {
-            circuit: CircuitPolicy {
-                failure_threshold: 3,
-                open_for: Duration::from_secs(10),
-            },
-            ..Resilience::default()
-        };
-        let guard = guarded(inner.clone(), policy);
-        let deadline = || Deadline::after(Duration::from_secs(5));
-        for _ in 0..3 {
-            assert_eq!(
-                guard
-                    .invoke(&invocation(None), deadline())
-                    .await
-                    .unwrap_err()
-                    .reason,
-                "internal_server_error"
-            );
-        }
-        let open = guard
-            .invoke(&invocation(None), deadline())
-            .await
-            .unwrap_err();
-        assert_eq!(
-            (open.class, open.reason.as_str()),
-            (ErrorClass::Unavailable, "CIRCUIT_OPEN")
-        );
-        assert!(open.retry_after.is_some());
-        assert_eq!(inner.calls(), 3);
-        tokio::time::advance(Duration::from_secs(11)).await;
-        assert!(
-            guard.invoke(&invocation(None), deadline()).await.is_ok(),
-            "the probe"
-        );
-        assert!(
-            guard.invoke(&invocation(None), deadline()).await.is_ok(),
-            "closed again"
-        );
-        assert_eq!(inner.calls(), 5);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_failed_probe_reopens_the_circuit() {
-        let failures = (0..3).map(|_| Err(server_error())).collect();
-        let inner = Scripted::new(failures);
-        let policy = Resilience {
-            circuit: CircuitPolicy {
-                failure_threshold: 2,
-                open_for: Duration::from_secs(10),
-            },
-            ..Resilience::default()
-        };
-        let guard = guarded(inner.clone(), policy);
-        let deadline = || Deadline::after(Duration::from_secs(5));
-        for _ in 0..2 {
-            guard
-                .invoke(&invocation(None), deadline())
-                .await
-                .unwrap_err();
-        }
-        tokio::time::advance(Duration::from_secs(11)).await;
-        guard
-            .invoke(&invocation(None), deadline())
-            .await
-            .unwrap_err();
-        let error = guard
-            .invoke(&invocation(None), deadline())
-            .await
-            .unwrap_err();
-        assert_eq!(error.reason, "CIRCUIT_OPEN");
-        assert_eq!(inner.calls(), 3);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn client_errors_never_open_the_circuit() {
-        let bad_input = || {
-            Err(
-                GatewayError::new(ErrorClass::InvalidArgument, "INVALID_INPUTS", "bad")
-                    .with_upstream(upstream(400)),
-            )
-        };
-        let inner = Scripted::new((0..10).map(|_| bad_input()).collect());
-        let guard = guarded(inner.clone(), Resilience::default());
-        for _ in 0..10 {
-            let error = guard
-                .invoke(&invocation(None), Deadline::after(Duration::from_secs(5)))
-                .await
-                .unwrap_err();
-            assert_eq!(error.reason, "INVALID_INPUTS");
-        }
-        assert_eq!(inner.calls(), 10);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn local_rate_limit_refills_over_the_window() {
-        let inner = Scripted::new(Vec::new());
-        let policy = Resilience {
-            limits: LocalLimits {
-                requests_per_window: Some(2),
-                window: Duration::from_secs(10),
-                ..LocalLimits::default()
-            },
-            ..Resilience::default()
-        };
-        let guard = guarded(inner.clone(), policy);
-        let deadline = || Deadline::after(Duration::from_secs(5));
-        assert!(guard.invoke(&invocation(None), deadline()).await.is_ok());
-        assert!(guard.invoke(&invocation(None), deadline()).await.is_ok());
-        let error = guard
-            .invoke(&invocation(None), deadline())
-            .await
-            .unwrap_err();
-        assert_eq!(error.reason, "LOCAL_RATE_LIMIT");
-        assert!(error.retry_after.unwrap() <= Duration::from_secs(5));
-        tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(guard.invoke(&invocation(None), deadline()).await.is_ok());
-        assert_eq!(inner.calls(), 3);
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_is_capped() {
-        let policy = RetryPolicy::default();
-        for attempt in 1..10 {
-            let delay = backoff(&policy, attempt);
-            let base = policy
-                .initial_backoff
-                .saturating_mul(1 << (attempt - 1))
-                .min(policy.max_backoff);
-            assert!(delay >= base / 2 && delay <= base, "{attempt}: {delay:?}");
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_retry_budget_caps_retries_in_a_storm() {
-        // Every call fails before sending; without a budget each would be
-        // tried three times.
-        let inner = Scripted::new((0..1000).map(|_| Err(unreachable())).collect());
-        let policy = Resilience {
-            retry: RetryPolicy {
-                budget_percent: 10.0,
-                min_retries_per_second: 1,
-                ..RetryPolicy::default()
-            },
-            circuit: CircuitPolicy {
-                failure_threshold: 0,
-                ..CircuitPolicy::default()
-            },
-            ..Resilience::default()
-        };
-        let guard = guarded(inner.clone(), policy);
-        for _ in 0..100 {
-            let _ = guard
-                .invoke(&invocation(None), Deadline::after(Duration::from_secs(30)))
-                .await;
-        }
-        // 100 calls, 10% budget plus a reserve of 1/s over the 10 s window.
-        assert!(
-            inner.calls() <= 100 + 10 + 10 + 2,
-            "{} upstream calls",
-            inner.calls()
-        );
-    }
-}
+mod tests;
