@@ -215,10 +215,10 @@ async fn knouds_usage_as_numeric_strings_is_read() {
     );
 }
 
-/// Submits a Fetch Hive async run and streams it to its end.
-async fn fetchhive_run_events(h: &mut Harness) -> Vec<pb::RunStatusEvent> {
-    let response = h
-        .client
+/// Submits a Fetch Hive async run (its callback goes nowhere) and answers
+/// its run id.
+async fn submit_fetchhive(h: &mut Harness) -> String {
+    h.client
         .invoke(pb::InvokeRequest {
             target: target("fh", deployment("summarize", "default")),
             inputs: inputs(json!({"topic": "numbers"})),
@@ -230,17 +230,37 @@ async fn fetchhive_run_events(h: &mut Harness) -> Vec<pb::RunStatusEvent> {
         })
         .await
         .unwrap()
-        .into_inner();
-    let mut request = tonic::Request::new(pb::StreamStatusRequest {
-        run_id: response.run_id.clone(),
-    });
-    request.set_timeout(Duration::from_secs(10));
-    let mut events = h.client.stream_status(request).await.unwrap().into_inner();
-    let mut all = Vec::new();
-    while let Some(event) = events.message().await.unwrap() {
-        all.push(event);
+        .into_inner()
+        .run_id
+}
+
+/// Every event of a run's status stream to its end, bounded on the client
+/// side too (a run that never ends fails the test instead of hanging it).
+async fn stream_events(
+    mut client: pb::workflow_gateway_client::WorkflowGatewayClient<tonic::transport::Channel>,
+    run_id: String,
+) -> Vec<pb::RunStatusEvent> {
+    let collect = async move {
+        let mut request = tonic::Request::new(pb::StreamStatusRequest { run_id });
+        request.set_timeout(Duration::from_secs(10));
+        let mut events = client.stream_status(request).await?.into_inner();
+        let mut all = Vec::new();
+        while let Some(event) = events.message().await? {
+            all.push(event);
+        }
+        Ok::<_, Status>(all)
+    };
+    match tokio::time::timeout(Duration::from_secs(15), collect).await {
+        Ok(Ok(events)) => events,
+        Ok(Err(status)) => panic!("the stream failed: {status:?}"),
+        Err(_) => panic!("the run never ended"),
     }
-    all
+}
+
+/// Submits a Fetch Hive async run and streams it to its end.
+async fn fetchhive_run_events(h: &mut Harness) -> Vec<pb::RunStatusEvent> {
+    let run_id = submit_fetchhive(h).await;
+    stream_events(h.client.clone(), run_id).await
 }
 
 #[tokio::test]
@@ -300,21 +320,17 @@ async fn failed_polls_do_not_open_the_circuit_for_invokes() {
         )
         .with_path("/workflow_runs/"),
     );
-    let response = h
-        .client
-        .invoke(pb::InvokeRequest {
-            target: target("fh", deployment("summarize", "default")),
-            inputs: inputs(json!({"topic": "polls"})),
-            async_options: Some(pb::AsyncOptions {
-                enabled: true,
-                callback_url: "http://127.0.0.1:9/callback".into(),
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!response.run_id.is_empty());
+    let run_id = submit_fetchhive(&mut h).await;
+    // A subscriber keeps the run polled; every poll fails.
+    let mut request = tonic::Request::new(pb::StreamStatusRequest { run_id });
+    request.set_timeout(Duration::from_secs(10));
+    let mut client = h.client.clone();
+    let subscriber = tokio::spawn(async move {
+        if let Ok(events) = client.stream_status(request).await {
+            let mut events = events.into_inner();
+            while let Ok(Some(_)) = events.message().await {}
+        }
+    });
     // More failed polls than the circuit's threshold (5); bounded wait.
     let polls = |h: &Harness| {
         h.emulator
@@ -329,6 +345,8 @@ async fn failed_polls_do_not_open_the_circuit_for_invokes() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    subscriber.abort();
+    let failed_polls = polls(&h);
     h.emulator.clear_faults();
     let outcome = h
         .client
@@ -342,6 +360,7 @@ async fn failed_polls_do_not_open_the_circuit_for_invokes() {
         Ok(response) => assert_eq!(response.into_inner().status(), pb::RunStatus::Completed),
         Err(status) => panic!("{} {status:?}", reason(&status)),
     }
+    assert!(failed_polls > 5, "only {failed_polls} polls: not exercised");
 }
 
 #[tokio::test]
