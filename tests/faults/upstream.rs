@@ -4,6 +4,12 @@
 //! the exact gRPC code and ErrorInfo reason (or the readable outcome), then
 //! that the gateway still serves a normal Invoke.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on the first surprise"
+)]
+
 use std::time::Duration;
 
 use flowgate::pb;
