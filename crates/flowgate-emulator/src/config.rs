@@ -77,3 +77,22 @@ impl fmt::Debug for KnoudsWebhook {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn usage_numbers_as_strings_on_request() {
+        let plain = EmulatorConfig::default();
+        assert_eq!(plain.usage(json!(0.0021)), json!(0.0021));
+        let strings = EmulatorConfig {
+            usage_as_strings: true,
+            ..EmulatorConfig::default()
+        };
+        assert_eq!(strings.usage(json!(0.0021)), json!("0.0021"));
+        assert_eq!(strings.usage(json!(500)), json!("500"));
+        assert_eq!(strings.usage(json!(null)), json!(null));
+    }
+}

@@ -638,6 +638,45 @@ mod tests {
     }
 
     #[test]
+    fn the_daily_cap_never_waits_past_midnight_utc() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("1e300"));
+        let error = provider()
+            .decode(
+                429,
+                headers,
+                Bytes::from(json!({"error_code": "api_rate_limit_exceeded"}).to_string()),
+                &deployment(Some("default")),
+            )
+            .unwrap_err();
+        let wait = error.retry_after.unwrap();
+        assert!(wait <= until_midnight_utc(SystemTime::now()), "{wait:?}");
+    }
+
+    #[test]
+    fn usage_fields_take_numbers_or_numeric_strings_and_never_fail_the_run() {
+        let fh = provider();
+        let decode = |run: Value| {
+            fh.decode_workflow_run(
+                200,
+                HeaderMap::new(),
+                Bytes::from(json!({ "workflow_run": run }).to_string()),
+                "req_1",
+            )
+            .unwrap()
+        };
+        let strings = decode(json!({"run_status": "completed", "output_content": "x",
+            "total_charge": "0.0021", "duration": "1.5", "total_tokens": "500"}));
+        assert_eq!(strings.usage.credits, Some(0.0021));
+        assert_eq!(strings.usage.duration, Some(Duration::from_millis(1500)));
+        assert_eq!(strings.usage.tokens, Some(500));
+        let unreadable = decode(json!({"run_status": "completed", "output_content": "x",
+            "total_charge": "lots", "duration": {"s": 1}, "total_tokens": -3}));
+        assert_eq!(unreadable.status, Some(RunStatus::Completed));
+        assert_eq!(unreadable.usage, flowgate_core::Usage::default());
+    }
+
+    #[test]
     fn rejected_key_never_appears() {
         let error = decode(401, json!({"error": "bad key fhk_test_key"})).unwrap_err();
         assert!(!format!("{error:?}").contains("fhk_test_key"));
