@@ -41,6 +41,7 @@
 //! State is a few counters behind a `std` mutex held for nanoseconds, never
 //! across an await.
 
+mod breaker;
 mod bucket;
 
 use std::{
@@ -65,6 +66,7 @@ use crate::{
     depth::{MAX_OUTPUT_DEPTH, exceeds_depth},
     numbers::{MAX_RESET_AHEAD, MAX_RETRY_AFTER},
 };
+use breaker::{Breaker, trips_breaker};
 use bucket::TokenBucket;
 
 /// `now + by`, or — when that overflows the clock — as late as the clock
@@ -99,13 +101,6 @@ struct GuardState {
     bucket: Option<TokenBucket>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Breaker {
-    Closed { consecutive_failures: u32 },
-    Open { until: Instant },
-    HalfOpen { probe_in_flight: bool },
-}
-
 /// A call let through; a half-open probe is released if the call is dropped
 /// before its outcome was recorded (a cancelled probe must not wedge the
 /// circuit).
@@ -124,17 +119,6 @@ impl Drop for Admission<'_> {
                 };
             }
         }
-    }
-}
-
-/// Failures that say the upstream itself is unwell.
-fn trips_breaker(error: &GatewayError) -> bool {
-    match error.class {
-        ErrorClass::Unavailable | ErrorClass::UpstreamFailure | ErrorClass::ProtocolError => {
-            error.upstream.is_some()
-        }
-        ErrorClass::DeadlineExceeded => error.reason == "UPSTREAM_TIMEOUT",
-        _ => false,
     }
 }
 
@@ -382,32 +366,15 @@ impl Guarded {
         let failed = matches!(result, Err(error) if trips_breaker(error));
         let policy = &self.policy.circuit;
         let was_closed = matches!(state.breaker, Breaker::Closed { .. });
-        state.breaker = match (state.breaker, failed) {
-            (_, _) if policy.failure_threshold == 0 => Breaker::Closed {
-                consecutive_failures: 0,
-            },
-            (_, false) => Breaker::Closed {
-                consecutive_failures: 0,
-            },
-            (
-                Breaker::Closed {
-                    consecutive_failures,
-                },
-                true,
-            ) if consecutive_failures + 1 < policy.failure_threshold => Breaker::Closed {
-                consecutive_failures: consecutive_failures + 1,
-            },
-            (_, true) => {
-                tracing::warn!(
-                    provider = self.inner.name(),
-                    open_for_seconds = policy.open_for.as_secs_f64(),
-                    "circuit opened"
-                );
-                Breaker::Open {
-                    until: later(now, policy.open_for),
-                }
-            }
-        };
+        let was_open = matches!(state.breaker, Breaker::Open { .. });
+        state.breaker = state.breaker.after(failed, policy, now);
+        if !was_open && matches!(state.breaker, Breaker::Open { .. }) {
+            tracing::warn!(
+                provider = self.inner.name(),
+                open_for_seconds = policy.open_for.as_secs_f64(),
+                "circuit opened"
+            );
+        }
         let is_closed = matches!(state.breaker, Breaker::Closed { .. });
         if was_closed != is_closed {
             flowgate_telemetry::metrics().record_circuit(self.inner.name(), !is_closed);
