@@ -662,11 +662,12 @@ async fn any_replica_can_stream_a_pollable_run() {
         .await
         .unwrap()
         .into_inner();
-    // A second gateway that never saw the run, in front of the same upstream.
+    // A second gateway that never saw the run, in front of the same upstream
+    // and sharing the run id secret.
     let emulator_url = first.emulator.knouds_base_url();
     let mut second = common::start_with_config(EmulatorConfig::default(), |_| {
         format!(
-            "[providers.kn]\nkind = \"knouds\"\nbase_url = \"{emulator_url}\"\napi_key_env = \"KN_KEY\"\n[server]\nlisten = \"127.0.0.1:0\"\n[runs]\npoll_initial = \"50ms\"\n"
+            "[providers.kn]\nkind = \"knouds\"\nbase_url = \"{emulator_url}\"\napi_key_env = \"KN_KEY\"\n[server]\nlisten = \"127.0.0.1:0\"\n[runs]\npoll_initial = \"50ms\"\nid_secret_env = \"FLOWGATE_SIGNING_SECRET\"\n"
         )
     })
     .await;
