@@ -1,6 +1,12 @@
 //! Secrets and destinations: redirects, callback URLs, forged run ids,
 //! redaction.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail fast with a message"
+)]
+
 use std::{
     sync::{
         Arc,
