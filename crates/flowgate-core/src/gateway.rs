@@ -16,7 +16,8 @@ use crate::{
 };
 
 /// The engine's front door: the configured providers, the rules that pick
-/// one for a target, and the schema catalog checked before each run.
+/// one for a target, the schema catalog checked before each run, the signer
+/// of the run ids callers get, and the policy for their callback URLs.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     providers: Vec<Arc<dyn Provider>>,

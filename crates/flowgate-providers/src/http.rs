@@ -14,8 +14,9 @@
 //! other auth header (Knouds' `x-api-key`) to wherever a `Location` points.
 //! A 3xx answer becomes INTERNAL with reason `UPSTREAM_REDIRECT` (a
 //! configuration or vendor fault no retry fixes, so not UNAVAILABLE); the
-//! target of the redirect receives nothing. The same client (and policy)
-//! serves callback forwarding.
+//! target of the redirect receives nothing. (Callback forwarding uses its
+//! own client, `flowgate_webhook::callback_client`, which follows no
+//! redirects either and checks every resolved address.)
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -70,8 +71,10 @@ impl HttpClient {
 }
 
 impl HttpClient {
-    /// The pooled client itself, for other outgoing traffic of the gateway
-    /// (callback forwarding) to share its connection pool and TLS setup.
+    /// The pooled client itself (no redirects followed), for other outgoing
+    /// traffic to vendors to share its connection pool and TLS setup.
+    /// Callback forwarding does not use it: see
+    /// `flowgate_webhook::callback_client`.
     pub fn reqwest(&self) -> reqwest::Client {
         self.client.clone()
     }
