@@ -521,4 +521,31 @@ mod tests {
         assert_eq!(error.code, UNREADABLE_REASON);
         assert!(!leaks(&error.message), "{}", error.message);
     }
+
+    proptest::proptest! {
+        /// Whatever a vendor wraps around (pieces of) the key, in any
+        /// length, no 10-character piece of it survives, and the message
+        /// stays bounded.
+        #[test]
+        fn no_key_fragment_survives(
+            parts in proptest::collection::vec(
+                (0usize..KEY.len(), 0usize..KEY.len(), "[a-zé€ _]{0,40}"),
+                0..12,
+            ),
+            pad in 0usize..400,
+        ) {
+            let mut message = "p".repeat(pad);
+            for (from, to, noise) in parts {
+                let (from, to) = (from.min(to), from.max(to));
+                message.push_str(&KEY[from..to]);
+                message.push_str(&noise);
+            }
+            let settings = settings();
+            let safe = safe_message(&settings, &message);
+            proptest::prop_assert!(!leaks(&safe), "{}", safe);
+            proptest::prop_assert!(safe.chars().count() <= MAX_MESSAGE_CHARS + 1);
+            let reason = upstream_reason(&settings, &message);
+            proptest::prop_assert!(!leaks(&reason));
+        }
+    }
 }
