@@ -97,7 +97,6 @@ mod tests {
     #[test]
     fn run_id_secrets_rotate_and_are_checked() {
         let old = "old-run-id-secret-0123456789";
-        let new = "new-run-id-secret-0123456789";
         let config = config("[runs]\nid_secret_env = \"RUN_IDS\"\n");
         let env =
             |value: &'static str| move |var: &str| (var == "RUN_IDS").then(|| value.to_owned());
@@ -111,7 +110,6 @@ mod tests {
         let id = flowgate_core::RunId::new("kn", "e-1");
         assert_eq!(rotated.verify(&before.sign(&id)), Some(id.clone()));
         assert!(!rotated.is_ephemeral());
-        let _ = new;
         let short = config.run_id_signer(env("short")).unwrap_err();
         assert_eq!(short.issues[0].path, "runs.id_secret_env");
         assert!(!short.to_string().contains("short"), "{short}");
