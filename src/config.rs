@@ -14,6 +14,10 @@
 //! (`inputs = [{ name = "topic", type = "string", required = true }]`) for
 //! dialects without a schema endpoint, or to override Knouds discovery.
 
+mod security;
+
+pub use security::MIN_RUN_ID_SECRET_BYTES;
+
 use std::{
     collections::BTreeMap,
     fmt,
@@ -89,6 +93,15 @@ pub struct WebhooksConfig {
     /// Delivery attempts per forwarded callback. Default 8.
     #[serde(default = "WebhooksConfig::default_forward_attempts")]
     pub forward_max_attempts: u32,
+    /// Callback destinations allowed although they are loopback,
+    /// link-local, private or otherwise forbidden: exact host names (their
+    /// resolved addresses are then trusted), IP addresses or CIDRs, e.g.
+    /// `["hooks.internal.svc", "10.0.0.0/8"]`. Default none.
+    #[serde(default)]
+    pub callback_allow: Vec<String>,
+    /// Accept plain `http://` callback URLs. Default false (https only).
+    #[serde(default)]
+    pub callback_allow_http: bool,
 }
 
 impl WebhooksConfig {
@@ -113,6 +126,8 @@ impl Default for WebhooksConfig {
             tolerance: Self::default_tolerance(),
             max_body_bytes: Self::default_max_body_bytes(),
             forward_max_attempts: Self::default_forward_attempts(),
+            callback_allow: Vec::new(),
+            callback_allow_http: false,
         }
     }
 }
@@ -148,6 +163,13 @@ pub struct RunsConfig {
     /// Most gateway-run async runs (AI Tutor) at once. Default 256.
     #[serde(default = "RunsConfig::default_max_background_runs")]
     pub max_background_runs: usize,
+    /// Environment variable holding the secret(s) run ids are signed with
+    /// (at least 16 bytes each; several, comma-separated, for rotation: the
+    /// first signs, all verify). Every replica must share them. Unset: a
+    /// random per-process secret (ids work on this replica only).
+    pub id_secret_env: Option<String>,
+    /// File holding the run id secret(s), instead of the variable.
+    pub id_secret_file: Option<PathBuf>,
 }
 
 impl RunsConfig {
@@ -180,6 +202,8 @@ impl Default for RunsConfig {
             poll_max: Self::default_poll_max(),
             max_watch: Self::default_max_watch(),
             max_background_runs: Self::default_max_background_runs(),
+            id_secret_env: None,
+            id_secret_file: None,
         }
     }
 }
@@ -775,6 +799,11 @@ impl Config {
                 "webhooks.signing_secret_env".into(),
                 "set signing_secret_env or signing_secret_file, not both".into(),
             );
+        }
+        if let Err(err) = self.callback_policy() {
+            for problem in err.issues {
+                issue(problem.path, problem.message);
+            }
         }
         if self.webhooks.tolerance.is_zero() {
             issue(

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use flowgate_core::{
     AsyncDelivery, FieldViolation, GatewayError, Invocation, Invoked, RateLimitInfo, RunError,
-    RunStatus, Usage, ValueType, WorkflowRef, WorkflowSchema, WorkflowTarget,
+    RunIdSigner, RunStatus, Usage, ValueType, WorkflowRef, WorkflowSchema, WorkflowTarget,
 };
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
@@ -241,14 +241,14 @@ pub fn schema_response(schema: &WorkflowSchema) -> pb::GetWorkflowSchemaResponse
 }
 
 /// Builds the `InvokeResponse` of a finished invocation.
-pub fn invoke_response(invoked: Invoked) -> pb::InvokeResponse {
+pub fn invoke_response(invoked: Invoked, run_ids: &RunIdSigner) -> pb::InvokeResponse {
     let Invoked {
         provider,
         run_id,
         outcome,
     } = invoked;
     pb::InvokeResponse {
-        run_id: run_id.encode(),
+        run_id: run_ids.sign(&run_id),
         upstream_run_id: outcome.upstream_run_id.unwrap_or_default(),
         status: run_status(outcome.status).into(),
         output: outcome.output.map(json_to_value),
@@ -265,9 +265,9 @@ pub fn invoke_response(invoked: Invoked) -> pb::InvokeResponse {
 }
 
 /// A run's state as a stream event.
-pub fn run_event(record: flowgate_state::RunRecord) -> pb::RunStatusEvent {
+pub fn run_event(record: flowgate_state::RunRecord, run_ids: &RunIdSigner) -> pb::RunStatusEvent {
     pb::RunStatusEvent {
-        run_id: record.run_id.encode(),
+        run_id: run_ids.sign(&record.run_id),
         status: run_status(Some(record.status)).into(),
         time: Some(timestamp(record.updated_at)),
         output: record.output.map(json_to_value),

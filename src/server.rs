@@ -21,13 +21,13 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
-use flowgate_core::{Gateway, SchemaCatalog};
+use flowgate_core::{Gateway, RunIdSigner, SchemaCatalog};
 use flowgate_providers::{HttpClient, build_provider};
 use flowgate_state::{
     Forwarding, IngressConfig, MemoryRunStore, RunTracker, StoreLimits, TrackerConfig,
 };
 use flowgate_telemetry::{RpcTelemetryLayer, SchemaCacheOutcome};
-use flowgate_webhook::{Forwarder, ForwarderConfig, StandardSecret};
+use flowgate_webhook::{Forwarder, ForwarderConfig, StandardSecret, callback_client};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::ServingStatus;
@@ -100,7 +100,22 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
             };
             flowgate_telemetry::metrics().schema_cache(provider, outcome);
         }));
-    let gateway = Arc::new(Gateway::new(providers).with_schemas(schemas));
+    let run_ids = match config.run_id_signer(&env)? {
+        Some(signer) => signer,
+        None => {
+            tracing::warn!(
+                "runs.id_secret_env is not set: run ids are signed with a random secret of this \
+                 process and are valid on this replica only, until it restarts"
+            );
+            RunIdSigner::ephemeral()
+        }
+    };
+    let gateway = Arc::new(
+        Gateway::new(providers)
+            .with_schemas(schemas)
+            .with_run_ids(run_ids)
+            .with_callback_policy(config.callback_policy()?),
+    );
     let secrets = config.webhook_secrets(&env)?;
     let forwarding = match secrets.signing.first() {
         Some(first) => {
@@ -115,9 +130,14 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
                 forwarder: Forwarder::new(
                     ForwarderConfig {
                         max_attempts: config.webhooks.forward_max_attempts,
+                        destinations: Some(Arc::clone(gateway.callback_policy())),
                         ..ForwarderConfig::default()
                     },
-                    http.reqwest(),
+                    // Its own client: a resolver that refuses forbidden
+                    // addresses at connect time (DNS rebinding).
+                    callback_client(Arc::clone(gateway.callback_policy())).map_err(|err| {
+                        std::io::Error::other(format!("building the callback client: {err}"))
+                    })?,
                 ),
                 signing_secret,
                 verify_secrets: secrets.signing.clone(),

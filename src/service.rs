@@ -120,7 +120,8 @@ impl WorkflowGateway for GatewayService {
                         span.record("flowgate.run.status", status.as_str());
                     }
                     let rate_limit = invoked.outcome.rate_limit.clone();
-                    let response = convert::invoke_response(invoked);
+                    let response =
+                        convert::invoke_response(invoked, self.tracker.gateway().run_ids());
                     span.record("flowgate.run_id", response.run_id.as_str());
                     let mut response = Response::new(response);
                     insert_rate_limit(&rate_limit, response.metadata_mut());
@@ -157,9 +158,13 @@ impl WorkflowGateway for GatewayService {
         // drops the subscription, and an unwatched run stops being polled.
         // The active-streams gauge counts this stream until it is dropped.
         let active = flowgate_telemetry::metrics().stream_opened();
-        let events = futures::stream::unfold((stream, active), |(mut stream, active)| async move {
-            let record = stream.next().await?;
-            Some((Ok(convert::run_event(record)), (stream, active)))
+        let run_ids = Arc::clone(self.tracker.gateway().run_ids());
+        let events = futures::stream::unfold((stream, active), move |(mut stream, active)| {
+            let run_ids = Arc::clone(&run_ids);
+            async move {
+                let record = stream.next().await?;
+                Some((Ok(convert::run_event(record, &run_ids)), (stream, active)))
+            }
         });
         Ok(Response::new(Box::pin(events)))
     }

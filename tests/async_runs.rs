@@ -190,7 +190,12 @@ async fn aitutor_async_runs_in_the_background_and_streams() {
     )
     .await;
     assert_eq!(response.status(), pb::RunStatus::Running);
-    assert!(RunId::decode(&response.run_id).unwrap().is_local());
+    assert!(
+        common::run_ids()
+            .verify(&response.run_id)
+            .unwrap()
+            .is_local()
+    );
     let events = stream(&mut h, &response.run_id).await.unwrap();
     let last = events.last().unwrap();
     assert_eq!(last.status(), pb::RunStatus::Completed);
@@ -465,7 +470,7 @@ async fn the_ingress_refuses_tampered_expired_and_replayed_deliveries() {
     assert_eq!(status, 413);
 
     // Only the valid delivery became a run.
-    let run = RunId::new("kn", "exec-77").encode();
+    let run = common::sign_run_id(&RunId::new("kn", "exec-77"));
     let mut client = h.client.clone();
     let events = client
         .stream_status(pb::StreamStatusRequest { run_id: run })
@@ -554,9 +559,9 @@ async fn unknown_runs_are_not_found() {
     let mut h = common::start().await;
     for run_id in [
         "not-a-run".to_owned(),
-        RunId::local("tutor").encode(),
-        RunId::new("kn", "00000000-0000-4000-8000-000000000000").encode(),
-        RunId::new("nope", "x").encode(),
+        common::sign_run_id(&RunId::local("tutor")),
+        common::sign_run_id(&RunId::new("kn", "00000000-0000-4000-8000-000000000000")),
+        common::sign_run_id(&RunId::new("nope", "x")),
     ] {
         let status = stream(&mut h, &run_id).await.unwrap_err();
         assert_eq!(status.code(), Code::NotFound, "{run_id}");
@@ -657,11 +662,12 @@ async fn any_replica_can_stream_a_pollable_run() {
         .await
         .unwrap()
         .into_inner();
-    // A second gateway that never saw the run, in front of the same upstream.
+    // A second gateway that never saw the run, in front of the same upstream
+    // and sharing the run id secret.
     let emulator_url = first.emulator.knouds_base_url();
     let mut second = common::start_with_config(EmulatorConfig::default(), |_| {
         format!(
-            "[providers.kn]\nkind = \"knouds\"\nbase_url = \"{emulator_url}\"\napi_key_env = \"KN_KEY\"\n[server]\nlisten = \"127.0.0.1:0\"\n[runs]\npoll_initial = \"50ms\"\n"
+            "[providers.kn]\nkind = \"knouds\"\nbase_url = \"{emulator_url}\"\napi_key_env = \"KN_KEY\"\n[server]\nlisten = \"127.0.0.1:0\"\n[runs]\npoll_initial = \"50ms\"\nid_secret_env = \"FLOWGATE_SIGNING_SECRET\"\n"
         )
     })
     .await;

@@ -25,6 +25,7 @@ use std::{
 
 use common::{deployment, inputs, slug, target, test_keys};
 use flowgate::{admin, pb};
+use flowgate_emulator::{Dialect, Fault};
 use flowgate_telemetry::{LogFormat, SchemaCacheOutcome, Telemetry, TelemetrySettings, metrics};
 use opentelemetry_proto::tonic::{
     collector::{
@@ -44,6 +45,7 @@ use serde_json::json;
 use tokio::runtime::Runtime;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
+use tonic_types::StatusExt as _;
 use tracing_subscriber::fmt::MakeWriter;
 
 // ------------------------------------------------------------ the receiver
@@ -521,6 +523,66 @@ fn no_secret_reaches_a_span_or_a_log_line_and_json_logs_carry_trace_ids() {
                 .await;
         }
 
+        // Upstream strings echoing the provider key: the error code (the
+        // reason, also logged), `X-Request-Id`, a message long enough to be
+        // cut near the key, a FAILED run's error, and a redirect.
+        // (`FLOWGATE_SIGNING_SECRET`, among `test_keys`, is also the run id
+        // secret of the test config.)
+        let kn_key = h.keys["KN_KEY"].clone();
+        let echo = json!({"error": format!("{}{kn_key}", "m".repeat(280)), "code": kn_key});
+        h.emulator.inject_fault(
+            Fault::status(Dialect::Knouds, 500, echo.to_string())
+                .with_path("/run")
+                .with_header("X-Request-Id", kn_key.clone())
+                .with_times(1),
+        );
+        h.emulator.inject_fault(
+            Fault::status(Dialect::Knouds, 307, "")
+                .with_path("/run")
+                .with_header("Location", format!("http://127.0.0.1:1/?key={kn_key}"))
+                .with_times(1),
+        );
+        let mut shown = String::new();
+        for _ in 0..2 {
+            let status = h
+                .client
+                .invoke(pb::InvokeRequest {
+                    target: target("kn", slug("summarize-text")),
+                    inputs: inputs(json!({"text": "x"})),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            shown.push_str(&format!(
+                "{} {:?} {:?}\n",
+                status.message(),
+                status.get_error_details(),
+                status.metadata()
+            ));
+        }
+        h.emulator.inject_fault(
+            Fault::status(
+                Dialect::Knouds,
+                200,
+                json!({"executionId": "exec-tel", "status": "failed",
+                       "error": {"code": kn_key, "message": format!("{}{kn_key}", "f".repeat(295))}})
+                .to_string(),
+            )
+            .with_path("/api/executions/exec-tel")
+            .with_header("X-Request-Id", kn_key.clone()),
+        );
+        let run_id = common::sign_run_id(&flowgate_core::RunId::new("kn", "exec-tel"));
+        let mut events = h
+            .client
+            .stream_status(pb::StreamStatusRequest { run_id })
+            .await
+            .unwrap()
+            .into_inner();
+        let failed = events.message().await.unwrap().unwrap();
+        assert_eq!(failed.status(), pb::RunStatus::Failed);
+        shown.push_str(&format!("{failed:?}"));
+        h.emulator.clear_faults();
+
         trace(&trace_id, |spans| spans.iter().any(|s| s.kind == SERVER)).await;
         env().telemetry.flush().await;
         let exported = format!("{:?}", env().collector.spans.lock().unwrap());
@@ -529,6 +591,14 @@ fn no_secret_reaches_a_span_or_a_log_line_and_json_logs_carry_trace_ids() {
         for secret in &secrets {
             assert!(!exported.contains(secret.as_str()), "a secret in a span");
             assert!(!logs.contains(secret.as_str()), "a secret in a log line");
+            assert!(!shown.contains(secret.as_str()), "a secret in a status");
+        }
+        // Not even a 10-character piece of the echoed key.
+        for at in 0..=kn_key.len() - 10 {
+            let piece = &kn_key[at..at + 10];
+            assert!(!exported.contains(piece), "a key fragment in a span");
+            assert!(!logs.contains(piece), "a key fragment in a log line");
+            assert!(!shown.contains(piece), "a key fragment in a status: {shown}");
         }
 
         // The failed call's log line is JSON with this trace's ids.

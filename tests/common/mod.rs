@@ -44,9 +44,14 @@ pub fn config_text(emulator: &Emulator) -> String {
         [runs]
         poll_initial = "50ms"
         poll_max = "200ms"
+        # Tests sign run ids with a known secret (see `sign_run_id`).
+        id_secret_env = "FLOWGATE_SIGNING_SECRET"
 
         [webhooks]
         signing_secret_env = "FLOWGATE_SIGNING_SECRET"
+        # Test receivers listen on 127.0.0.1 over plain http.
+        callback_allow = ["127.0.0.1"]
+        callback_allow_http = true
 
         [providers.fh]
         kind = "fetchhive"
@@ -248,4 +253,15 @@ pub fn json(value: Option<prost_types::Value>) -> serde_json::Value {
     let json = flowgate::convert::value_to_json(value.expect("a value"), "x", &mut violations);
     assert!(violations.is_empty());
     json
+}
+
+/// The run id signer of gateways started from [`config_text`] (its
+/// `runs.id_secret_env` names the signing secret's variable).
+pub fn run_ids() -> flowgate_core::RunIdSigner {
+    flowgate_core::RunIdSigner::new(&[flowgate_core::SecretString::new(SIGNING_SECRET)]).unwrap()
+}
+
+/// A run id as a gateway started from [`config_text`] would issue it.
+pub fn sign_run_id(id: &flowgate_core::RunId) -> String {
+    run_ids().sign(id)
 }

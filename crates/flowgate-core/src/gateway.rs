@@ -10,16 +10,20 @@
 use std::sync::Arc;
 
 use crate::{
-    Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, PreconditionViolation,
-    Provider, RunId, RunOutcome, SchemaCatalog, SchemaLookup, WorkflowSchema, WorkflowTarget,
+    CallbackPolicy, Deadline, ErrorClass, FieldViolation, GatewayError, Invocation,
+    PreconditionViolation, Provider, RunId, RunIdSigner, RunOutcome, SchemaCatalog, SchemaLookup,
+    WorkflowSchema, WorkflowTarget,
 };
 
 /// The engine's front door: the configured providers, the rules that pick
-/// one for a target, and the schema catalog checked before each run.
+/// one for a target, the schema catalog checked before each run, the signer
+/// of the run ids callers get, and the policy for their callback URLs.
 #[derive(Debug, Clone)]
 pub struct Gateway {
     providers: Vec<Arc<dyn Provider>>,
     schemas: Arc<SchemaCatalog>,
+    run_ids: Arc<RunIdSigner>,
+    callbacks: Arc<CallbackPolicy>,
 }
 
 /// A finished invocation: who ran it, its run id and what came back.
@@ -41,7 +45,31 @@ impl Gateway {
         Self {
             providers,
             schemas: Arc::new(SchemaCatalog::default()),
+            run_ids: Arc::new(RunIdSigner::ephemeral()),
+            callbacks: Arc::new(CallbackPolicy::strict()),
         }
+    }
+
+    /// Replaces the run id signer (default: a random per-process secret).
+    pub fn with_run_ids(mut self, run_ids: RunIdSigner) -> Self {
+        self.run_ids = Arc::new(run_ids);
+        self
+    }
+
+    /// Signs the run ids given to callers and verifies those they send.
+    pub fn run_ids(&self) -> &Arc<RunIdSigner> {
+        &self.run_ids
+    }
+
+    /// Replaces the callback URL policy (default: [`CallbackPolicy::strict`]).
+    pub fn with_callback_policy(mut self, policy: CallbackPolicy) -> Self {
+        self.callbacks = Arc::new(policy);
+        self
+    }
+
+    /// Where callbacks may go.
+    pub fn callback_policy(&self) -> &Arc<CallbackPolicy> {
+        &self.callbacks
     }
 
     /// Replaces the schema catalog (cache settings and declared schemas).

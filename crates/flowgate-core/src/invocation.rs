@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::{FieldViolation, WorkflowRef};
+use crate::{CallbackPolicy, FieldViolation, WorkflowRef};
 
 /// Asynchronous delivery requested by the caller.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -89,6 +89,22 @@ impl Invocation {
         }
         violations
     }
+
+    /// The caller's `callback_url` against the operator's destination
+    /// policy (https only, no loopback, link-local, private, unspecified or
+    /// metadata IP literal, unless allowed). Checked on the URL the caller
+    /// sent, before the gateway substitutes its own ingress URL for a
+    /// vendor's callback, for every dialect (Fetch Hive passes the URL on
+    /// to the vendor, who then calls it).
+    pub fn callback_violations(&self, policy: &CallbackPolicy) -> Vec<FieldViolation> {
+        self.async_delivery
+            .as_ref()
+            .and_then(|delivery| delivery.callback_url.as_deref())
+            .and_then(|url| policy.check_url(url).err())
+            .map(|why| FieldViolation::new("async_options.callback_url", why))
+            .into_iter()
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -120,6 +136,30 @@ mod tests {
             .map(|violation| violation.field)
             .collect();
         assert_eq!(fields, vec!["metadata.plan", "metadata.tags"]);
+    }
+
+    #[test]
+    fn callback_urls_follow_the_policy() {
+        let mut invocation = Invocation::new(WorkflowRef::Slug("s".into()));
+        let with = |url: &str| AsyncDelivery {
+            callback_url: Some(url.into()),
+        };
+        let strict = CallbackPolicy::strict();
+        invocation.async_delivery = Some(with("https://hooks.example.com/cb"));
+        assert!(invocation.callback_violations(&strict).is_empty());
+        for url in [
+            "http://hooks.example.com/cb",
+            "https://127.0.0.1:9/cb",
+            "https://169.254.169.254/",
+        ] {
+            invocation.async_delivery = Some(with(url));
+            let violations = invocation.callback_violations(&strict);
+            assert_eq!(violations.len(), 1, "{url}");
+            assert_eq!(violations[0].field, "async_options.callback_url");
+        }
+        let allowed = CallbackPolicy::new(&["127.0.0.1".into()], true).unwrap();
+        invocation.async_delivery = Some(with("http://127.0.0.1:9/cb"));
+        assert!(invocation.callback_violations(&allowed).is_empty());
     }
 
     #[test]

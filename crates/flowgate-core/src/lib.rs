@@ -16,6 +16,7 @@
 //!   [`SchemaCatalog`]: declared schemas plus the moka cache of discovered
 //!   ones, consulted by [`Gateway::invoke`] before any upstream call.
 
+mod callback;
 mod catalog;
 mod error;
 mod gateway;
@@ -27,6 +28,7 @@ mod schema;
 mod secret;
 mod target;
 
+pub use callback::{CallbackPolicy, InvalidAllowEntry, MAX_CALLBACK_URL_BYTES, is_forbidden_ip};
 pub use catalog::{
     DeclaredSchemas, SchemaCacheObserver, SchemaCacheSettings, SchemaCacheStats, SchemaCatalog,
     SchemaLookup, SchemaSource,
@@ -39,7 +41,7 @@ pub use gateway::{Gateway, Invoked};
 pub use invocation::{AsyncDelivery, Invocation};
 pub use outcome::{RateLimitInfo, RunError, RunOutcome, RunStatus, Usage, decode_output};
 pub use provider::{Deadline, Provider};
-pub use run_id::RunId;
+pub use run_id::{RunId, RunIdSigner};
 pub use schema::{SchemaField, ValueType, WorkflowSchema, json_type_name};
 pub use secret::SecretString;
 pub use target::{ProviderKind, WorkflowRef, WorkflowTarget};

@@ -1,14 +1,37 @@
-//! Gateway run ids: opaque to callers, self-describing to replicas.
+//! Gateway run ids: opaque to callers, self-describing to replicas, and
+//! signed so they cannot be forged.
 //!
 //! A run id carries the provider name and the upstream id, so any replica
-//! can find the run again without shared state (`fgr_` + base64url of
-//! `provider \n upstream-id`). Runs the provider gave no id for get a random
-//! gateway-local id.
+//! can find the run again without shared state. [`RunId::encode`] is the
+//! unsigned form (`fgr_` + base64url of `provider \n upstream-id`), used only
+//! as a key inside the gateway. Callers get [`RunIdSigner::sign`]'s form:
+//! `fgr_<payload>.<tag>`, the tag being the first 16 bytes of
+//! HMAC-SHA256(secret, domain ‖ payload), base64url. [`RunIdSigner::verify`]
+//! accepts an id signed with any configured secret (the first signs, the
+//! others are older ones still accepted: rotation), so a replica sharing the
+//! secrets can stream any run; an unsigned, tampered or foreign id is
+//! refused before any upstream call. Runs the provider gave no id for get a
+//! random gateway-local id.
+
+use std::fmt;
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, KeyInit, Mac};
 use rand::Rng as _;
+use sha2::Sha256;
+
+use crate::SecretString;
 
 const PREFIX: &str = "fgr_";
+/// Separates the payload from the tag in a signed id.
+const TAG_SEPARATOR: char = '.';
+/// Bytes of the HMAC-SHA256 tag kept in an id.
+const TAG_BYTES: usize = 16;
+/// Mixed into every tag so a run-id tag is never valid for anything else
+/// signed with the same secret.
+const DOMAIN: &[u8] = b"flowgate run id v1\n";
+/// Longest id text looked at (a provider name and an upstream id fit well).
+const MAX_ID_CHARS: usize = 1024;
 /// Marks upstream ids the gateway made up itself.
 const LOCAL_MARK: &str = "local:";
 
@@ -41,15 +64,19 @@ impl RunId {
         self.upstream_id.starts_with(LOCAL_MARK)
     }
 
-    /// The opaque, URL-safe form given to callers.
+    /// The unsigned form: a stable key for stores and logs inside the
+    /// gateway. Never accepted from a caller (see [`RunIdSigner`]).
     pub fn encode(&self) -> String {
-        let raw = format!("{}\n{}", self.provider, self.upstream_id);
-        format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw))
+        format!("{PREFIX}{}", self.payload())
     }
 
-    /// Parses the opaque form; `None` for anything the gateway did not issue.
-    pub fn decode(text: &str) -> Option<Self> {
-        let encoded = text.strip_prefix(PREFIX)?;
+    fn payload(&self) -> String {
+        let raw = format!("{}\n{}", self.provider, self.upstream_id);
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// Parses the payload of an id (without its tag).
+    fn decode_payload(encoded: &str) -> Option<Self> {
         let raw = URL_SAFE_NO_PAD.decode(encoded).ok()?;
         let raw = String::from_utf8(raw).ok()?;
         let (provider, upstream_id) = raw.split_once('\n')?;
@@ -60,21 +87,157 @@ impl RunId {
     }
 }
 
+type HmacSha256 = Hmac<Sha256>;
+
+/// Signs and verifies the run ids given to callers (see the module docs).
+/// Cheap to share; signing is one HMAC over a few dozen bytes.
+#[derive(Clone)]
+pub struct RunIdSigner {
+    /// One keyed MAC per secret, the signing one first.
+    keys: Vec<HmacSha256>,
+    ephemeral: bool,
+}
+
+impl fmt::Debug for RunIdSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunIdSigner")
+            .field("secrets", &self.keys.len())
+            .field("ephemeral", &self.ephemeral)
+            .finish()
+    }
+}
+
+impl RunIdSigner {
+    /// A signer over configured secrets: the first signs, all verify.
+    /// `None` when `secrets` is empty.
+    pub fn new(secrets: &[SecretString]) -> Option<Self> {
+        let keys: Vec<HmacSha256> = secrets
+            .iter()
+            .filter_map(|secret| HmacSha256::new_from_slice(secret.expose().as_bytes()).ok())
+            .collect();
+        (!keys.is_empty()).then_some(Self {
+            keys,
+            ephemeral: false,
+        })
+    }
+
+    /// A signer over a random secret of this process only: ids it issues
+    /// are valid on this replica only, and not after a restart.
+    pub fn ephemeral() -> Self {
+        let secret: [u8; 32] = rand::rng().random();
+        let keys = HmacSha256::new_from_slice(&secret).into_iter().collect();
+        Self {
+            keys,
+            ephemeral: true,
+        }
+    }
+
+    /// True for a signer made by [`RunIdSigner::ephemeral`].
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
+    fn mac(key: &HmacSha256, payload: &str) -> HmacSha256 {
+        let mut mac = key.clone();
+        mac.update(DOMAIN);
+        mac.update(payload.as_bytes());
+        mac
+    }
+
+    /// The signed, URL-safe id given to callers.
+    pub fn sign(&self, id: &RunId) -> String {
+        let payload = id.payload();
+        let tag = self
+            .keys
+            .first()
+            .map(|key| Self::mac(key, &payload).finalize().into_bytes())
+            .map(|tag| URL_SAFE_NO_PAD.encode(&tag[..TAG_BYTES]))
+            .unwrap_or_default();
+        format!("{PREFIX}{payload}{TAG_SEPARATOR}{tag}")
+    }
+
+    /// The run a caller's id names, when the gateway (with any of its
+    /// secrets) signed it; `None` for anything else.
+    pub fn verify(&self, text: &str) -> Option<RunId> {
+        if text.len() > MAX_ID_CHARS {
+            return None;
+        }
+        let (payload, tag) = text.strip_prefix(PREFIX)?.split_once(TAG_SEPARATOR)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        if tag.len() != TAG_BYTES {
+            return None;
+        }
+        // Constant-time comparison per key (`verify_truncated_left`).
+        self.keys
+            .iter()
+            .any(|key| Self::mac(key, payload).verify_truncated_left(&tag).is_ok())
+            .then(|| RunId::decode_payload(payload))
+            .flatten()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn signer(secrets: &[&str]) -> RunIdSigner {
+        let secrets: Vec<_> = secrets.iter().map(|s| SecretString::new(*s)).collect();
+        RunIdSigner::new(&secrets).unwrap()
+    }
+
     #[test]
     fn round_trips_and_is_url_safe() {
+        let signer = signer(&["s3cret-run-ids"]);
         let id = RunId::new("knouds-prod", "3f0c9d1e-0000-4000-8000-000000000000");
-        let encoded = id.encode();
+        let signed = signer.sign(&id);
         assert!(
-            encoded
+            signed
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         );
-        assert_eq!(RunId::decode(&encoded), Some(id));
+        assert_eq!(signer.verify(&signed), Some(id));
+    }
+
+    #[test]
+    fn unsigned_tampered_and_foreign_ids_are_refused() {
+        let signer = signer(&["s3cret-run-ids"]);
+        let id = RunId::new("kn", "exec-1");
+        let signed = signer.sign(&id);
+        assert_eq!(signer.verify(&id.encode()), None, "unsigned");
+        let forged = signer.sign(&RunId::new("kn", ".."));
+        let (_, forged_tag) = forged.split_once('.').unwrap();
+        let (payload, _) = signed.split_once('.').unwrap();
+        let swapped = format!("{}.{forged_tag}", RunId::new("kn", "..").encode());
+        assert_eq!(
+            signer.verify(&swapped).map(|r| r.upstream_id),
+            Some("..".into())
+        );
+        assert_eq!(
+            signer.verify(&format!("{payload}.{forged_tag}")),
+            None,
+            "tag of another id"
+        );
+        let mut flipped = signed.clone().into_bytes();
+        let last = flipped.len() - 1;
+        flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(signer.verify(&String::from_utf8(flipped).unwrap()), None);
+        assert_eq!(
+            self::signer(&["another"]).verify(&signed),
+            None,
+            "other secret"
+        );
+        assert_eq!(RunIdSigner::ephemeral().verify(&signed), None);
+    }
+
+    #[test]
+    fn rotation_keeps_old_ids_valid() {
+        let old = signer(&["old-secret"]);
+        let rotated = signer(&["new-secret", "old-secret"]);
+        let id = RunId::new("fh", "req_1");
+        assert_eq!(rotated.verify(&old.sign(&id)), Some(id.clone()));
+        assert_eq!(old.verify(&rotated.sign(&id)), None, "the new secret signs");
+        assert_eq!(signer(&["new-secret"]).verify(&rotated.sign(&id)), Some(id));
     }
 
     #[test]
@@ -87,21 +250,34 @@ mod tests {
 
     #[test]
     fn foreign_text_is_rejected() {
-        for text in ["", "fgr_", "fgr_!!!", "run_abc", "fgr_bm9uZXdsaW5l"] {
-            assert_eq!(RunId::decode(text), None, "{text}");
+        let signer = signer(&["k"]);
+        for text in [
+            "",
+            "fgr_",
+            "fgr_!!!",
+            "run_abc",
+            "fgr_bm9uZXdsaW5l",
+            ".",
+            "..",
+            "fgr_.",
+            "fgr_a.b",
+        ] {
+            assert_eq!(signer.verify(text), None, "{text}");
         }
     }
 
     proptest! {
         #[test]
         fn any_id_round_trips(provider in "[a-z][a-z0-9_-]{0,20}", upstream in "[^\n]{1,64}") {
+            let signer = signer(&["k1", "k0"]);
             let id = RunId::new(provider, upstream);
-            prop_assert_eq!(RunId::decode(&id.encode()), Some(id));
+            prop_assert_eq!(signer.verify(&signer.sign(&id)), Some(id));
         }
 
         #[test]
-        fn decode_never_panics(text in ".{0,80}") {
-            let _ = RunId::decode(&text);
+        fn verify_never_panics(text in ".{0,80}") {
+            let _ = signer(&["k"]).verify(&text);
+            let _ = signer(&["k"]).verify(&format!("fgr_{text}"));
         }
     }
 }

@@ -4,6 +4,18 @@
 //!
 //! Upstream bodies never reach a message whole: only the vendor's own short
 //! `error`/`message` text, truncated, with the provider key redacted.
+//!
+//! Redaction is done here, in one place, for every upstream-derived string
+//! (error reason, `X-Request-Id`, messages, the error of a FAILED run), and
+//! always BEFORE truncation, so a cut can never leave part of a key behind:
+//! - [`redact`] replaces the key and every fragment of it of
+//!   [`MIN_FRAGMENT`] or more characters with `[redacted]`;
+//! - [`safe_message`] redacts, then truncates to [`MAX_MESSAGE_CHARS`];
+//! - [`upstream_reason`] keeps a vendor code only when it is a plain code
+//!   token (`[A-Za-z0-9_.-]{1,64}`) with nothing of the key in it, else
+//!   `UPSTREAM_ERROR`;
+//! - [`upstream_request_id`] keeps a request id only when it is a plain
+//!   token of at most 128 characters with nothing of the key in it.
 
 use std::time::SystemTime;
 
@@ -14,6 +26,15 @@ use crate::{ProviderSettings, http::UpstreamResponse};
 
 /// Longest upstream message text carried into an error message.
 const MAX_MESSAGE_CHARS: usize = 300;
+/// Shortest run of key characters that is redacted wherever it appears
+/// (a vendor may echo part of a key; shorter keys are matched whole).
+pub(crate) const MIN_FRAGMENT: usize = 10;
+/// Longest vendor code kept as an `ErrorInfo` reason.
+const MAX_REASON_CHARS: usize = 64;
+/// Longest upstream request id kept.
+const MAX_REQUEST_ID_CHARS: usize = 128;
+/// The reason used when a vendor's code is not a plain code token.
+pub const UNREADABLE_REASON: &str = "UPSTREAM_ERROR";
 
 /// The useful fields of a vendor error body, whatever the dialect.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -88,13 +109,102 @@ pub fn reason_for_status(status: u16) -> &'static str {
     }
 }
 
-/// The upstream's message made safe for a caller: truncated, key redacted.
-pub(crate) fn safe_message(settings: &ProviderSettings, message: &str) -> String {
-    let mut text: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
-    if message.chars().count() > MAX_MESSAGE_CHARS {
-        text.push('…');
+/// `text` with the provider key, and every fragment of it of
+/// [`MIN_FRAGMENT`] or more characters, replaced by `[redacted]`.
+pub(crate) fn redact(settings: &ProviderSettings, text: &str) -> String {
+    redact_key(settings.api_key.expose(), text)
+}
+
+fn redact_key(key: &str, text: &str) -> String {
+    if key.len() < MIN_FRAGMENT {
+        return flowgate_core::SecretString::new(key).redact_from(text);
     }
-    settings.api_key.redact_from(&text)
+    // Mark every byte of `text` covered by some key fragment (a window of
+    // MIN_FRAGMENT bytes; overlapping windows cover longer echoes).
+    let mut covered = vec![false; text.len()];
+    let mut any = false;
+    for start in 0..=key.len() - MIN_FRAGMENT {
+        let Some(fragment) = key.get(start..start + MIN_FRAGMENT) else {
+            continue;
+        };
+        for (at, _) in text.match_indices(fragment) {
+            covered[at..at + MIN_FRAGMENT].fill(true);
+            any = true;
+        }
+    }
+    if !any {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut in_secret = false;
+    for (at, ch) in text.char_indices() {
+        if covered[at] {
+            if !in_secret {
+                out.push_str("[redacted]");
+                in_secret = true;
+            }
+        } else {
+            in_secret = false;
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// The upstream's message made safe for a caller: key redacted first, then
+/// truncated to [`MAX_MESSAGE_CHARS`] (marked with `…`).
+pub(crate) fn safe_message(settings: &ProviderSettings, message: &str) -> String {
+    truncate(
+        &redact(settings, bounded(settings, message)),
+        MAX_MESSAGE_CHARS,
+    )
+}
+
+/// A prefix of `text` long enough that redacting it and then truncating to
+/// [`MAX_MESSAGE_CHARS`] gives the same result as for the whole text (any key
+/// occurrence overlapping the kept part lies inside it), so an upstream's
+/// megabyte-long message costs no more than a short one.
+fn bounded<'a>(settings: &ProviderSettings, text: &'a str) -> &'a str {
+    let limit = MAX_MESSAGE_CHARS + settings.api_key.expose().chars().count() + 1;
+    match text.char_indices().nth(limit) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// True for a plain code token: `[A-Za-z0-9_.-]{1,max}`.
+fn is_token(text: &str, max: usize, extra: &[u8]) -> bool {
+    !text.is_empty()
+        && text.len() <= max
+        && text.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') || extra.contains(&b)
+        })
+}
+
+/// A vendor's code as an `ErrorInfo` reason (also logged): kept when it is
+/// a plain code token with nothing of the key in it, else `UPSTREAM_ERROR`.
+pub(crate) fn upstream_reason(settings: &ProviderSettings, code: &str) -> String {
+    if is_token(code, MAX_REASON_CHARS, b"") && redact(settings, code) == code {
+        code.to_owned()
+    } else {
+        UNREADABLE_REASON.to_owned()
+    }
+}
+
+/// An upstream request id (`X-Request-Id`) as the gateway passes it on:
+/// a plain token (`:` allowed) of at most 128 characters with nothing of
+/// the key in it; anything else is dropped.
+pub(crate) fn upstream_request_id(settings: &ProviderSettings, raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    (is_token(raw, MAX_REQUEST_ID_CHARS, b":") && redact(settings, raw) == raw)
+        .then(|| raw.to_owned())
 }
 
 /// Builds the typed error for an upstream answer: context (provider, HTTP
@@ -108,6 +218,7 @@ pub(crate) fn upstream_error(
     message: impl Into<String>,
 ) -> GatewayError {
     let rate_limit = response.rate_limit.clone();
+    let reason = upstream_reason(settings, &reason.into());
     let mut error = GatewayError::new(class, reason, message).with_upstream(UpstreamContext {
         provider: settings.name.clone(),
         kind: settings.kind,
@@ -260,7 +371,7 @@ pub(crate) fn credential_rejected(
         ),
     );
     match upstream_code {
-        Some(code) => error.with_metadata("upstream_code", code),
+        Some(code) => error.with_metadata("upstream_code", upstream_reason(settings, &code)),
         None => error,
     }
 }
@@ -287,7 +398,7 @@ pub(crate) fn run_error(error: Option<Value>, settings: &ProviderSettings) -> Ru
         _ => ("RUN_FAILED".to_owned(), "the run failed".to_owned()),
     };
     RunError {
-        code,
+        code: upstream_reason(settings, &code),
         message: safe_message(settings, &message),
     }
 }
@@ -319,6 +430,116 @@ mod tests {
         ] {
             let parsed = ErrorBody::parse(body);
             assert!(parsed.object.is_none() && parsed.code.is_none());
+        }
+    }
+
+    const KEY: &str = "knouds_live_7Hq2ZpX9vB4mN8rT1cW6yK3jD5fG0sLaQeU";
+
+    fn settings() -> ProviderSettings {
+        ProviderSettings::new(
+            "kn",
+            flowgate_core::ProviderKind::Knouds,
+            flowgate_core::SecretString::new(KEY),
+        )
+    }
+
+    /// No run of 10 or more key characters anywhere in `text`.
+    fn leaks(text: &str) -> bool {
+        (0..=KEY.len() - MIN_FRAGMENT).any(|at| text.contains(&KEY[at..at + MIN_FRAGMENT]))
+    }
+
+    #[test]
+    fn messages_are_redacted_before_they_are_cut() {
+        let settings = settings();
+        // The key straddles the cut: truncating first would keep most of it.
+        for pad in [0, 1, 255, 270, 290, 299, 300] {
+            let message = format!("{}{KEY} trailing text", "x".repeat(pad));
+            let safe = safe_message(&settings, &message);
+            assert!(!leaks(&safe), "pad {pad}: {safe}");
+            assert!(safe.chars().count() <= MAX_MESSAGE_CHARS + 1);
+        }
+        let partial = format!("key prefix {} and suffix {}", &KEY[..20], &KEY[25..]);
+        let safe = safe_message(&settings, &partial);
+        assert!(!leaks(&safe), "{safe}");
+        assert_eq!(safe, "key prefix [redacted] and suffix [redacted]");
+        let huge = format!("{}{KEY}", "y".repeat(5_000_000));
+        assert!(safe_message(&settings, &huge).ends_with('…'));
+    }
+
+    #[test]
+    fn reasons_must_be_plain_codes_without_the_key() {
+        let settings = settings();
+        assert_eq!(
+            upstream_reason(&settings, "RATE_LIMIT_EXCEEDED"),
+            "RATE_LIMIT_EXCEEDED"
+        );
+        assert_eq!(
+            upstream_reason(&settings, "workflow.not-found"),
+            "workflow.not-found"
+        );
+        for bad in [
+            KEY,
+            &format!("BAD_{}", &KEY[3..15]),
+            "has space",
+            "",
+            &"A".repeat(65),
+            "é",
+        ] {
+            assert_eq!(upstream_reason(&settings, bad), UNREADABLE_REASON, "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_ids_without_the_key_pass() {
+        let settings = settings();
+        assert_eq!(
+            upstream_request_id(&settings, "req_8f2:a-1").as_deref(),
+            Some("req_8f2:a-1")
+        );
+        assert_eq!(upstream_request_id(&settings, KEY), None);
+        assert_eq!(
+            upstream_request_id(&settings, &format!("r-{}", &KEY[5..30])),
+            None
+        );
+        assert_eq!(upstream_request_id(&settings, "a b"), None);
+        assert_eq!(upstream_request_id(&settings, &"r".repeat(129)), None);
+    }
+
+    #[test]
+    fn failed_runs_carry_redacted_errors() {
+        let settings = settings();
+        let error = run_error(
+            Some(serde_json::json!({"code": KEY, "message": format!("{}{KEY}", "m".repeat(290))})),
+            &settings,
+        );
+        assert_eq!(error.code, UNREADABLE_REASON);
+        assert!(!leaks(&error.message), "{}", error.message);
+    }
+
+    proptest::proptest! {
+        /// Whatever a vendor wraps around (pieces of) the key, in any
+        /// length, no 10-character piece of it survives, and the message
+        /// stays bounded.
+        #[test]
+        fn no_key_fragment_survives(
+            parts in proptest::collection::vec(
+                (0usize..KEY.len(), 0usize..KEY.len(), "[a-zé€ _]{0,40}"),
+                0..12,
+            ),
+            pad in 0usize..400,
+        ) {
+            let mut message = "p".repeat(pad);
+            for (from, to, noise) in parts {
+                let (from, to) = (from.min(to), from.max(to));
+                message.push_str(&KEY[from..to]);
+                message.push_str(&noise);
+            }
+            let settings = settings();
+            let safe = safe_message(&settings, &message);
+            proptest::prop_assert!(!leaks(&safe), "{}", safe);
+            proptest::prop_assert!(safe.chars().count() <= MAX_MESSAGE_CHARS + 1);
+            let reason = upstream_reason(&settings, &message);
+            proptest::prop_assert!(!leaks(&reason));
         }
     }
 }

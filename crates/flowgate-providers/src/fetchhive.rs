@@ -25,7 +25,7 @@ use crate::{
         ErrorBody, credential_rejected, describe, fallback_error, id_text, protocol_error,
         run_error, run_not_found, safe_message, upstream_error,
     },
-    http::{BaseUrl, UpstreamRequest, UpstreamResponse, auth_header},
+    http::{BaseUrl, UpstreamRequest, UpstreamResponse, auth_header, is_upstream_id},
     numbers::lenient,
 };
 
@@ -462,7 +462,8 @@ impl Provider for FetchHive {
         upstream_id: &str,
         deadline: Deadline,
     ) -> Result<Option<RunOutcome>, GatewayError> {
-        if !crate::knouds::is_path_safe(upstream_id) {
+        // Run ids are integers or `req_…` strings: the shared id shape.
+        if !is_upstream_id(upstream_id) {
             return Err(GatewayError::not_found(
                 "not_found",
                 "fetchhive.workflow_run",

@@ -8,6 +8,15 @@
 //! `flowgate.rate_limit.remaining`; its W3C trace context is injected as
 //! `traceparent`/`tracestate` headers; and the upstream metrics are
 //! recorded (`flowgate.upstream.*`).
+//!
+//! Redirects are never followed. Vendors do not redirect API calls, and
+//! reqwest's default policy would strip `Authorization` but forward any
+//! other auth header (Knouds' `x-api-key`) to wherever a `Location` points.
+//! A 3xx answer becomes INTERNAL with reason `UPSTREAM_REDIRECT` (a
+//! configuration or vendor fault no retry fixes, so not UNAVAILABLE); the
+//! target of the redirect receives nothing. (Callback forwarding uses its
+//! own client, `flowgate_webhook::callback_client`, which follows no
+//! redirects either and checks every resolved address.)
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,6 +29,8 @@ use crate::{ProviderSettings, ratelimit};
 
 /// Largest upstream response body accepted.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// The upstream's request id header.
+const REQUEST_ID: &str = "x-request-id";
 /// How long establishing a TCP/TLS connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,6 +62,8 @@ impl HttpClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(90))
             .user_agent(concat!("flowgate/", env!("CARGO_PKG_VERSION")))
+            // Never follow a redirect: see the module docs.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|err| HttpClientError(format!("building the HTTP client: {err}")))?;
         Ok(Self { client })
@@ -58,8 +71,10 @@ impl HttpClient {
 }
 
 impl HttpClient {
-    /// The pooled client itself, for other outgoing traffic of the gateway
-    /// (callback forwarding) to share its connection pool and TLS setup.
+    /// The pooled client itself (no redirects followed), for other outgoing
+    /// traffic to vendors to share its connection pool and TLS setup.
+    /// Callback forwarding does not use it: see
+    /// `flowgate_webhook::callback_client`.
     pub fn reqwest(&self) -> reqwest::Client {
         self.client.clone()
     }
@@ -89,7 +104,7 @@ impl UpstreamResponse {
     /// `X-Request-Id`, when the upstream sent one.
     pub fn request_id(&self) -> Option<String> {
         self.headers
-            .get("x-request-id")
+            .get(REQUEST_ID)
             .and_then(|value| value.to_str().ok())
             .map(str::to_owned)
     }
@@ -102,6 +117,21 @@ pub(crate) struct UpstreamRequest<'a> {
     pub url: reqwest::Url,
     pub auth: (&'a HeaderName, &'a HeaderValue),
     pub body: Option<Vec<u8>>,
+}
+
+/// Longest upstream id put into a request path.
+const MAX_UPSTREAM_ID: usize = 128;
+
+/// True for an upstream id (run, execution) that names one resource when
+/// put into a URL path: 1 to 128 characters of `[A-Za-z0-9_.-]`, starting
+/// with a letter or digit (so never `.` or `..`, which would address the
+/// collection). Every dialect checks ids with this before any request.
+pub(crate) fn is_upstream_id(id: &str) -> bool {
+    id.len() <= MAX_UPSTREAM_ID
+        && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// A provider's base URL, parsed once; request URLs are made by appending
@@ -122,6 +152,16 @@ impl BaseUrl {
         segments: &[&str],
         query: Option<&str>,
     ) -> Result<reqwest::Url, GatewayError> {
+        // The url crate drops `.` and `..` segments, which would turn a
+        // request for one resource into one for its collection.
+        if segments
+            .iter()
+            .any(|segment| segment.is_empty() || *segment == "." || *segment == "..")
+        {
+            return Err(GatewayError::internal(
+                "refusing to build an upstream URL with an empty or dot path segment",
+            ));
+        }
         let mut url = self.0.clone().map_err(|err| {
             GatewayError::internal(format!("the provider's base_url is invalid: {err}"))
         })?;
@@ -281,9 +321,13 @@ impl HttpClient {
             }
         })?;
         let status = response.status().as_u16();
-        let headers = std::mem::take(response.headers_mut());
+        let mut headers = std::mem::take(response.headers_mut());
+        clean_request_id(settings, &mut headers);
         let rate_limit = ratelimit::parse(&headers, SystemTime::now());
         span.record("http.response.status_code", i64::from(status));
+        if (300..400).contains(&status) {
+            return Err(redirect_refused(settings, status).with_rate_limit(rate_limit));
+        }
         if let Some(remaining) = rate_limit.remaining {
             span.record(
                 "flowgate.rate_limit.remaining",
@@ -342,6 +386,37 @@ impl HttpClient {
     }
 }
 
+/// Replaces `X-Request-Id` with its redacted form (see
+/// [`crate::errors::upstream_request_id`]) or drops it, so every reader of
+/// the answer's headers gets a safe value.
+fn clean_request_id(settings: &ProviderSettings, headers: &mut HeaderMap) {
+    let Some(raw) = headers.remove(REQUEST_ID) else {
+        return;
+    };
+    let clean = raw
+        .to_str()
+        .ok()
+        .and_then(|text| crate::errors::upstream_request_id(settings, text))
+        .and_then(|text| HeaderValue::from_str(&text).ok());
+    if let Some(clean) = clean {
+        headers.insert(REQUEST_ID, clean);
+    }
+}
+
+/// INTERNAL / `UPSTREAM_REDIRECT`: the upstream answered a 3xx, which the
+/// gateway never follows (its `Location` is not even read).
+fn redirect_refused(settings: &ProviderSettings, status: u16) -> GatewayError {
+    GatewayError::new(
+        ErrorClass::ProtocolError,
+        "UPSTREAM_REDIRECT",
+        format!(
+            "{} answered HTTP {status} (a redirect); flowgate follows no redirects: check the provider's base_url",
+            settings.name
+        ),
+    )
+    .with_upstream(context(settings, Some(status)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,5 +444,34 @@ mod tests {
             "https://api.fetchhive.com/v1/workflow_runs/a%2Fb%3Fc"
         );
         assert!(BaseUrl::parse("not a url").join(&["x"], None).is_err());
+    }
+
+    #[test]
+    fn upstream_ids_name_one_resource() {
+        for good in [
+            "3f0c9d1e-0000-4000-8000-000000000000",
+            "req_123",
+            "42",
+            "exec.7",
+        ] {
+            assert!(is_upstream_id(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "...",
+            "-x",
+            "a/b",
+            "a b",
+            "a%2e",
+            &"a".repeat(129),
+        ] {
+            assert!(!is_upstream_id(bad), "{bad}");
+        }
+        let base = BaseUrl::parse("http://127.0.0.1:1/");
+        for segment in [".", "..", ""] {
+            assert!(base.join(&["api", "executions", segment], None).is_err());
+        }
     }
 }

@@ -32,7 +32,7 @@ use crate::{
         ErrorBody, credential_rejected, describe, fallback_error, id_text, protocol_error,
         run_error, run_not_found, safe_message, upstream_error,
     },
-    http::{BaseUrl, UpstreamRequest, UpstreamResponse, auth_header},
+    http::{BaseUrl, UpstreamRequest, UpstreamResponse, auth_header, is_upstream_id},
     numbers::lenient,
 };
 
@@ -81,15 +81,6 @@ struct ExecutionBody {
     status: Option<String>,
     result: Option<Value>,
     error: Option<Value>,
-}
-
-/// True for ids safe to put in a URL path segment as they are.
-pub(crate) fn is_path_safe(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 256
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 #[derive(Deserialize)]
@@ -425,9 +416,9 @@ impl Knouds {
                 workflow.label(),
                 "the workflow uses a model that needs a higher Knouds plan tier",
             ),
-            "CAPABILITY_DENIED" => with_context(fail(ErrorClass::PermissionDenied), &body, "required", "required_capability"),
+            "CAPABILITY_DENIED" => with_context(settings, fail(ErrorClass::PermissionDenied), &body, "required", "required_capability"),
             "CAPABILITY_ABOVE_CEILING" => {
-                with_context(fail(ErrorClass::PermissionDenied), &body, "attempted", "attempted_capability")
+                with_context(settings, fail(ErrorClass::PermissionDenied), &body, "attempted", "attempted_capability")
             }
             "API_KEY_ACCESS_DENIED" | "INVALID_CAPABILITY" => fail(ErrorClass::PermissionDenied),
             "MODEL_NOT_FOUND" => fail(ErrorClass::NotFound).with_resource("knouds.model", workflow.label()),
@@ -456,10 +447,17 @@ impl Knouds {
     }
 }
 
-/// Copies one context field of the error body into `ErrorInfo` metadata.
-fn with_context(error: GatewayError, body: &ErrorBody, field: &str, key: &str) -> GatewayError {
+/// Copies one context field of the error body into `ErrorInfo` metadata
+/// (redacted and bounded like any upstream message).
+fn with_context(
+    settings: &ProviderSettings,
+    error: GatewayError,
+    body: &ErrorBody,
+    field: &str,
+    key: &str,
+) -> GatewayError {
     match body.field(field) {
-        Some(value) => error.with_metadata(key, value),
+        Some(value) => error.with_metadata(key, safe_message(settings, value)),
         None => error,
     }
 }
@@ -551,7 +549,9 @@ impl Provider for Knouds {
         upstream_id: &str,
         deadline: Deadline,
     ) -> Result<Option<RunOutcome>, GatewayError> {
-        if !is_path_safe(upstream_id) {
+        // Execution ids are UUIDs in the docs; any id of the shared shape is
+        // accepted (emulators and older accounts), nothing else is sent.
+        if !is_upstream_id(upstream_id) {
             return Err(GatewayError::not_found(
                 "EXECUTION_NOT_FOUND",
                 "knouds.execution",

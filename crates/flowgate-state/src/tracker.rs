@@ -232,6 +232,11 @@ impl RunTracker {
             // not recorded (no copy of its output, nothing to evict later).
             return self.gateway.invoke(target, &invocation, deadline).await;
         };
+        // The caller's URL, before any is replaced by the gateway's ingress.
+        let refused = invocation.callback_violations(self.gateway.callback_policy());
+        if !refused.is_empty() {
+            return Err(GatewayError::invalid_argument(refused));
+        }
         let provider = Arc::clone(self.gateway.resolve(target)?);
         let caller_url = delivery.callback_url;
         let ingress_url = self.ingress.public_url.as_deref().map(|base| {
@@ -400,7 +405,7 @@ impl RunTracker {
             .provider(&record.run_id.provider)
             .map_or(ProviderKind::Knouds, |provider| provider.kind());
         let event = ForwardedEvent {
-            run_id: record.run_id.encode(),
+            run_id: self.gateway.run_ids().sign(&record.run_id),
             provider: kind,
             upstream_run_id: (!record.run_id.is_local()).then(|| record.run_id.upstream_id.clone()),
             status: record.status,
@@ -429,7 +434,7 @@ impl RunTracker {
                 "no run with this id is known to the gateway or its provider",
             )
         };
-        let id = RunId::decode(run_id).ok_or_else(unknown)?;
+        let id = self.gateway.run_ids().verify(run_id).ok_or_else(unknown)?;
         let (first, subscription) = match self.store.subscribe(&id).await {
             Some(found) => found,
             None => {
@@ -676,7 +681,11 @@ impl RunTracker {
                 let run_id = event.run_id.clone().or_else(|| {
                     let provider = provider.as_ref()?;
                     let upstream = event.upstream_run_id.as_ref()?;
-                    Some(RunId::new(provider.name(), upstream.clone()).encode())
+                    Some(
+                        self.gateway
+                            .run_ids()
+                            .sign(&RunId::new(provider.name(), upstream.clone())),
+                    )
                 });
                 Ok(Verification::Valid {
                     event: Box::new(event),
@@ -707,7 +716,7 @@ impl RunTracker {
                 "no run with this id is known to the gateway",
             )
         };
-        let id = RunId::decode(run_id).ok_or_else(unknown)?;
+        let id = self.gateway.run_ids().verify(run_id).ok_or_else(unknown)?;
         let record = self.store.get(&id).await.ok_or_else(unknown)?;
         Ok(match record.webhook_secret {
             Some(secret) => vec![secret],

@@ -16,7 +16,9 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::{StandardSecret, standard_headers};
+use flowgate_core::CallbackPolicy;
+
+use crate::{StandardSecret, destination, standard_headers};
 
 /// Settings of a [`Forwarder`]. Zero counts are treated as one.
 #[derive(Clone, Debug)]
@@ -37,6 +39,11 @@ pub struct ForwarderConfig {
     pub dedup_capacity: u64,
     /// How long a delivered `(url, event id)` is remembered.
     pub dedup_ttl: Duration,
+    /// Where deliveries may go. With a policy, an IP-literal host it
+    /// refuses is never contacted, and neither is a host the client's
+    /// resolver refused (use [`callback_client`](crate::callback_client));
+    /// both end the delivery as rejected, without retries. `None`: no check.
+    pub destinations: Option<Arc<CallbackPolicy>>,
 }
 
 impl Default for ForwarderConfig {
@@ -50,6 +57,7 @@ impl Default for ForwarderConfig {
             workers: 4,
             dedup_capacity: 100_000,
             dedup_ttl: Duration::from_secs(3600),
+            destinations: None,
         }
     }
 }
@@ -424,6 +432,16 @@ async fn deliver(shared: Arc<Shared>, job: Job, mut stop: watch::Receiver<bool>)
 
 impl Shared {
     async fn attempt(&self, delivery: &Delivery) -> Attempt {
+        if let Some(policy) = &self.config.destinations
+            && !destination::url_allowed(&delivery.url, policy)
+        {
+            tracing::warn!(
+                event_id = %delivery.event_id,
+                host = delivery.url.host_str().unwrap_or_default(),
+                "webhook delivery refused: the callback address is not allowed"
+            );
+            return Attempt::Rejected(None);
+        }
         let Ok(headers) = standard_headers(
             &delivery.secret,
             &delivery.event_id,
@@ -442,6 +460,14 @@ impl Shared {
         match request.send().await {
             Ok(response) => classify(response.status(), response.headers()),
             Err(err) if err.is_builder() => Attempt::Rejected(None),
+            Err(err) if destination::is_refusal(&err) => {
+                tracing::warn!(
+                    event_id = %delivery.event_id,
+                    host = delivery.url.host_str().unwrap_or_default(),
+                    "webhook delivery refused: the callback host resolves to no allowed address"
+                );
+                Attempt::Rejected(None)
+            }
             Err(err) => {
                 tracing::debug!(
                     event_id = %delivery.event_id,

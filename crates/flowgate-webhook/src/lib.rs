@@ -43,6 +43,7 @@
 //! ```
 
 mod clock;
+mod destination;
 mod event;
 mod failure;
 mod fetchhive;
@@ -54,6 +55,7 @@ mod scheme;
 mod standard;
 mod verifier;
 
+pub use destination::{DestinationRefused, callback_client};
 pub use event::WebhookEvent;
 pub use failure::{FailureReason, WebhookFailure};
 pub use fetchhive::sign_fetchhive;
