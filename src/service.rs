@@ -153,13 +153,19 @@ impl WorkflowGateway for GatewayService {
         {
             flowgate_telemetry::add_link(&tracing::Span::current(), &link);
         }
-        // Ends after the terminal event; dropping it (the caller went away)
-        // drops the subscription, and an unwatched run stops being polled.
-        // The active-streams gauge counts this stream until it is dropped.
+        // Ends after the terminal event, or with a typed status when the run
+        // cannot be followed further (poller gave up or failed, run lost,
+        // `runs.max_watch` reached, shutdown). Dropping it (the caller went
+        // away) drops the subscription, and an unwatched run stops being
+        // polled. The active-streams gauge counts this stream until it is
+        // dropped.
         let active = flowgate_telemetry::metrics().stream_opened();
         let events = futures::stream::unfold((stream, active), |(mut stream, active)| async move {
-            let record = stream.next().await?;
-            Some((Ok(convert::run_event(record)), (stream, active)))
+            let event = match stream.next().await? {
+                Ok(record) => Ok(convert::run_event(record)),
+                Err(err) => Err(reject(&err)),
+            };
+            Some((event, (stream, active)))
         });
         Ok(Response::new(Box::pin(events)))
     }
