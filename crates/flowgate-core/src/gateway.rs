@@ -138,7 +138,7 @@ impl Gateway {
         if !violations.iter().any(|v| v.field.starts_with("target")) {
             match self
                 .schemas
-                .schema(provider.as_ref(), &invocation.workflow, deadline)
+                .schema(provider, &invocation.workflow, deadline)
                 .await
             {
                 SchemaLookup::Found { schema, .. } => {
@@ -218,7 +218,7 @@ impl Gateway {
         }
         match self
             .schemas
-            .schema(provider.as_ref(), &target.workflow, deadline)
+            .schema(provider, &target.workflow, deadline)
             .await
         {
             SchemaLookup::Found { schema, .. } => Ok(schema),
