@@ -3,6 +3,12 @@
 //! Each case goes through real gRPC against the emulator and asserts the
 //! exact code and ErrorInfo reason, and that the gateway still serves.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "helpers outside #[test] fns: a failure there fails the test"
+)]
+
 use std::time::Duration;
 
 use flowgate::pb;
