@@ -25,6 +25,8 @@ enum Polls {
     NoEndpoint,
     /// Always RUNNING.
     Running,
+    /// (AI Tutor-like) the run itself never answers.
+    Hang,
 }
 
 #[derive(Debug)]
@@ -53,6 +55,9 @@ impl Provider for Fake {
         self.native_async
     }
     async fn invoke(&self, _: &Invocation, _: Deadline) -> Result<RunOutcome, GatewayError> {
+        if matches!(self.polls, Polls::Hang) {
+            std::future::pending::<()>().await;
+        }
         panic!("the background run's task dies");
     }
     async fn run_status(&self, _: &str, _: Deadline) -> Result<Option<RunOutcome>, GatewayError> {
@@ -73,7 +78,7 @@ impl Provider for Fake {
                 "down",
             )),
             Polls::NoEndpoint => Ok(None),
-            Polls::Running => running(RunStatus::Running),
+            Polls::Running | Polls::Hang => running(RunStatus::Running),
         }
     }
 }
@@ -232,4 +237,24 @@ async fn a_background_run_that_dies_ends_its_streams_and_later_ones() {
     );
     let later = tracker.stream(&run_id).await.unwrap_err();
     assert_eq!(later.reason, REASON_WATCH_FAILED);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_waits_for_background_runs_until_the_deadline_and_reports_the_rest() {
+    let (tracker, _) = tracker(Polls::Hang, false);
+    let mut invocation = Invocation::new(WorkflowRef::WorkflowId("wf".into()));
+    invocation.async_delivery = Some(AsyncDelivery { callback_url: None });
+    let target = WorkflowTarget {
+        provider: None,
+        workflow: invocation.workflow.clone(),
+    };
+    tracker
+        .invoke(&target, invocation, Deadline::NONE, None)
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let grace = Duration::from_secs(5);
+    let report = tracker.drain(started + grace).await;
+    assert_eq!(report.background_runs, 1, "{report:?}");
+    assert_eq!(started.elapsed(), grace, "it got the whole grace");
 }
