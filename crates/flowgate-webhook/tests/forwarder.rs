@@ -420,7 +420,7 @@ async fn drain_abandons_and_counts_what_outlives_the_grace() {
         .await
         .expect("the drain ends at the grace, not at the receiver's pace");
     assert_eq!(report.abandoned, 1);
-    let mut results = vec![
+    let mut results = [
         next_outcome(&mut outcomes).await,
         next_outcome(&mut outcomes).await,
     ];
