@@ -12,6 +12,7 @@ pub mod admin;
 pub mod config;
 pub mod convert;
 pub mod demo;
+pub mod health;
 pub mod ingress;
 pub mod logging;
 pub mod proto;

@@ -15,9 +15,17 @@
 //! Beside it, when `webhooks.listen` is set, the callback ingress
 //! ([`crate::ingress`]).
 //!
-//! Shutdown: on the shutdown signal health turns NOT_SERVING, the listeners
-//! stop accepting, and in-flight calls get `server.shutdown_grace` to
-//! finish.
+//! Shutdown, all within one `server.shutdown_grace` from the signal:
+//! 1. health turns NOT_SERVING, then every open StreamStatus and
+//!    Health.Watch stream ends at once with UNAVAILABLE, reason
+//!    `SHUTTING_DOWN` (clients reconnect to another replica), and the
+//!    listeners stop accepting;
+//! 2. in-flight calls finish;
+//! 3. gateway-run background runs finish, then queued and in-flight
+//!    callback forwards are delivered ([`RunTracker::drain`]);
+//!
+//! what the grace did not cover is abandoned, logged once with counts and
+//! counted in `flowgate.shutdown.abandoned`. An idle replica exits at once.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -30,11 +38,12 @@ use flowgate_telemetry::{RpcTelemetryLayer, SchemaCacheOutcome};
 use flowgate_webhook::{Forwarder, ForwarderConfig, StandardSecret, callback_client};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Server, server::TcpIncoming};
-use tonic_health::ServingStatus;
+use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::HealthService};
 use tower::limit::GlobalConcurrencyLimitLayer;
 
 use crate::{
     config::{Config, ConfigError, ConfigIssue},
+    health::DrainingHealth,
     ingress,
     proto::{FILE_DESCRIPTOR_SET, pb::workflow_gateway_server::WorkflowGatewayServer},
     service::GatewayService,
@@ -255,7 +264,11 @@ pub async fn serve(
     let gateway_server =
         WorkflowGatewayServer::new(service).max_decoding_message_size(server.max_request_bytes);
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let health = tonic_health::server::HealthReporter::new();
+    let health_service = HealthServer::new(DrainingHealth::new(
+        HealthService::from_health_reporter(health.clone()),
+        app.tracker.shutdown_signal(),
+    ));
     health
         .set_serving::<WorkflowGatewayServer<GatewayService>>()
         .await;
@@ -271,20 +284,24 @@ pub async fn serve(
 
     // The shutdown signal turns health NOT_SERVING before the listeners
     // close, so load balancers stop routing here while calls drain.
-    let (drain_started_tx, drain_started_rx) = oneshot::channel::<()>();
+    let (drain_started_tx, drain_started_rx) = oneshot::channel::<tokio::time::Instant>();
     let (ingress_stop_tx, ingress_stop_rx) = oneshot::channel::<()>();
     let draining_health = health.clone();
+    let draining_tracker = Arc::clone(&app.tracker);
     let signal = async move {
         shutdown.await;
         tracing::info!("shutdown requested: NOT_SERVING, draining in-flight calls");
+        let _ = drain_started_tx.send(tokio::time::Instant::now());
         draining_health
             .set_not_serving::<WorkflowGatewayServer<GatewayService>>()
             .await;
         draining_health
             .set_service_status("", ServingStatus::NotServing)
             .await;
+        // Long-lived streams end now rather than holding the process for
+        // the whole grace.
+        draining_tracker.begin_shutdown();
         let _ = ingress_stop_tx.send(());
-        let _ = drain_started_tx.send(());
     };
 
     let ingress_task = listeners.ingress.map(|listener| {
@@ -321,10 +338,20 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
     let serving = router.serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(serving);
-    let result = tokio::select! {
-        result = &mut serving => result.map_err(ServeError::from),
-        _ = drain_started_rx => {
-            match tokio::time::timeout(server.shutdown_grace, serving).await {
+    // One grace period from the signal bounds every step of the drain.
+    let grace_ends = |started: tokio::time::Instant| {
+        started
+            .checked_add(server.shutdown_grace)
+            .unwrap_or(started)
+    };
+    let (result, deadline) = tokio::select! {
+        result = &mut serving => (
+            result.map_err(ServeError::from),
+            grace_ends(tokio::time::Instant::now()),
+        ),
+        started = drain_started_rx => {
+            let deadline = grace_ends(started.unwrap_or_else(|_| tokio::time::Instant::now()));
+            let result = match tokio::time::timeout_at(deadline, serving).await {
                 Ok(result) => result.map_err(ServeError::from),
                 Err(_) => {
                     tracing::warn!(
@@ -333,11 +360,14 @@ pub async fn serve(
                     );
                     Ok(())
                 }
-            }
+            };
+            (result, deadline)
         }
     };
     if let Some(task) = ingress_task {
-        let _ = tokio::time::timeout(server.shutdown_grace, task).await;
+        let _ = tokio::time::timeout_at(deadline, task).await;
     }
+    // Background runs, then callback forwards, get what is left.
+    app.tracker.drain(deadline).await;
     result
 }

@@ -154,16 +154,22 @@ impl WorkflowGateway for GatewayService {
         {
             flowgate_telemetry::add_link(&tracing::Span::current(), &link);
         }
-        // Ends after the terminal event; dropping it (the caller went away)
-        // drops the subscription, and an unwatched run stops being polled.
-        // The active-streams gauge counts this stream until it is dropped.
+        // Ends after the terminal event, or with a typed status when the run
+        // cannot be followed further (poller gave up or failed, run lost,
+        // `runs.max_watch` reached, shutdown). Dropping it (the caller went
+        // away) drops the subscription, and an unwatched run stops being
+        // polled. The active-streams gauge counts this stream until it is
+        // dropped.
         let active = flowgate_telemetry::metrics().stream_opened();
         let run_ids = Arc::clone(self.tracker.gateway().run_ids());
         let events = futures::stream::unfold((stream, active), move |(mut stream, active)| {
             let run_ids = Arc::clone(&run_ids);
             async move {
-                let record = stream.next().await?;
-                Some((Ok(convert::run_event(record, &run_ids)), (stream, active)))
+                let event = match stream.next().await? {
+                    Ok(record) => Ok(convert::run_event(record, &run_ids)),
+                    Err(err) => Err(reject(&err)),
+                };
+                Some((event, (stream, active)))
             }
         });
         Ok(Response::new(Box::pin(events)))

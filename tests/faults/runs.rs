@@ -1,1 +1,239 @@
 //! Runs that cannot make progress, shared schema fetches, and shutdown.
+//!
+//! Each case goes through real gRPC against the emulator and asserts the
+//! exact code and ErrorInfo reason, and that the gateway still serves.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "helpers outside #[test] fns: a failure there fails the test"
+)]
+
+use std::time::Duration;
+
+use flowgate::pb;
+use flowgate_emulator::{Dialect, EmulatorConfig, Fault};
+use serde_json::json;
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_types::StatusExt as _;
+
+use crate::common::{self, Harness, inputs, slug, target, workflow_id};
+
+/// Knouds executions stay RUNNING for the whole test.
+fn long_runs() -> EmulatorConfig {
+    EmulatorConfig {
+        async_completion_delay: Duration::from_secs(600),
+        ..EmulatorConfig::default()
+    }
+}
+
+fn reason(status: &tonic::Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+/// Starts a Knouds async run (no callback) and returns its run id.
+async fn start_long_run(h: &mut Harness) -> String {
+    let response = h
+        .client
+        .invoke(pb::InvokeRequest {
+            target: target("kn", slug("render-video")),
+            inputs: inputs(json!({"prompt": "a fox"})),
+            async_options: Some(pb::AsyncOptions {
+                enabled: true,
+                callback_url: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.status(), pb::RunStatus::Running);
+    response.run_id
+}
+
+/// The first event of a run's stream, then how the stream ended.
+async fn first_event_then_end(
+    h: &mut Harness,
+    run_id: &str,
+) -> (
+    pb::RunStatusEvent,
+    Result<Option<pb::RunStatusEvent>, tonic::Status>,
+) {
+    let mut request = tonic::Request::new(pb::StreamStatusRequest {
+        run_id: run_id.to_owned(),
+    });
+    request.set_timeout(Duration::from_secs(60));
+    let mut events = h.client.stream_status(request).await.unwrap().into_inner();
+    let first = events.message().await.unwrap().unwrap();
+    (first, events.message().await)
+}
+
+/// A synchronous call on another provider still answers.
+async fn still_serves(h: &mut Harness) {
+    let response = h
+        .client
+        .invoke(pb::InvokeRequest {
+            target: target("tutor", workflow_id("wf_story")),
+            inputs: inputs(json!({"story": "a dragon"})),
+            ..Default::default()
+        })
+        .await
+        .expect("the gateway still serves")
+        .into_inner();
+    assert_eq!(response.status(), pb::RunStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_stream_whose_polls_keep_failing_ends_with_run_poll_gave_up() {
+    let mut h = common::start_with(long_runs(), |text| text).await;
+    let run_id = start_long_run(&mut h).await;
+    h.emulator.inject_fault(
+        Fault::status(Dialect::Knouds, 503, r#"{"error":{"code":"unavailable"}}"#)
+            .with_path("/api/executions/"),
+    );
+    let (first, end) = first_event_then_end(&mut h, &run_id).await;
+    assert_eq!(first.status(), pb::RunStatus::Running);
+    let status = end.expect_err("the stream ends with an error, not a hang");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(reason(&status), "RUN_POLL_GAVE_UP");
+
+    // Reopening polls again: once the status endpoint recovers the run is
+    // followed as before.
+    h.emulator.clear_faults();
+    let mut events = h
+        .client
+        .stream_status(pb::StreamStatusRequest {
+            run_id: run_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let again = events.message().await.unwrap().unwrap();
+    assert_eq!(again.status(), pb::RunStatus::Running);
+    drop(events);
+    still_serves(&mut h).await;
+}
+
+#[tokio::test]
+async fn one_short_deadline_does_not_turn_schema_validation_off_for_others() {
+    let mut h = common::start().await;
+    h.emulator.inject_fault(
+        Fault::delay(Dialect::Knouds, Duration::from_millis(600))
+            .with_path("/schema")
+            .with_times(1),
+    );
+    let invalid = || pb::InvokeRequest {
+        target: target("kn", slug("summarize-text")),
+        inputs: inputs(json!({"max_words": "ten"})),
+        ..Default::default()
+    };
+    let runs = |h: &Harness| {
+        h.emulator
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/run"))
+            .count()
+    };
+    // Caller A gives up while the schema is being fetched.
+    let mut impatient = tonic::Request::new(invalid());
+    impatient.set_timeout(Duration::from_millis(100));
+    let status = h.client.invoke(impatient).await.unwrap_err();
+    assert_ne!(status.code(), Code::Ok);
+    let runs_before = runs(&h);
+
+    // Caller B, with a normal deadline, is validated before anything runs.
+    let status = h.client.invoke(invalid()).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(reason(&status), "INVALID_REQUEST");
+    let fields: Vec<_> = status
+        .get_error_details()
+        .bad_request()
+        .unwrap()
+        .field_violations
+        .iter()
+        .map(|v| v.field.clone())
+        .collect();
+    assert!(fields.contains(&"inputs.text".to_owned()), "{fields:?}");
+    assert_eq!(
+        runs(&h),
+        runs_before,
+        "caller B's invalid call was not sent"
+    );
+    let fetches = h
+        .emulator
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/schema"))
+        .count();
+    assert_eq!(fetches, 1, "one shared fetch served both callers");
+    assert_eq!(h.schemas.stats().fetch_failures, 0);
+    still_serves(&mut h).await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_with_shutting_down_without_waiting_out_the_grace() {
+    let mut h = common::start_with(long_runs(), |text| {
+        text.replace(r#"shutdown_grace = "2s""#, r#"shutdown_grace = "30s""#)
+    })
+    .await;
+    let run_id = start_long_run(&mut h).await;
+    let mut events = h
+        .client
+        .stream_status(pb::StreamStatusRequest { run_id })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = events.message().await.unwrap().unwrap();
+    assert_eq!(first.status(), pb::RunStatus::Running);
+    let mut health = HealthClient::new(h.channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let serving = watch.message().await.unwrap().unwrap();
+    assert_eq!(serving.status, 1, "SERVING");
+
+    let Harness {
+        server, emulator, ..
+    } = h;
+    let shutdown = tokio::spawn(server.shutdown());
+
+    let status = events
+        .message()
+        .await
+        .expect_err("the stream ends with a status");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(reason(&status), "SHUTTING_DOWN");
+
+    // Health.Watch: NOT_SERVING, then the stream ends (UNAVAILABLE).
+    let mut last = None;
+    for _ in 0..4 {
+        match watch.message().await {
+            Ok(Some(update)) => last = Some(update.status),
+            Ok(None) => break,
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert_eq!(reason(&status), "SHUTTING_DOWN");
+                break;
+            }
+        }
+    }
+    assert_eq!(last, Some(2), "NOT_SERVING was sent before the end");
+
+    // The replica exits without waiting out its 30 s grace: nothing is in
+    // flight any more (the bound only keeps a broken test from hanging).
+    tokio::time::timeout(Duration::from_secs(20), shutdown)
+        .await
+        .expect("shutdown does not wait for the grace")
+        .unwrap()
+        .unwrap();
+    emulator.shutdown().await;
+}

@@ -76,7 +76,7 @@ fn ten_inputs() -> Map<String, Value> {
 
 fn cache_hit_and_validation(c: &mut Criterion) {
     let catalog = SchemaCatalog::default();
-    let provider = Discovering;
+    let provider: std::sync::Arc<dyn flowgate_core::Provider> = std::sync::Arc::new(Discovering);
     let workflow = WorkflowRef::Slug("summarize-text".into());
     let inputs = ten_inputs();
     // Warm the cache: every measured lookup is a hit.

@@ -7,9 +7,17 @@
 //! 2. the **cache** of discovered schemas, keyed by provider name and
 //!    workflow label, bounded by `capacity`;
 //! 3. on a miss, one **fetch** through [`Provider::fetch_schema`]. Loading
-//!    is single-flight (moka `get_with`): however many calls miss the same
-//!    key at once, one request goes upstream and every caller gets its
-//!    answer.
+//!    is single-flight: however many calls miss the same key at once, one
+//!    request goes upstream and every caller gets its answer.
+//!
+//! The fetch belongs to nobody: it runs as its own task under
+//! `fetch_timeout` only, never under a caller's deadline, and it caches its
+//! answer when it ends even if every caller has stopped waiting. Each
+//! caller waits with its own deadline; a caller whose deadline passes first
+//! gets [`SchemaLookup::Unavailable`] (DEADLINE_EXCEEDED, reason
+//! `SCHEMA_FETCH_PENDING`), which is never cached, so one impatient caller
+//! cannot turn validation off for the others. (Outside a Tokio runtime the
+//! fetch runs on the caller's task, without the caller's deadline.)
 //!
 //! Every answer is cached with its own lifetime: a schema (or "this dialect
 //! publishes none") for `ttl`; an unknown workflow (404) for `negative_ttl`;
@@ -27,13 +35,18 @@
 use std::{
     collections::HashMap,
     fmt,
+    panic::AssertUnwindSafe,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
+use futures::{
+    FutureExt as _,
+    future::{BoxFuture, Shared},
+};
 use moka::{Expiry, future::Cache};
 
 use crate::{Deadline, ErrorClass, GatewayError, Provider, WorkflowRef, WorkflowSchema};
@@ -230,12 +243,19 @@ impl Expiry<CacheKey, Cached> for EntryLifetimes {
     }
 }
 
+/// A fetch in flight, awaited by every caller that missed its key.
+type Fetch = Shared<BoxFuture<'static, Cached>>;
+
+/// Fetches in flight, by key (single-flight).
+type InFlight = Arc<Mutex<HashMap<CacheKey, Fetch>>>;
+
 /// Declared schemas plus the cache of discovered ones. See the module docs.
 pub struct SchemaCatalog {
     settings: SchemaCacheSettings,
     declared: DeclaredSchemas,
     cache: Cache<CacheKey, Cached>,
-    counters: Counters,
+    in_flight: InFlight,
+    counters: Arc<Counters>,
     observer: Option<SchemaCacheObserver>,
 }
 
@@ -271,7 +291,8 @@ impl SchemaCatalog {
             settings,
             declared,
             cache,
-            counters: Counters::default(),
+            in_flight: InFlight::default(),
+            counters: Arc::default(),
             observer: None,
         }
     }
@@ -288,14 +309,15 @@ impl SchemaCatalog {
     }
 
     /// The schema of `workflow` on `provider`: declared, cached, or fetched
-    /// once (single-flight) within `deadline` and the fetch timeout.
+    /// once (single-flight, under the fetch timeout), waited for until
+    /// `deadline`.
     pub async fn schema(
         &self,
-        provider: &dyn Provider,
+        provider: &Arc<dyn Provider>,
         workflow: &WorkflowRef,
         deadline: Deadline,
     ) -> SchemaLookup {
-        if let Some(schema) = self.declared.get(provider, workflow) {
+        if let Some(schema) = self.declared.get(provider.as_ref(), workflow) {
             bump(&self.counters.declared);
             tracing::debug!(
                 provider = provider.name(),
@@ -332,11 +354,62 @@ impl SchemaCatalog {
             schema_cache = "miss",
             "schema lookup"
         );
-        let deadline = deadline.earlier(Deadline::after(self.settings.fetch_timeout));
-        self.cache
-            .get_with(key, self.fetch(provider, workflow, deadline))
-            .await
-            .into()
+        let fetch = self.join_or_start_fetch(provider, workflow, key);
+        let Some(left) = deadline.remaining() else {
+            return fetch.await.into();
+        };
+        if tokio::runtime::Handle::try_current().is_err() {
+            return fetch.await.into();
+        }
+        match tokio::time::timeout(left, fetch).await {
+            Ok(cached) => cached.into(),
+            Err(_) => {
+                tracing::debug!(
+                    provider = provider.name(),
+                    workflow = %workflow.label(),
+                    "caller's deadline passed while the schema fetch runs on"
+                );
+                SchemaLookup::Unavailable(Arc::new(GatewayError::new(
+                    ErrorClass::DeadlineExceeded,
+                    "SCHEMA_FETCH_PENDING",
+                    "the deadline passed while the workflow's schema was being fetched",
+                )))
+            }
+        }
+    }
+
+    /// The fetch in flight for `key`, or a new one: started as its own
+    /// task (when a runtime is there) so it finishes, and caches its
+    /// answer, whoever stops waiting for it.
+    fn join_or_start_fetch(
+        &self,
+        provider: &Arc<dyn Provider>,
+        workflow: &WorkflowRef,
+        key: CacheKey,
+    ) -> Fetch {
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(fetch) = in_flight.get(&key) {
+            return fetch.clone();
+        }
+        let fetch = fetch(
+            Arc::clone(provider),
+            workflow.clone(),
+            key.clone(),
+            self.settings.fetch_timeout,
+            self.cache.clone(),
+            Arc::clone(&self.in_flight),
+            Arc::clone(&self.counters),
+        )
+        .boxed()
+        .shared();
+        in_flight.insert(key, fetch.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(fetch.clone());
+        }
+        fetch
     }
 
     /// Forgets what is cached for `workflow` on `provider` (the schema may
@@ -367,23 +440,66 @@ impl SchemaCatalog {
             invalidations: read(&c.invalidations),
         }
     }
+}
 
-    async fn fetch(
-        &self,
-        provider: &dyn Provider,
-        workflow: &WorkflowRef,
-        deadline: Deadline,
-    ) -> Cached {
-        bump(&self.counters.fetches);
+/// One fetch under `timeout`: caches its answer, then leaves the in-flight
+/// map. A fetch that panics is answered as a failure and not cached.
+async fn fetch(
+    provider: Arc<dyn Provider>,
+    workflow: WorkflowRef,
+    key: CacheKey,
+    timeout: Duration,
+    cache: Cache<CacheKey, Cached>,
+    in_flight: InFlight,
+    counters: Arc<Counters>,
+) -> Cached {
+    bump(&counters.fetches);
+    let fetched = AssertUnwindSafe(fetch_once(
+        provider.as_ref(),
+        &workflow,
+        Deadline::after(timeout),
+        &counters,
+    ))
+    .catch_unwind()
+    .await;
+    let cached = match fetched {
+        Ok(cached) => {
+            cache.insert(key.clone(), cached.clone()).await;
+            cached
+        }
+        Err(_) => {
+            bump(&counters.fetch_failures);
+            tracing::error!(
+                provider = provider.name(),
+                workflow = %workflow.label(),
+                "schema fetch panicked: calls go ahead unvalidated"
+            );
+            Cached::Failed(Arc::new(GatewayError::internal("the schema fetch failed")))
+        }
+    };
+    in_flight
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .remove(&key);
+    cached
+}
+
+async fn fetch_once(
+    provider: &dyn Provider,
+    workflow: &WorkflowRef,
+    deadline: Deadline,
+    counters: &Counters,
+) -> Cached {
+    {
         match provider.fetch_schema(workflow, deadline).await {
             Ok(Some(schema)) => Cached::Found(Arc::new(schema)),
             Ok(None) => Cached::NotPublished,
             Err(error) if error.class == ErrorClass::NotFound && error.resource.is_some() => {
-                bump(&self.counters.unknown_workflows);
+                bump(&counters.unknown_workflows);
                 Cached::Unknown(Arc::new(error))
             }
             Err(error) => {
-                bump(&self.counters.fetch_failures);
+                bump(&counters.fetch_failures);
                 tracing::warn!(
                     provider = provider.name(),
                     workflow = %workflow.label(),
@@ -466,6 +582,10 @@ mod tests {
         }
     }
 
+    fn as_dyn<P: Provider + 'static>(provider: &Arc<P>) -> Arc<dyn Provider> {
+        Arc::clone(provider) as Arc<dyn Provider>
+    }
+
     fn slug(slug: &str) -> WorkflowRef {
         WorkflowRef::Slug(slug.into())
     }
@@ -477,9 +597,10 @@ mod tests {
     #[test]
     fn concurrent_misses_fetch_once() {
         let catalog = SchemaCatalog::default();
-        let provider = Fake::default();
+        let provider = Arc::new(Fake::default());
         let workflow = slug("summarize");
-        let lookups = (0..1000).map(|_| catalog.schema(&provider, &workflow, Deadline::NONE));
+        let shared = as_dyn(&provider);
+        let lookups = (0..1000).map(|_| catalog.schema(&shared, &workflow, Deadline::NONE));
         let results = block_on(futures::future::join_all(lookups));
         assert!(
             results
@@ -495,13 +616,13 @@ mod tests {
     #[test]
     fn hits_after_the_first_fetch_and_invalidation_refetches() {
         let catalog = SchemaCatalog::default();
-        let provider = Fake::default();
+        let provider = Arc::new(Fake::default());
         let workflow = slug("summarize");
-        block_on(catalog.schema(&provider, &workflow, Deadline::NONE));
-        block_on(catalog.schema(&provider, &workflow, Deadline::NONE));
+        block_on(catalog.schema(&as_dyn(&provider), &workflow, Deadline::NONE));
+        block_on(catalog.schema(&as_dyn(&provider), &workflow, Deadline::NONE));
         assert_eq!((catalog.stats().hits, catalog.stats().misses), (1, 1));
         block_on(catalog.invalidate("kn", &workflow));
-        block_on(catalog.schema(&provider, &workflow, Deadline::NONE));
+        block_on(catalog.schema(&as_dyn(&provider), &workflow, Deadline::NONE));
         assert_eq!(provider.fetches.load(Ordering::SeqCst), 2);
         assert_eq!(catalog.stats().invalidations, 1);
     }
@@ -509,11 +630,13 @@ mod tests {
     #[test]
     fn unknown_and_failed_fetches_are_remembered_apart() {
         let catalog = SchemaCatalog::default();
-        let provider = Fake::default();
+        let provider = Arc::new(Fake::default());
         for _ in 0..3 {
-            let missing = block_on(catalog.schema(&provider, &slug("missing"), Deadline::NONE));
+            let missing =
+                block_on(catalog.schema(&as_dyn(&provider), &slug("missing"), Deadline::NONE));
             assert!(matches!(missing, SchemaLookup::UnknownWorkflow(_)));
-            let broken = block_on(catalog.schema(&provider, &slug("broken"), Deadline::NONE));
+            let broken =
+                block_on(catalog.schema(&as_dyn(&provider), &slug("broken"), Deadline::NONE));
             assert!(matches!(broken, SchemaLookup::Unavailable(_)));
         }
         let stats = catalog.stats();
@@ -530,10 +653,10 @@ mod tests {
             ..SchemaCacheSettings::default()
         };
         let catalog = SchemaCatalog::new(settings, DeclaredSchemas::new());
-        let provider = Fake::default();
-        block_on(catalog.schema(&provider, &slug("a"), Deadline::NONE));
+        let provider = Arc::new(Fake::default());
+        block_on(catalog.schema(&as_dyn(&provider), &slug("a"), Deadline::NONE));
         std::thread::sleep(Duration::from_millis(120));
-        block_on(catalog.schema(&provider, &slug("a"), Deadline::NONE));
+        block_on(catalog.schema(&as_dyn(&provider), &slug("a"), Deadline::NONE));
         assert_eq!(provider.fetches.load(Ordering::SeqCst), 2);
     }
 
@@ -542,8 +665,9 @@ mod tests {
         let mut declared = DeclaredSchemas::new();
         declared.insert("kn", "summarize", WorkflowSchema::default());
         let catalog = SchemaCatalog::new(SchemaCacheSettings::default(), declared);
-        let provider = Fake::default();
-        let lookup = block_on(catalog.schema(&provider, &slug("summarize"), Deadline::NONE));
+        let provider = Arc::new(Fake::default());
+        let lookup =
+            block_on(catalog.schema(&as_dyn(&provider), &slug("summarize"), Deadline::NONE));
         assert!(matches!(
             lookup,
             SchemaLookup::Found {
@@ -587,25 +711,145 @@ mod tests {
         declared.insert("fh", "summarize/concise", named("concise"));
         declared.insert("fh", "summarize", named("any"));
         let catalog = SchemaCatalog::new(SchemaCacheSettings::default(), declared);
-        let name_of = |provider: &Hive, variant: Option<&str>| {
+        let name_of = |provider: Hive, variant: Option<&str>| {
+            let provider: Arc<dyn Provider> = Arc::new(provider);
             let workflow = WorkflowRef::Deployment {
                 name: "summarize".into(),
                 variant: variant.map(str::to_owned),
             };
-            match block_on(catalog.schema(provider, &workflow, Deadline::NONE)) {
+            match block_on(catalog.schema(&provider, &workflow, Deadline::NONE)) {
                 SchemaLookup::Found { schema, .. } => schema.name.clone(),
                 _ => None,
             }
         };
         assert_eq!(
-            name_of(&Hive(None), Some("concise")).as_deref(),
+            name_of(Hive(None), Some("concise")).as_deref(),
             Some("concise")
         );
-        assert_eq!(name_of(&Hive(None), Some("long")).as_deref(), Some("any"));
-        assert_eq!(name_of(&Hive(None), None).as_deref(), Some("any"));
+        assert_eq!(name_of(Hive(None), Some("long")).as_deref(), Some("any"));
+        assert_eq!(name_of(Hive(None), None).as_deref(), Some("any"));
         assert_eq!(
-            name_of(&Hive(Some("concise")), None).as_deref(),
+            name_of(Hive(Some("concise")), None).as_deref(),
             Some("concise")
         );
+    }
+
+    /// Knouds-like, with a schema endpoint that takes a second and honours
+    /// the deadline it is given (answering DEADLINE_EXCEEDED when cut).
+    #[derive(Debug, Default)]
+    struct Slow {
+        fetches: AtomicUsize,
+    }
+
+    const SLOW_FETCH: Duration = Duration::from_secs(1);
+
+    #[async_trait]
+    impl Provider for Slow {
+        fn name(&self) -> &str {
+            "kn"
+        }
+        fn kind(&self) -> ProviderKind {
+            ProviderKind::Knouds
+        }
+        fn validate(&self, _: &Invocation) -> Vec<FieldViolation> {
+            Vec::new()
+        }
+        async fn invoke(&self, _: &Invocation, _: Deadline) -> Result<RunOutcome, GatewayError> {
+            Ok(RunOutcome::default())
+        }
+        async fn fetch_schema(
+            &self,
+            _: &WorkflowRef,
+            deadline: Deadline,
+        ) -> Result<Option<WorkflowSchema>, GatewayError> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            let wait = deadline.budget(SLOW_FETCH);
+            tokio::time::sleep(wait).await;
+            if wait < SLOW_FETCH {
+                return Err(GatewayError::new(
+                    ErrorClass::DeadlineExceeded,
+                    "UPSTREAM_TIMEOUT",
+                    "cut short",
+                ));
+            }
+            Ok(Some(WorkflowSchema::new(vec![SchemaField::new(
+                "text",
+                ValueType::String,
+            )])))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_short_caller_deadline_never_turns_validation_off_for_others() {
+        let catalog = SchemaCatalog::default();
+        let provider = Arc::new(Slow::default());
+        let workflow = slug("summarize");
+        let impatient = catalog
+            .schema(
+                &as_dyn(&provider),
+                &workflow,
+                Deadline::after(Duration::from_millis(100)),
+            )
+            .await;
+        let SchemaLookup::Unavailable(error) = impatient else {
+            panic!("the impatient caller stops waiting: {impatient:?}");
+        };
+        assert_eq!(error.class, ErrorClass::DeadlineExceeded);
+        assert_eq!(error.reason, "SCHEMA_FETCH_PENDING");
+        // The next caller joins the same fetch, which ran on under the
+        // fetch timeout and found the schema.
+        let patient = catalog
+            .schema(
+                &as_dyn(&provider),
+                &workflow,
+                Deadline::after(Duration::from_secs(10)),
+            )
+            .await;
+        assert!(matches!(patient, SchemaLookup::Found { .. }), "{patient:?}");
+        assert_eq!(provider.fetches.load(Ordering::SeqCst), 1);
+        assert_eq!(catalog.stats().fetch_failures, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fetch_nobody_waits_for_still_caches_its_answer() {
+        let catalog = SchemaCatalog::default();
+        let provider = Arc::new(Slow::default());
+        let workflow = slug("summarize");
+        let impatient = catalog
+            .schema(
+                &as_dyn(&provider),
+                &workflow,
+                Deadline::after(Duration::from_millis(10)),
+            )
+            .await;
+        assert!(matches!(impatient, SchemaLookup::Unavailable(_)));
+        tokio::time::sleep(SLOW_FETCH * 2).await;
+        let later = catalog
+            .schema(&as_dyn(&provider), &workflow, Deadline::NONE)
+            .await;
+        assert!(matches!(later, SchemaLookup::Found { .. }), "{later:?}");
+        assert_eq!(catalog.stats().hits, 1, "answered from the cache");
+        assert_eq!(provider.fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fetch_timeout_still_bounds_the_fetch_and_its_failure_is_cached() {
+        let settings = SchemaCacheSettings {
+            fetch_timeout: Duration::from_millis(200),
+            ..SchemaCacheSettings::default()
+        };
+        let catalog = SchemaCatalog::new(settings, DeclaredSchemas::new());
+        let provider = Arc::new(Slow::default());
+        let workflow = slug("summarize");
+        for _ in 0..2 {
+            let lookup = catalog
+                .schema(&as_dyn(&provider), &workflow, Deadline::NONE)
+                .await;
+            let SchemaLookup::Unavailable(error) = lookup else {
+                panic!("the endpoint is slower than the fetch timeout: {lookup:?}");
+            };
+            assert_eq!(error.reason, "UPSTREAM_TIMEOUT");
+        }
+        assert_eq!(provider.fetches.load(Ordering::SeqCst), 1, "failure cached");
     }
 }

@@ -166,7 +166,7 @@ impl Gateway {
         if !violations.iter().any(|v| v.field.starts_with("target")) {
             match self
                 .schemas
-                .schema(provider.as_ref(), &invocation.workflow, deadline)
+                .schema(provider, &invocation.workflow, deadline)
                 .await
             {
                 SchemaLookup::Found { schema, .. } => {
@@ -246,7 +246,7 @@ impl Gateway {
         }
         match self
             .schemas
-            .schema(provider.as_ref(), &target.workflow, deadline)
+            .schema(provider, &target.workflow, deadline)
             .await
         {
             SchemaLookup::Found { schema, .. } => Ok(schema),

@@ -17,6 +17,7 @@ mod tracker;
 
 pub use store::{MemoryRunStore, RunChange, RunRecord, RunStore, StoreLimits, Subscription};
 pub use tracker::{
-    CallbackRejection, Forwarding, IngressConfig, RunStream, RunTracker, TrackerConfig,
-    Verification, VerifyKey,
+    CallbackRejection, Forwarding, IngressConfig, REASON_POLL_GAVE_UP, REASON_SHUTTING_DOWN,
+    REASON_WATCH_FAILED, REASON_WATCH_LIMIT, RunStream, RunTracker, ShutdownReport, TrackerConfig,
+    Verification, VerifyKey, WatchEnd, shutting_down,
 };

@@ -10,6 +10,7 @@
 //! | `flowgate.upstream.rate_limit.remaining` | `flowgate_upstream_rate_limit_remaining` | gauge | `flowgate_provider` |
 //! | `flowgate.circuit.open` | `flowgate_circuit_open` | gauge (0/1) | `flowgate_provider` |
 //! | `flowgate.streams.active` | `flowgate_streams_active` | up-down counter | none |
+//! | `flowgate.shutdown.abandoned` | `flowgate_shutdown_abandoned_total` | counter | `kind` (`background_run`, `run_watch`, `forward`) |
 //!
 //! Labels are low-cardinality by construction: configured provider names,
 //! dialects, known RPC names (others are `_OTHER`) and status codes; never
@@ -48,6 +49,7 @@ pub struct Metrics {
     rate_limit_remaining: Gauge<i64>,
     circuit_open: Gauge<i64>,
     streams_active: UpDownCounter<i64>,
+    shutdown_abandoned: Counter<u64>,
 }
 
 static INSTALLED: OnceLock<Metrics> = OnceLock::new();
@@ -148,6 +150,12 @@ impl Metrics {
                 .i64_up_down_counter("flowgate.streams.active")
                 .with_description("StreamStatus streams currently open")
                 .build(),
+            shutdown_abandoned: meter
+                .u64_counter("flowgate.shutdown.abandoned")
+                .with_description(
+                    "work that could not finish within the shutdown grace period, by kind",
+                )
+                .build(),
         }
     }
 
@@ -231,6 +239,15 @@ impl Metrics {
             SchemaCacheOutcome::Miss => &self.schema_cache_misses,
         };
         counter.add(1, &[provider_label(provider)]);
+    }
+
+    /// `count` units of work of `kind` (`background_run`, `run_watch`,
+    /// `forward`) abandoned when the shutdown grace ran out.
+    pub fn shutdown_abandoned(&self, kind: &'static str, count: u64) {
+        if self.enabled {
+            self.shutdown_abandoned
+                .add(count, &[KeyValue::new("kind", kind)]);
+        }
     }
 
     /// A StreamStatus stream opened; it counts as active until the returned

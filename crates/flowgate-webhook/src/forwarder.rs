@@ -113,6 +113,8 @@ pub struct ForwarderStats {
     pub failed: u64,
     /// Deliveries refused at enqueue (full, closed) or abandoned at shutdown.
     pub dropped: u64,
+    /// Of `dropped`, the deliveries accepted and then abandoned at shutdown.
+    pub abandoned: u64,
     /// Enqueues ignored because the same `(url, event id)` was pending or
     /// already delivered.
     pub duplicates: u64,
@@ -168,14 +170,19 @@ pub struct DeliveryOutcome {
 /// timeouts, resets) are retried with jittered exponential backoff, honouring
 /// `Retry-After` seconds up to `max_backoff`; any other status is final.
 ///
-/// Delivery is at-least-once within the process: on shutdown, deliveries not
-/// yet delivered are abandoned (counted as `dropped`); an attempt already in
-/// flight is allowed to finish (bounded by `request_timeout`).
+/// Delivery is at-least-once within the process. At shutdown,
+/// [`drain`](Self::drain) stops accepting deliveries and lets queued,
+/// backing-off and in-flight ones continue until a deadline; whatever is not
+/// delivered by then is abandoned (counted as `abandoned` and `dropped`,
+/// [`DeliveryResult::Abandoned`]). [`shutdown`](Self::shutdown) abandons at
+/// once.
 pub struct Forwarder {
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
     queue: mpsc::Sender<Job>,
     stop: watch::Sender<bool>,
+    /// Set when draining: no new deliveries, the queued ones still go.
+    draining: watch::Sender<bool>,
     dispatcher: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -194,6 +201,7 @@ struct Counters {
     retried: AtomicU64,
     failed: AtomicU64,
     dropped: AtomicU64,
+    abandoned: AtomicU64,
     duplicates: AtomicU64,
 }
 
@@ -239,6 +247,7 @@ impl Forwarder {
         };
         let (queue, receiver) = mpsc::channel(config.queue_capacity);
         let (stop, stop_rx) = watch::channel(false);
+        let (draining, draining_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             workers: Semaphore::new(config.workers),
             dedup: Cache::builder()
@@ -251,12 +260,13 @@ impl Forwarder {
             config,
         });
         let slots = Arc::new(Semaphore::new(shared.config.queue_capacity));
-        let dispatcher = tokio::spawn(dispatch(shared.clone(), receiver, stop_rx));
+        let dispatcher = tokio::spawn(dispatch(shared.clone(), receiver, stop_rx, draining_rx));
         Self {
             shared,
             slots,
             queue,
             stop,
+            draining,
             dispatcher: tokio::sync::Mutex::new(Some(dispatcher)),
         }
     }
@@ -269,7 +279,7 @@ impl Forwarder {
             return Err(EnqueueError::InvalidEventId);
         }
         let counters = &self.shared.counters;
-        if *self.stop.borrow() {
+        if *self.stop.borrow() || *self.draining.borrow() {
             bump(&counters.dropped);
             return Err(EnqueueError::Closed);
         }
@@ -316,6 +326,7 @@ impl Forwarder {
             retried: c.retried.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
+            abandoned: c.abandoned.load(Ordering::Relaxed),
             duplicates: c.duplicates.load(Ordering::Relaxed),
         }
     }
@@ -336,6 +347,34 @@ impl Forwarder {
             let _ = dispatcher.await;
         }
     }
+
+    /// Stops accepting deliveries and lets those accepted (queued, backing
+    /// off, in flight) continue until `deadline`; then abandons the rest,
+    /// in-flight attempts included. Reports how many were abandoned.
+    pub async fn drain(&self, deadline: tokio::time::Instant) -> DrainReport {
+        let before = self.shared.counters.abandoned.load(Ordering::Relaxed);
+        self.draining.send_replace(true);
+        let dispatcher = self.dispatcher.lock().await.take();
+        if let Some(mut dispatcher) = dispatcher
+            && tokio::time::timeout_at(deadline, &mut dispatcher)
+                .await
+                .is_err()
+        {
+            self.stop.send_replace(true);
+            let _ = dispatcher.await;
+        }
+        let after = self.shared.counters.abandoned.load(Ordering::Relaxed);
+        DrainReport {
+            abandoned: after.saturating_sub(before),
+        }
+    }
+}
+
+/// What [`Forwarder::drain`] could not deliver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Deliveries abandoned when the deadline came.
+    pub abandoned: u64,
 }
 
 impl Drop for Forwarder {
@@ -359,17 +398,24 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Moves queued deliveries into their own tasks until shutdown, then
-/// abandons what is still queued and waits for the tasks.
+/// abandons what is still queued and waits for the tasks. Draining closes
+/// the queue to new deliveries and keeps dispatching the queued ones.
 async fn dispatch(
     shared: Arc<Shared>,
     mut queue: mpsc::Receiver<Job>,
     mut stop: watch::Receiver<bool>,
+    mut draining: watch::Receiver<bool>,
 ) {
     let mut tasks = JoinSet::new();
+    let mut closed = false;
     loop {
         tokio::select! {
             biased;
             () = stopped(&mut stop) => break,
+            () = stopped(&mut draining), if !closed => {
+                queue.close();
+                closed = true;
+            }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             job = queue.recv() => match job {
                 Some(job) => {
@@ -399,7 +445,13 @@ async fn deliver(shared: Arc<Shared>, job: Job, mut stop: watch::Receiver<bool>)
             },
         };
         attempts += 1;
-        let attempt = shared.attempt(&job.delivery).await;
+        // An attempt in flight is abandoned too when the forwarder stops
+        // (the drain deadline passed).
+        let attempt = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break DeliveryResult::Abandoned,
+            attempt = shared.attempt(&job.delivery) => attempt,
+        };
         drop(permit);
         let (last_status, retry_after) = match attempt {
             Attempt::Delivered(status) => break DeliveryResult::Delivered { status },
@@ -493,9 +545,11 @@ impl Shared {
                 bump(&self.counters.failed);
             }
             DeliveryResult::Abandoned => {
-                tracing::warn!(%event_id, host, attempts, "webhook delivery abandoned at shutdown");
+                // One summary warn with counts is logged by whoever drains.
+                tracing::debug!(%event_id, host, attempts, "webhook delivery abandoned at shutdown");
                 self.dedup.invalidate(&job.dedup_key);
                 bump(&self.counters.dropped);
+                bump(&self.counters.abandoned);
             }
         }
         let _ = self.outcomes.send(DeliveryOutcome {

@@ -61,8 +61,8 @@ pub use failure::{FailureReason, WebhookFailure};
 pub use fetchhive::sign_fetchhive;
 pub use forwarded::ForwardedEvent;
 pub use forwarder::{
-    Delivery, DeliveryOutcome, DeliveryResult, EnqueueError, Forwarder, ForwarderConfig,
-    ForwarderStats,
+    Delivery, DeliveryOutcome, DeliveryResult, DrainReport, EnqueueError, Forwarder,
+    ForwarderConfig, ForwarderStats,
 };
 pub use knouds::sign_knouds;
 pub use scheme::{SignatureMatch, WebhookScheme, verify_signature};

@@ -340,3 +340,96 @@ async fn bounded_queue_and_shutdown() {
     let stats = forwarder.stats();
     assert_eq!((stats.dropped, stats.retried, stats.delivered), (3, 1, 0));
 }
+
+/// A receiver on 127.0.0.1: `POST /slow` answers 200 after 300 ms, `POST
+/// /hang` after a minute. Stopped when the test's runtime ends.
+async fn start_slow_receiver() -> String {
+    let app = Router::new()
+        .route(
+            "/slow",
+            post(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                StatusCode::OK
+            }),
+        )
+        .route(
+            "/hang",
+            post(|| async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                StatusCode::OK
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_delivers_what_is_queued_within_the_grace() {
+    let base = start_slow_receiver().await;
+    let forwarder = Forwarder::new(
+        ForwarderConfig {
+            workers: 1,
+            ..fast_config()
+        },
+        client(),
+    );
+    let secret = StandardSecret::generate();
+    let url = format!("{base}/slow");
+    for run in ["run_a", "run_b", "run_c"] {
+        forwarder
+            .enqueue(delivery(&url, &event(run), &secret))
+            .unwrap();
+    }
+    // One worker: two deliveries are still queued behind the first.
+    let grace = tokio::time::Instant::now() + Duration::from_secs(30);
+    let report = tokio::time::timeout(WAIT, forwarder.drain(grace))
+        .await
+        .expect("the drain ends once everything is delivered");
+    assert_eq!(report.abandoned, 0);
+    let stats = forwarder.stats();
+    assert_eq!((stats.delivered, stats.abandoned), (3, 0));
+    assert_eq!(
+        forwarder.enqueue(delivery(&url, &event("run_d"), &secret)),
+        Err(EnqueueError::Closed),
+        "a draining forwarder takes nothing new"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_abandons_and_counts_what_outlives_the_grace() {
+    let base = start_slow_receiver().await;
+    let forwarder = Forwarder::new(
+        ForwarderConfig {
+            request_timeout: Duration::from_secs(30),
+            ..fast_config()
+        },
+        client(),
+    );
+    let mut outcomes = forwarder.subscribe();
+    let secret = StandardSecret::generate();
+    forwarder
+        .enqueue(delivery(&format!("{base}/hang"), &event("run_a"), &secret))
+        .unwrap();
+    forwarder
+        .enqueue(delivery(&format!("{base}/slow"), &event("run_b"), &secret))
+        .unwrap();
+    let grace = tokio::time::Instant::now() + Duration::from_secs(1);
+    let report = tokio::time::timeout(WAIT, forwarder.drain(grace))
+        .await
+        .expect("the drain ends at the grace, not at the receiver's pace");
+    assert_eq!(report.abandoned, 1);
+    let mut results = [
+        next_outcome(&mut outcomes).await,
+        next_outcome(&mut outcomes).await,
+    ];
+    results.sort_by_key(|outcome| matches!(outcome.result, DeliveryResult::Abandoned));
+    assert!(matches!(
+        results[0].result,
+        DeliveryResult::Delivered { status: 200 }
+    ));
+    assert_eq!(results[1].result, DeliveryResult::Abandoned);
+    let stats = forwarder.stats();
+    assert_eq!((stats.delivered, stats.abandoned), (1, 1));
+}

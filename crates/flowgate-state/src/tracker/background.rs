@@ -1,0 +1,127 @@
+//! Gateway-run async runs: dialects without an async mode (AI Tutor) run
+//! the synchronous call in a tracked background task and publish its
+//! outcome. A task that ends without publishing (it panicked) marks the
+//! run lost: its streams, and any stream opened on it later, end with
+//! UNAVAILABLE, reason `RUN_WATCH_FAILED`, instead of waiting.
+
+use std::sync::Arc;
+
+use flowgate_core::{
+    Deadline, ErrorClass, GatewayError, Invocation, Invoked, Provider, RunError, RunId, RunOutcome,
+    RunStatus, WorkflowTarget,
+};
+use tokio::sync::watch;
+use tracing::Instrument as _;
+
+use super::{POLL_TIMEOUT, RunTracker, WatchEnd, change, linked_span};
+use crate::{RunChange, RunRecord};
+
+/// Marks the run lost unless the task published its outcome.
+struct BackgroundGuard {
+    tracker: Arc<RunTracker>,
+    run_id: RunId,
+    fate: watch::Sender<Option<WatchEnd>>,
+    published: bool,
+}
+
+impl Drop for BackgroundGuard {
+    fn drop(&mut self) {
+        let key = self.run_id.encode();
+        let mut runs = self.tracker.background_fates.lock();
+        runs.remove(&key);
+        if !self.published {
+            tracing::error!(run_id = %key, "background run ended without an outcome");
+            self.tracker.lost_runs.insert(key, ());
+            self.fate.send_replace(Some(WatchEnd::Failed));
+        }
+    }
+}
+
+impl RunTracker {
+    /// AI Tutor async: validate now, run the synchronous call in the
+    /// background, publish its outcome.
+    pub(super) async fn run_in_background(
+        self: &Arc<Self>,
+        provider: Arc<dyn Provider>,
+        target: &WorkflowTarget,
+        mut invocation: Invocation,
+        callback_url: Option<String>,
+        trace_parent: Option<String>,
+    ) -> Result<Invoked, GatewayError> {
+        invocation.async_delivery = None;
+        self.gateway
+            .prepare(target, &invocation, Deadline::after(POLL_TIMEOUT))
+            .await?;
+        let permit = Arc::clone(&self.background)
+            .try_acquire_owned()
+            .map_err(|_| {
+                GatewayError::new(
+                ErrorClass::RateLimited,
+                "BACKGROUND_RUNS_EXHAUSTED",
+                format!(
+                    "{} gateway-run async runs are in flight (the configured maximum); retry later",
+                    self.config.max_background_runs
+                ),
+            )
+            .with_quota("flowgate:background_runs", "gateway-run async runs")
+            })?;
+        let run_id = RunId::local(provider.name());
+        let mut record = RunRecord::new(run_id.clone(), RunStatus::Running);
+        record.callback_url = callback_url;
+        let trace_link = trace_parent.clone();
+        record.trace_parent = trace_parent;
+        self.store.insert(record).await;
+        let (fate, _) = watch::channel(None);
+        self.background_fates
+            .lock()
+            .insert(run_id.encode(), fate.clone());
+        let guard = BackgroundGuard {
+            tracker: Arc::clone(self),
+            run_id: run_id.clone(),
+            fate,
+            published: false,
+        };
+        let tracker = Arc::clone(self);
+        let background_id = run_id.clone();
+        let background_provider = Arc::clone(&provider);
+        let span = linked_span("flowgate.background_run", trace_link.as_deref());
+        self.background_runs.spawn(
+            async move {
+                // Moved whole into the task (not just the field set below).
+                let mut guard = guard;
+                let _permit = permit;
+                // The provider's own timeout (its documented maximum duration)
+                // bounds the run; the caller is no longer waiting.
+                let result = background_provider
+                    .invoke(&invocation, Deadline::NONE)
+                    .await;
+                let update = match result {
+                    Ok(outcome) => {
+                        let status = outcome.status.unwrap_or(RunStatus::Completed);
+                        change(outcome, status)
+                    }
+                    Err(error) => RunChange {
+                        status: RunStatus::Failed,
+                        output: None,
+                        error: Some(RunError {
+                            code: error.reason.clone(),
+                            message: error.message.clone(),
+                        }),
+                        usage: Default::default(),
+                    },
+                };
+                tracker.apply(&background_id, update).await;
+                guard.published = true;
+            }
+            .instrument(span),
+        );
+        Ok(Invoked {
+            provider,
+            run_id,
+            outcome: RunOutcome {
+                status: Some(RunStatus::Running),
+                ..RunOutcome::default()
+            },
+        })
+    }
+}

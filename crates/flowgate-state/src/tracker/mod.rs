@@ -1,0 +1,377 @@
+//! The run tracker: one async model for every dialect.
+//!
+//! | dialect | async upstream | how the tracker learns the outcome |
+//! |---|---|---|
+//! | Knouds | `?async=true` → execution id | polls `GET /api/executions/{id}`; also ingests its signed webhooks |
+//! | Fetch Hive | callback delivery | with a public ingress URL: the callback comes to flowgate (the caller's URL is kept for forwarding); without one: the caller's URL is passed through and the tracker polls `GET /workflow_runs/{id}` |
+//! | AI Tutor | none | the tracker runs the synchronous call in the background and publishes its outcome |
+//!
+//! Polling is shared: one poller per run however many streams watch it,
+//! and it stops when nobody is watching (unless a completion event still
+//! has to be forwarded). Completion events are forwarded to the caller's
+//! `callback_url` re-signed with Standard Webhooks, at least once.
+
+//!
+//! Nothing here can wedge a run: pollers release their registration in a
+//! drop guard and report why they stopped, background runs that die mark
+//! the run lost, and every stream is bounded (see [`RunStream`]). At
+//! shutdown streams end at once with `SHUTTING_DOWN`, pollers stop, and
+//! background runs and queued forwards get the grace period
+//! ([`RunTracker::drain`]).
+
+mod background;
+mod config;
+mod shutdown;
+mod stream;
+#[cfg(test)]
+mod tests;
+mod watch;
+mod webhooks;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex, MutexGuard, atomic::AtomicUsize},
+    time::Duration,
+};
+
+use flowgate_core::{
+    Deadline, FieldViolation, Gateway, GatewayError, Invocation, Invoked, ProviderKind, RunId,
+    RunOutcome, RunStatus, WorkflowTarget,
+};
+use flowgate_webhook::{Delivery, ForwardedEvent, Verifier, VerifierConfig};
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use config::{Forwarding, IngressConfig, TrackerConfig};
+pub use shutdown::ShutdownReport;
+pub use stream::{
+    REASON_POLL_GAVE_UP, REASON_SHUTTING_DOWN, REASON_WATCH_FAILED, REASON_WATCH_LIMIT, RunStream,
+    WatchEnd, shutting_down,
+};
+pub use webhooks::{CallbackRejection, Verification, VerifyKey};
+
+use crate::{RunChange, RunRecord, RunStore};
+use stream::Fate;
+
+/// The fates of running background runs, by encoded run id.
+#[derive(Debug, Default)]
+struct BackgroundFates(Mutex<HashMap<String, tokio::sync::watch::Sender<Option<WatchEnd>>>>);
+
+impl BackgroundFates {
+    fn lock(
+        &self,
+    ) -> MutexGuard<'_, HashMap<String, tokio::sync::watch::Sender<Option<WatchEnd>>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Background runs that ended without an outcome remembered this long, so
+/// a stream opened on one later ends at once.
+const LOST_RUNS_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// See the module docs. Only async runs are tracked.
+pub struct RunTracker {
+    gateway: Arc<Gateway>,
+    store: Arc<dyn RunStore>,
+    config: TrackerConfig,
+    ingress: IngressConfig,
+    forwarding: Option<Forwarding>,
+    ingress_verifier: Verifier,
+    rpc_verifier: Verifier,
+    watchers: watch::Watchers,
+    background: Arc<Semaphore>,
+    background_fates: BackgroundFates,
+    lost_runs: moka::sync::Cache<String, ()>,
+    /// Cancelled when shutdown begins: streams end, pollers stop.
+    shutdown: CancellationToken,
+    pollers: TaskTracker,
+    background_runs: TaskTracker,
+    /// Pollers stopped at shutdown while their run still owed a forward.
+    abandoned_watches: AtomicUsize,
+}
+
+impl fmt::Debug for RunTracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunTracker")
+            .field("store", &self.store)
+            .field("config", &self.config)
+            .field("forwarding", &self.forwarding.is_some())
+            .field("polled_runs", &self.watchers.len())
+            .field("background_runs", &self.background_runs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A root span for background work, linked to the trace of the call that
+/// started the run (when it was traced).
+fn linked_span(name: &'static str, trace_parent: Option<&str>) -> tracing::Span {
+    let link = trace_parent.and_then(flowgate_telemetry::TraceLink::parse);
+    flowgate_telemetry::span_with_link(name, link.as_ref())
+}
+
+/// How long one status poll may take.
+const POLL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `after` from now; a bound too far to represent is a year away.
+fn instant_after(after: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
+fn change(outcome: RunOutcome, status: RunStatus) -> RunChange {
+    RunChange {
+        status,
+        output: outcome.output,
+        error: outcome.error,
+        usage: outcome.usage,
+    }
+}
+
+impl RunTracker {
+    /// A tracker over `gateway`, keeping runs in `store`.
+    pub fn new(
+        gateway: Arc<Gateway>,
+        store: Arc<dyn RunStore>,
+        config: TrackerConfig,
+        ingress: IngressConfig,
+        forwarding: Option<Forwarding>,
+    ) -> Arc<Self> {
+        let verifier = || {
+            Verifier::new(VerifierConfig {
+                tolerance: ingress.tolerance,
+                ..VerifierConfig::default()
+            })
+        };
+        Arc::new(Self {
+            background: Arc::new(Semaphore::new(config.max_background_runs.max(1))),
+            ingress_verifier: verifier(),
+            rpc_verifier: verifier(),
+            gateway,
+            store,
+            config,
+            ingress,
+            forwarding,
+            watchers: watch::Watchers::default(),
+            background_fates: BackgroundFates::default(),
+            lost_runs: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(LOST_RUNS_TTL)
+                .build(),
+            shutdown: CancellationToken::new(),
+            pollers: TaskTracker::new(),
+            background_runs: TaskTracker::new(),
+            abandoned_watches: AtomicUsize::new(0),
+        })
+    }
+
+    /// The engine behind the tracker.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Runs an invocation and records the run. Synchronous calls are
+    /// recorded with their outcome; async ones start whatever will observe
+    /// their completion (see the module docs).
+    pub async fn invoke(
+        self: &Arc<Self>,
+        target: &WorkflowTarget,
+        mut invocation: Invocation,
+        deadline: Deadline,
+        trace_parent: Option<String>,
+    ) -> Result<Invoked, GatewayError> {
+        let Some(delivery) = invocation.async_delivery.clone() else {
+            // A synchronous run's answer is the Invoke response itself: it is
+            // not recorded (no copy of its output, nothing to evict later).
+            return self.gateway.invoke(target, &invocation, deadline).await;
+        };
+        // The caller's URL, before any is replaced by the gateway's ingress.
+        let refused = invocation.callback_violations(self.gateway.callback_policy());
+        if !refused.is_empty() {
+            return Err(GatewayError::invalid_argument(refused));
+        }
+        let provider = Arc::clone(self.gateway.resolve(target)?);
+        let caller_url = delivery.callback_url;
+        let ingress_url = self.ingress.public_url.as_deref().map(|base| {
+            format!(
+                "{}/webhooks/{}",
+                base.trim_end_matches('/'),
+                provider.name()
+            )
+        });
+        let passes_through = provider.kind() == ProviderKind::FetchHive && ingress_url.is_none();
+        if caller_url.is_some() && !passes_through && self.forwarding.is_none() {
+            return Err(GatewayError::invalid_argument(vec![FieldViolation::new(
+                "async_options.callback_url",
+                "this gateway does not forward callbacks (webhooks.signing_secret_env is not configured)",
+            )]));
+        }
+        if !provider.native_async() {
+            return self
+                .run_in_background(provider, target, invocation, caller_url, trace_parent)
+                .await;
+        }
+        let forward_to = if passes_through { None } else { caller_url };
+        if provider.kind() == ProviderKind::FetchHive
+            && let Some(url) = ingress_url
+        {
+            invocation.async_delivery = Some(flowgate_core::AsyncDelivery {
+                callback_url: Some(url),
+            });
+        }
+        let mut invoked = self.gateway.invoke(target, &invocation, deadline).await?;
+        // A completion event is owed to the caller: watch the run until it
+        // ends, even if nobody streams it and the provider's own callback
+        // never reaches the ingress.
+        let watch = forward_to.is_some();
+        self.record(&invoked, forward_to, trace_parent).await;
+        if !passes_through && provider.kind() == ProviderKind::FetchHive {
+            // The callback comes to flowgate: the secret is the gateway's
+            // business, not the caller's.
+            invoked.outcome.webhook_secret = None;
+        }
+        if watch {
+            self.ensure_watcher(&invoked.run_id);
+        }
+        Ok(invoked)
+    }
+
+    async fn record(
+        &self,
+        invoked: &Invoked,
+        callback_url: Option<String>,
+        trace_parent: Option<String>,
+    ) {
+        let outcome = &invoked.outcome;
+        let mut record = RunRecord::new(
+            invoked.run_id.clone(),
+            outcome.status.unwrap_or(RunStatus::Running),
+        );
+        record.output = outcome.output.clone();
+        record.error = outcome.error.clone();
+        record.usage = outcome.usage.clone();
+        record.webhook_secret = outcome.webhook_secret.clone();
+        record.callback_url = callback_url;
+        record.trace_parent = trace_parent;
+        let terminal = record.status.is_terminal();
+        let forward = terminal.then(|| record.clone());
+        self.store.insert(record).await;
+        if let Some(record) = forward {
+            self.forward(&record);
+        }
+    }
+
+    /// Applies a change; forwards the completion event once terminal.
+    async fn apply(&self, run_id: &RunId, change: RunChange) {
+        if let Some(updated) = self.store.update(run_id, change).await
+            && updated.status.is_terminal()
+        {
+            self.forward(&updated);
+        }
+    }
+
+    /// Queues the terminal event of `record` for the caller's callback URL.
+    fn forward(&self, record: &RunRecord) {
+        let (Some(url), Some(forwarding)) = (&record.callback_url, &self.forwarding) else {
+            return;
+        };
+        let Ok(url) = reqwest::Url::parse(url) else {
+            tracing::warn!(run_id = %record.run_id.encode(), "callback URL does not parse; not forwarding");
+            return;
+        };
+        let kind = self
+            .gateway
+            .provider(&record.run_id.provider)
+            .map_or(ProviderKind::Knouds, |provider| provider.kind());
+        let event = ForwardedEvent {
+            run_id: self.gateway.run_ids().sign(&record.run_id),
+            provider: kind,
+            upstream_run_id: (!record.run_id.is_local()).then(|| record.run_id.upstream_id.clone()),
+            status: record.status,
+            output: record.output.clone(),
+            error: record.error.clone(),
+            time: record.updated_at,
+        };
+        let delivery = Delivery {
+            url,
+            event_id: event.event_id(),
+            body: event.to_body(),
+            secret: forwarding.signing_secret.clone(),
+        };
+        if let Err(error) = forwarding.forwarder.enqueue(delivery) {
+            tracing::warn!(run_id = %record.run_id.encode(), ?error, "callback not queued");
+        }
+    }
+
+    /// Follows a run: its current state, then every change (see
+    /// [`RunStream`] for how a stream ends).
+    pub async fn stream(self: &Arc<Self>, run_id: &str) -> Result<RunStream, GatewayError> {
+        if self.shutdown.is_cancelled() {
+            return Err(shutting_down());
+        }
+        let unknown = || {
+            GatewayError::not_found(
+                "UNKNOWN_RUN",
+                "flowgate.run",
+                run_id,
+                "no run with this id is known to the gateway or its provider",
+            )
+        };
+        let id = self.gateway.run_ids().verify(run_id).ok_or_else(unknown)?;
+        let (first, subscription) = match self.store.subscribe(&id).await {
+            Some(found) => found,
+            None => {
+                // Not seen by this replica: runs of pollable dialects can be
+                // found upstream, since the id names provider and upstream id.
+                if id.is_local() {
+                    return Err(unknown());
+                }
+                let provider = self.gateway.provider(&id.provider).ok_or_else(unknown)?;
+                let outcome = provider
+                    .run_status(&id.upstream_id, Deadline::after(POLL_TIMEOUT))
+                    .await?
+                    .ok_or_else(unknown)?;
+                let status = outcome.status.unwrap_or(RunStatus::Running);
+                let mut record = RunRecord::new(id.clone(), status);
+                record.output = outcome.output;
+                record.error = outcome.error;
+                record.usage = outcome.usage;
+                self.store.insert(record).await;
+                self.store.subscribe(&id).await.ok_or_else(unknown)?
+            }
+        };
+        let fate = if first.status.is_terminal() {
+            None
+        } else if id.is_local() {
+            self.background_fate(&id)?
+        } else {
+            self.ensure_watcher(&id)
+        };
+        Ok(RunStream {
+            first: Some(first),
+            subscription,
+            fate,
+            shutdown: self.shutdown.clone(),
+            until: instant_after(self.config.max_watch),
+            max_watch: self.config.max_watch,
+            done: false,
+        })
+    }
+
+    /// The fate of a running background run; an error when it was lost.
+    fn background_fate(&self, id: &RunId) -> Result<Option<Fate>, GatewayError> {
+        let key = id.encode();
+        if self.lost_runs.contains_key(&key) {
+            return Err(WatchEnd::Failed.error(self.config.max_watch));
+        }
+        Ok(self
+            .background_fates
+            .lock()
+            .get(&key)
+            .map(tokio::sync::watch::Sender::subscribe))
+    }
+}

@@ -1,0 +1,246 @@
+//! Signed webhooks: provider callbacks the ingress receives (they update
+//! runs) and VerifyWebhook (a caller checks a delivery it received).
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use flowgate_core::{
+    ErrorClass, FieldViolation, GatewayError, ProviderKind, RunId, RunStatus, SecretString,
+};
+use flowgate_webhook::{FailureReason, WebhookEvent, WebhookFailure, WebhookScheme};
+use http::HeaderMap;
+
+use super::RunTracker;
+use crate::{RunChange, RunRecord};
+
+/// Why a provider callback was refused.
+#[derive(Debug)]
+pub enum CallbackRejection {
+    /// No provider of that name, or it sends no callbacks.
+    UnknownProvider,
+    /// The delivery did not verify (or no secret can verify it).
+    Unverified(FailureReason),
+}
+
+/// The outcome of VerifyWebhook.
+#[derive(Debug)]
+pub enum Verification {
+    /// Signature valid; the normalized event and the run it belongs to.
+    Valid {
+        /// The event.
+        event: Box<WebhookEvent>,
+        /// The gateway run id, when the provider is known.
+        run_id: Option<String>,
+    },
+    /// Signature invalid, and why.
+    Invalid(FailureReason),
+}
+
+impl RunTracker {
+    /// Ingests one provider callback received by the ingress listener.
+    pub async fn ingest(
+        &self,
+        provider_name: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<(), CallbackRejection> {
+        let provider = self
+            .gateway
+            .provider(provider_name)
+            .ok_or(CallbackRejection::UnknownProvider)?;
+        let scheme = WebhookScheme::for_provider(provider.kind())
+            .ok_or(CallbackRejection::UnknownProvider)?;
+        let secrets = match provider.kind() {
+            // Fetch Hive signs with the run's own secret: the body's run id
+            // (not yet trusted) only selects which secret to try.
+            ProviderKind::FetchHive => match fetchhive_run_id(body) {
+                Some(upstream) => self
+                    .store
+                    .get(&RunId::new(provider_name, upstream))
+                    .await
+                    .and_then(|record| record.webhook_secret)
+                    .into_iter()
+                    .collect(),
+                None => Vec::new(),
+            },
+            _ => self
+                .ingress
+                .provider_secrets
+                .get(provider_name)
+                .cloned()
+                .unwrap_or_default(),
+        };
+        let verified = self
+            .ingress_verifier
+            .verify(scheme, headers, body, &secrets, SystemTime::now())
+            .map_err(|failure: WebhookFailure| {
+                tracing::warn!(
+                    provider = provider_name,
+                    reason = failure.reason().as_str(),
+                    "callback rejected"
+                );
+                CallbackRejection::Unverified(failure.reason())
+            })?;
+        let event = verified.event;
+        let (Some(upstream), Some(status)) = (event.upstream_run_id.clone(), event.status) else {
+            // A test ping or an event without a run: acknowledged, nothing to do.
+            return Ok(());
+        };
+        let run_id = RunId::new(provider_name, upstream);
+        if self.store.get(&run_id).await.is_none() {
+            self.store
+                .insert(RunRecord::new(run_id.clone(), RunStatus::Running))
+                .await;
+        }
+        self.apply(
+            &run_id,
+            RunChange {
+                status,
+                output: event.output,
+                error: event.error,
+                usage: Default::default(),
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// VerifyWebhook: checks a delivery the caller received.
+    pub async fn verify(
+        &self,
+        scheme: Option<WebhookScheme>,
+        provider: Option<&str>,
+        headers: &HeaderMap,
+        body: &[u8],
+        key: VerifyKey,
+    ) -> Result<Verification, GatewayError> {
+        let provider = match provider {
+            Some(name) => Some(self.gateway.provider(name).cloned().ok_or_else(|| {
+                GatewayError::not_found(
+                    "UNKNOWN_PROVIDER",
+                    "flowgate.provider",
+                    name,
+                    format!("no provider named {name:?} is configured"),
+                )
+            })?),
+            None => None,
+        };
+        let scheme = scheme
+            .or_else(|| {
+                provider
+                    .as_ref()
+                    .and_then(|p| WebhookScheme::for_provider(p.kind()))
+            })
+            .ok_or_else(|| {
+                GatewayError::invalid_argument(vec![FieldViolation::new(
+                    "scheme",
+                    "required: a scheme, or a provider whose dialect signs webhooks",
+                )])
+            })?;
+        let secrets = match key {
+            VerifyKey::Secret(secret) => vec![secret],
+            VerifyKey::RunId(text) => self.secrets_for_run(scheme, &text).await?,
+            VerifyKey::Configured => match scheme {
+                WebhookScheme::Standard => self
+                    .forwarding
+                    .as_ref()
+                    .map(|forwarding| forwarding.verify_secrets.clone())
+                    .unwrap_or_default(),
+                _ => provider
+                    .as_ref()
+                    .and_then(|p| self.ingress.provider_secrets.get(p.name()).cloned())
+                    .unwrap_or_default(),
+            },
+        };
+        if secrets.is_empty() {
+            return Err(GatewayError::new(
+                ErrorClass::FailedPrecondition,
+                "NO_WEBHOOK_SECRET",
+                "no secret to verify with: pass one, or a run id whose secret the gateway holds",
+            )
+            .with_precondition(
+                "SECRET",
+                scheme.as_str(),
+                "configure or pass the webhook secret",
+            ));
+        }
+        match self
+            .rpc_verifier
+            .verify(scheme, headers, body, &secrets, SystemTime::now())
+        {
+            Ok(verified) => {
+                let event = verified.event;
+                let run_id = event.run_id.clone().or_else(|| {
+                    let provider = provider.as_ref()?;
+                    let upstream = event.upstream_run_id.as_ref()?;
+                    Some(
+                        self.gateway
+                            .run_ids()
+                            .sign(&RunId::new(provider.name(), upstream.clone())),
+                    )
+                });
+                Ok(Verification::Valid {
+                    event: Box::new(event),
+                    run_id,
+                })
+            }
+            Err(failure) => Ok(Verification::Invalid(failure.reason())),
+        }
+    }
+
+    async fn secrets_for_run(
+        &self,
+        scheme: WebhookScheme,
+        run_id: &str,
+    ) -> Result<Vec<SecretString>, GatewayError> {
+        if scheme == WebhookScheme::Standard {
+            return Ok(self
+                .forwarding
+                .as_ref()
+                .map(|forwarding| forwarding.verify_secrets.clone())
+                .unwrap_or_default());
+        }
+        let unknown = || {
+            GatewayError::not_found(
+                "UNKNOWN_RUN",
+                "flowgate.run",
+                run_id,
+                "no run with this id is known to the gateway",
+            )
+        };
+        let id = self.gateway.run_ids().verify(run_id).ok_or_else(unknown)?;
+        let record = self.store.get(&id).await.ok_or_else(unknown)?;
+        Ok(match record.webhook_secret {
+            Some(secret) => vec![secret],
+            None => self
+                .ingress
+                .provider_secrets
+                .get(&id.provider)
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// The secret VerifyWebhook checks against.
+#[derive(Debug)]
+pub enum VerifyKey {
+    /// Given by the caller.
+    Secret(SecretString),
+    /// The secret of a run the gateway knows.
+    RunId(String),
+    /// The gateway's configured secrets for the scheme.
+    Configured,
+}
+
+/// `request_id` (or `run_id`) of a Fetch Hive callback body.
+fn fetchhive_run_id(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    ["request_id", "run_id"]
+        .iter()
+        .find_map(|field| match value.get(field)? {
+            serde_json::Value::String(text) if !text.is_empty() => Some(text.clone()),
+            serde_json::Value::Number(number) => Some(number.to_string()),
+            _ => None,
+        })
+}
