@@ -209,6 +209,11 @@ pub struct ServerConfig {
     /// Most calls handled at once; more wait in line. Default 1024.
     #[serde(default = "ServerConfig::default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
+    /// Most calls waiting for a slot (each at most its deadline); beyond
+    /// it calls are shed with RESOURCE_EXHAUSTED / `OVERLOADED`. 0 sheds
+    /// as soon as every slot is taken. Default 1024.
+    #[serde(default = "ServerConfig::default_max_queued_requests")]
+    pub max_queued_requests: usize,
     /// The admin HTTP listener (`GET /metrics`). Default `127.0.0.1:9464`.
     #[serde(default = "ServerConfig::default_admin_listen")]
     pub admin_listen: SocketAddr,
@@ -230,6 +235,9 @@ impl ServerConfig {
     fn default_max_concurrent_requests() -> usize {
         1024
     }
+    fn default_max_queued_requests() -> usize {
+        1024
+    }
     fn default_admin_listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9464))
     }
@@ -243,6 +251,7 @@ impl Default for ServerConfig {
             shutdown_grace: Self::default_shutdown_grace(),
             max_request_bytes: Self::default_max_request_bytes(),
             max_concurrent_requests: Self::default_max_concurrent_requests(),
+            max_queued_requests: Self::default_max_queued_requests(),
             admin_listen: Self::default_admin_listen(),
         }
     }

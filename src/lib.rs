@@ -13,6 +13,7 @@ pub mod config;
 pub mod convert;
 pub mod demo;
 pub mod ingress;
+pub mod layers;
 pub mod logging;
 pub mod proto;
 pub mod server;
