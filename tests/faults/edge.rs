@@ -1,6 +1,12 @@
 //! Hostile callers at the gRPC edge: panics, load, oversized echoes,
 //! malformed messages, configuration ranges.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail loudly"
+)]
+
 use std::{pin::Pin, time::Duration};
 
 use bytes::{Buf as _, BufMut as _};
