@@ -30,6 +30,11 @@ use flowgate_providers::{CircuitPolicy, LocalLimits, ProviderSettings, Resilienc
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+mod env;
+mod ranges;
+
+pub use ranges::RANGES;
+
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "FLOWGATE__";
 
@@ -698,14 +703,9 @@ impl Config {
                 .unwrap_or_else(|| "config".to_owned());
             ConfigError::one(path, message)
         })?;
-        apply_env_overrides(&mut tree, env)?;
-        let config: Config = serde_path_to_error::deserialize(tree).map_err(|err| {
-            let path = err.path().to_string();
-            ConfigError::one(
-                if path == "." { "config".into() } else { path },
-                err.into_inner().to_string(),
-            )
-        })?;
+        let overrides = env::Overrides::collect(env)?;
+        overrides.apply(&mut tree)?;
+        let config = overrides.deserialize(&mut tree)?;
         config.validate()?;
         Ok(config)
     }
@@ -755,24 +755,6 @@ impl Config {
         {
             issue("telemetry.service_name".into(), "must not be empty".into());
         }
-        if self.server.default_deadline.is_zero() {
-            issue(
-                "server.default_deadline".into(),
-                "must be greater than zero".into(),
-            );
-        }
-        if self.server.max_request_bytes < 1024 {
-            issue(
-                "server.max_request_bytes".into(),
-                "must be at least 1024".into(),
-            );
-        }
-        if self.server.max_concurrent_requests == 0 {
-            issue(
-                "server.max_concurrent_requests".into(),
-                "must be at least 1".into(),
-            );
-        }
         if let Some(url) = &self.webhooks.public_url
             && let Err(message) = check_base_url(url)
         {
@@ -785,37 +767,10 @@ impl Config {
                 "set signing_secret_env or signing_secret_file, not both".into(),
             );
         }
-        if self.webhooks.tolerance.is_zero() {
-            issue(
-                "webhooks.tolerance".into(),
-                "must be greater than zero".into(),
-            );
-        }
-        if self.webhooks.max_body_bytes < 1024 {
-            issue(
-                "webhooks.max_body_bytes".into(),
-                "must be at least 1024".into(),
-            );
-        }
-        if !(1..=50).contains(&self.webhooks.forward_max_attempts) {
-            issue(
-                "webhooks.forward_max_attempts".into(),
-                "must be between 1 and 50".into(),
-            );
-        }
-        if self.runs.capacity == 0 {
-            issue("runs.capacity".into(), "must be at least 1".into());
-        }
-        if self.runs.poll_initial.is_zero() || self.runs.poll_initial > self.runs.poll_max {
+        if self.runs.poll_initial > self.runs.poll_max {
             issue(
                 "runs.poll_initial".into(),
-                "must be greater than zero and at most runs.poll_max".into(),
-            );
-        }
-        if self.runs.max_background_runs == 0 {
-            issue(
-                "runs.max_background_runs".into(),
-                "must be at least 1".into(),
+                "must be at most runs.poll_max".into(),
             );
         }
         for (name, provider) in &self.providers {
@@ -851,52 +806,17 @@ impl Config {
             {
                 issue(at("base_url"), message);
             }
-            if let Some(timeout) = provider.timeout
-                && (timeout.is_zero() || timeout > Duration::from_secs(3600))
-            {
-                issue(at("timeout"), "must be between 1ms and 1h".into());
-            }
             let resilience = provider.resilience();
-            if resilience.retry.max_attempts == 0 || resilience.retry.max_attempts > 10 {
-                issue(at("retry.max_attempts"), "must be between 1 and 10".into());
-            }
             if !(0.0..=1000.0).contains(&resilience.retry.budget_percent) {
                 issue(
                     at("retry.budget_percent"),
                     "must be between 0 and 1000".into(),
                 );
             }
-            if resilience.retry.min_retries_per_second > 10_000 {
-                issue(
-                    at("retry.min_retries_per_second"),
-                    "must be at most 10000".into(),
-                );
-            }
             if resilience.retry.initial_backoff > resilience.retry.max_backoff {
                 issue(
                     at("retry.initial_backoff"),
                     "must not exceed retry.max_backoff".into(),
-                );
-            }
-            if resilience.circuit.open_for.is_zero() {
-                issue(
-                    at("circuit_breaker.open_for"),
-                    "must be greater than zero".into(),
-                );
-            }
-            if resilience.limits.requests_per_window == Some(0) {
-                issue(
-                    at("limits.requests_per_window"),
-                    "must be at least 1".into(),
-                );
-            }
-            if resilience.limits.window.is_zero() {
-                issue(at("limits.window"), "must be greater than zero".into());
-            }
-            if resilience.limits.max_concurrent_runs == Some(0) {
-                issue(
-                    at("limits.max_concurrent_runs"),
-                    "must be at least 1".into(),
                 );
             }
             if provider.default_variant.is_some() && provider.kind != KindConfig::Fetchhive {
@@ -943,23 +863,9 @@ impl Config {
                 }
             }
         }
-        let schemas = &self.schemas;
-        for (field, value) in [
-            ("ttl", schemas.ttl),
-            ("negative_ttl", schemas.negative_ttl),
-            ("failure_ttl", schemas.failure_ttl),
-            ("fetch_timeout", schemas.fetch_timeout),
-        ] {
-            if value.is_zero() || value > Duration::from_secs(30 * 24 * 3600) {
-                issue(
-                    format!("schemas.{field}"),
-                    "must be between 1ms and 30 days".into(),
-                );
-            }
-        }
-        if schemas.capacity == 0 {
-            issue("schemas.capacity".into(), "must be at least 1".into());
-        }
+        issues.extend(self.range_issues());
+        // Grouped by section, in a stable order whatever found them.
+        issues.sort_by(|a, b| a.path.cmp(&b.path));
         if issues.is_empty() {
             Ok(())
         } else {
@@ -1223,68 +1129,6 @@ fn check_base_url(url: &str) -> Result<(), String> {
         return Err("must not hold credentials: use api_key_env or api_key_file".into());
     }
     Ok(())
-}
-
-/// Applies `FLOWGATE__A__B=value` as `a.b = value`. Values that read as a
-/// TOML integer, float or boolean take that type; anything else is a string.
-fn apply_env_overrides(
-    tree: &mut Value,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
-    let mut overrides: Vec<(String, String)> = env
-        .into_iter()
-        .filter(|(name, _)| name.starts_with(ENV_PREFIX))
-        .collect();
-    overrides.sort();
-    for (name, raw) in overrides {
-        let segments: Vec<String> = name[ENV_PREFIX.len()..]
-            .split("__")
-            .map(str::to_ascii_lowercase)
-            .collect();
-        if segments.iter().any(String::is_empty) {
-            return Err(ConfigError::one(
-                name,
-                "empty path segment in environment override",
-            ));
-        }
-        let value = scalar(&raw);
-        let mut node = &mut *tree;
-        for (index, segment) in segments.iter().enumerate() {
-            let Value::Object(map) = node else {
-                return Err(ConfigError::one(
-                    segments[..index].join("."),
-                    format!("{name} overrides a value that is not a table"),
-                ));
-            };
-            if index + 1 == segments.len() {
-                map.insert(segment.clone(), value);
-                break;
-            }
-            node = map
-                .entry(segment.clone())
-                .or_insert_with(|| Value::Object(Default::default()));
-        }
-    }
-    Ok(())
-}
-
-fn scalar(raw: &str) -> Value {
-    match raw {
-        "true" => return Value::Bool(true),
-        "false" => return Value::Bool(false),
-        _ => {}
-    }
-    if let Ok(integer) = raw.parse::<i64>() {
-        return Value::from(integer);
-    }
-    if raw.contains('.')
-        && let Ok(float) = raw.parse::<f64>()
-        && float.is_finite()
-        && raw.parse::<std::net::IpAddr>().is_err()
-    {
-        return Value::from(float);
-    }
-    Value::String(raw.to_owned())
 }
 
 /// Parses `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
@@ -1555,8 +1399,8 @@ mod tests {
         assert_eq!(
             paths,
             vec![
+                "providers.kn.retry.budget_percent",
                 "providers.kn.retry.max_attempts",
-                "providers.kn.retry.budget_percent"
             ]
         );
     }
