@@ -9,6 +9,10 @@
 //! Health checks (`grpc.health.v1.Health`) take no slot and are never shed:
 //! a busy replica is still alive, and load balancers must see it so.
 //!
+//! A call that waited reaches the service with its `grpc-timeout` set to
+//! what is left of its deadline, so the handler's own deadline (and the
+//! DEADLINE_EXCEEDED it answers with details) counts the time spent queued.
+//!
 //! As with tower's concurrency limit, a slot is held until the response
 //! headers are produced (a StreamStatus stream does not hold one while it
 //! waits for events).
@@ -117,29 +121,38 @@ impl Shared {
         }
     }
 
-    /// How long a call may wait in the queue.
-    fn patience(&self, headers: &HeaderMap) -> Duration {
+    /// The call's whole deadline, and how long it may wait in the queue.
+    fn deadline(&self, headers: &HeaderMap) -> (Duration, Duration) {
         match headers
             .get("grpc-timeout")
             .and_then(|value| value.to_str().ok())
             .and_then(parse_grpc_timeout)
         {
-            Some(timeout) => timeout.saturating_sub((timeout / 20).min(DEADLINE_MARGIN)),
-            None => self.default_deadline,
+            Some(timeout) => (
+                timeout,
+                timeout.saturating_sub((timeout / 20).min(DEADLINE_MARGIN)),
+            ),
+            None => (self.default_deadline, self.default_deadline),
         }
     }
 
-    /// A slot, or the answer to give instead.
-    async fn admit(&self, headers: &HeaderMap) -> Result<OwnedSemaphorePermit, GatewayError> {
+    /// A slot, or the answer to give instead. A call that waited gets its
+    /// `grpc-timeout` rewritten to what is left of its deadline.
+    async fn admit(&self, headers: &mut HeaderMap) -> Result<OwnedSemaphorePermit, GatewayError> {
         if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
             return Ok(permit);
         }
         let Some(_ticket) = self.enter_queue() else {
             return Err(overloaded());
         };
-        let patience = self.patience(headers);
+        let (deadline, patience) = self.deadline(headers);
+        let queued_at = tokio::time::Instant::now();
         match tokio::time::timeout(patience, Arc::clone(&self.slots).acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
+            Ok(Ok(permit)) => {
+                let left = deadline.saturating_sub(queued_at.elapsed());
+                headers.insert("grpc-timeout", grpc_timeout(left));
+                Ok(permit)
+            }
             // The semaphore is never closed; were it, shedding is right.
             Ok(Err(_)) => Err(overloaded()),
             Err(_) => Err(GatewayError::new(
@@ -150,6 +163,18 @@ impl Shared {
             )),
         }
     }
+}
+
+/// A `grpc-timeout` value (at most 8 digits) for `left`.
+fn grpc_timeout(left: Duration) -> http::HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let millis = left.as_millis();
+    let text = if millis <= MAX {
+        format!("{millis}m")
+    } else {
+        format!("{}S", left.as_secs().min(99_999_999))
+    };
+    http::HeaderValue::from_str(&text).unwrap_or(http::HeaderValue::from_static("0m"))
 }
 
 fn overloaded() -> GatewayError {
@@ -188,7 +213,8 @@ where
         }
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
-            match shared.admit(request.headers()).await {
+            let mut request = request;
+            match shared.admit(request.headers_mut()).await {
                 Ok(permit) => {
                     let response = inner.call(request).await;
                     drop(permit);
@@ -292,6 +318,51 @@ mod tests {
         assert_eq!(layer.shared.queued.load(Ordering::Acquire), 0);
         gate.add_permits(1);
         running.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_waited_reaches_the_service_with_what_is_left_of_its_deadline() {
+        let gate = Arc::new(Semaphore::new(0));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorder = {
+            let gate = Arc::clone(&gate);
+            let seen = Arc::clone(&seen);
+            tower::service_fn(move |request: Request<()>| {
+                let gate = Arc::clone(&gate);
+                let seen = Arc::clone(&seen);
+                async move {
+                    let timeout = request
+                        .headers()
+                        .get("grpc-timeout")
+                        .and_then(|value| value.to_str().ok())
+                        .and_then(parse_grpc_timeout);
+                    seen.lock().unwrap().push(timeout);
+                    if let Ok(permit) = gate.acquire().await {
+                        permit.forget();
+                    }
+                    Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+                }
+            })
+        };
+        let layer = LoadShedLayer::new(1, 1, Duration::from_secs(30));
+        let mut service = layer.layer(recorder);
+        let running = tokio::spawn(service.call(call("/pkg.Svc/A", Some("10S"))));
+        tokio::task::yield_now().await;
+        let queued = tokio::spawn(service.call(call("/pkg.Svc/A", Some("10S"))));
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_secs(4)).await;
+        gate.add_permits(2);
+        running.await.unwrap().unwrap();
+        queued.await.unwrap().unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen[0],
+            Some(Duration::from_secs(10)),
+            "not queued: untouched"
+        );
+        let left = seen[1].unwrap();
+        assert!(left <= Duration::from_secs(6), "{left:?}");
+        assert!(left > Duration::ZERO, "{left:?}");
     }
 
     #[tokio::test(start_paused = true)]
