@@ -10,7 +10,10 @@ use flowgate_core::{
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
 
-use crate::proto::pb;
+use crate::{
+    proto::pb,
+    status::{MAX_ECHOED_CHARS, cap, echo},
+};
 
 /// Largest integer a JSON consumer reads exactly from a double (2⁵³).
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
@@ -27,7 +30,8 @@ pub fn invoke_request(
         .unwrap_or_default();
     let mut metadata = Map::new();
     for (key, value) in request.metadata {
-        let json = value_to_json(value, &format!("metadata.{key}"), &mut violations);
+        let path = FieldPath::Key(&FieldPath::Root("metadata"), &key);
+        let json = to_json(value, &path, &mut violations);
         metadata.insert(key, json);
     }
     let async_delivery = request
@@ -92,14 +96,7 @@ pub fn struct_to_json(
     field: &str,
     violations: &mut Vec<FieldViolation>,
 ) -> Map<String, Value> {
-    object
-        .fields
-        .into_iter()
-        .map(|(key, value)| {
-            let json = value_to_json(value, &format!("{field}.{key}"), violations);
-            (key, json)
-        })
-        .collect()
+    object_to_json(object, &FieldPath::Root(field), violations)
 }
 
 /// `google.protobuf.Value` → JSON. Integral numbers become JSON integers
@@ -107,6 +104,61 @@ pub fn struct_to_json(
 pub fn value_to_json(
     value: prost_types::Value,
     field: &str,
+    violations: &mut Vec<FieldViolation>,
+) -> Value {
+    to_json(value, &FieldPath::Root(field), violations)
+}
+
+/// Where a value sits in the request, written out only when it is named
+/// in a violation (no path string per key on the hot path). Keys come from
+/// the caller: each is capped (see [`crate::status::cap`]).
+#[derive(Debug, Clone, Copy)]
+enum FieldPath<'a> {
+    /// The top-level field (`inputs`, `metadata.key`).
+    Root(&'a str),
+    /// A key of an object.
+    Key(&'a FieldPath<'a>, &'a str),
+    /// An item of a list.
+    Index(&'a FieldPath<'a>, usize),
+}
+
+impl FieldPath<'_> {
+    fn render(&self) -> String {
+        let mut text = match self {
+            Self::Root(field) => return echo(field),
+            Self::Key(parent, key) => {
+                let mut text = parent.render();
+                text.push('.');
+                text.push_str(&cap(key, MAX_ECHOED_CHARS));
+                text
+            }
+            Self::Index(parent, index) => format!("{}[{index}]", parent.render()),
+        };
+        if text.chars().count() > MAX_ECHOED_CHARS {
+            text = echo(&text);
+        }
+        text
+    }
+}
+
+fn object_to_json(
+    object: prost_types::Struct,
+    path: &FieldPath<'_>,
+    violations: &mut Vec<FieldViolation>,
+) -> Map<String, Value> {
+    object
+        .fields
+        .into_iter()
+        .map(|(key, value)| {
+            let json = to_json(value, &FieldPath::Key(path, &key), violations);
+            (key, json)
+        })
+        .collect()
+}
+
+fn to_json(
+    value: prost_types::Value,
+    path: &FieldPath<'_>,
     violations: &mut Vec<FieldViolation>,
 ) -> Value {
     match value.kind {
@@ -119,16 +171,16 @@ pub fn value_to_json(
             } else if let Some(number) = Number::from_f64(number) {
                 Value::Number(number)
             } else {
-                violations.push(FieldViolation::new(field, "numbers must be finite"));
+                violations.push(FieldViolation::new(path.render(), "numbers must be finite"));
                 Value::Null
             }
         }
-        Some(Kind::StructValue(object)) => Value::Object(struct_to_json(object, field, violations)),
+        Some(Kind::StructValue(object)) => Value::Object(object_to_json(object, path, violations)),
         Some(Kind::ListValue(list)) => Value::Array(
             list.values
                 .into_iter()
                 .enumerate()
-                .map(|(index, item)| value_to_json(item, &format!("{field}[{index}]"), violations))
+                .map(|(index, item)| to_json(item, &FieldPath::Index(path, index), violations))
                 .collect(),
         ),
     }
@@ -358,6 +410,48 @@ mod tests {
         };
         value_to_json(value, "inputs.n", &mut violations);
         assert_eq!(violations[0].field, "inputs.n");
+    }
+
+    #[test]
+    fn violation_paths_name_nested_fields_and_cap_caller_keys() {
+        let bad = || prost_types::Value {
+            kind: Some(Kind::NumberValue(f64::NAN)),
+        };
+        let long_key = "k".repeat(100_000);
+        let nested = prost_types::Struct {
+            fields: [(
+                "list".to_owned(),
+                prost_types::Value {
+                    kind: Some(Kind::ListValue(prost_types::ListValue {
+                        values: vec![bad()],
+                    })),
+                },
+            )]
+            .into(),
+        };
+        let request = pb::InvokeRequest {
+            target: Some(pb::WorkflowTarget {
+                provider: String::new(),
+                workflow: Some(pb::workflow_target::Workflow::Slug("s".into())),
+            }),
+            inputs: Some(prost_types::Struct {
+                fields: [(
+                    "a".to_owned(),
+                    prost_types::Value {
+                        kind: Some(Kind::StructValue(nested)),
+                    },
+                )]
+                .into(),
+            }),
+            metadata: [(long_key, bad())].into(),
+            ..Default::default()
+        };
+        let err = invoke_request(request).unwrap_err();
+        let fields: Vec<&str> = err.violations.iter().map(|v| v.field.as_str()).collect();
+        assert!(fields.contains(&"inputs.a.list[0]"), "{fields:?}");
+        let long = fields.iter().find(|f| f.starts_with("metadata.")).unwrap();
+        assert_eq!(long.chars().count(), MAX_ECHOED_CHARS + 1);
+        assert!(long.ends_with(crate::status::CUT_MARK));
     }
 
     #[test]

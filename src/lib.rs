@@ -14,6 +14,7 @@ pub mod convert;
 pub mod demo;
 pub mod health;
 pub mod ingress;
+pub mod layers;
 pub mod logging;
 pub mod proto;
 pub mod server;

@@ -2,13 +2,9 @@
 //!
 //! The gRPC stack, outermost first:
 //! 1. tonic's HTTP/2 server (keepalive, per-connection settings);
-//! 2. telemetry ([`RpcTelemetryLayer`]): one server span per call, named
-//!    `package.Service/Method`, continuing the caller's `traceparent`, with
-//!    the gRPC status code, plus the RPC request and latency metrics. It is
-//!    outside the limit so time spent waiting for a slot is visible;
-//! 3. a global concurrency limit (`server.max_concurrent_requests`): calls
-//!    beyond it wait for a slot instead of overloading upstreams;
-//! 4. the routes: `WorkflowGateway` (message size capped by
+//! 2. the edge layers of [`edge_stack`]: panics caught, telemetry, load
+//!    shedding, malformed requests (see there, one comment a layer);
+//! 3. the routes: `WorkflowGateway` (message size capped by
 //!    `server.max_request_bytes`), `grpc.health.v1.Health`, and server
 //!    reflection v1 and v1alpha (with the health descriptor registered).
 //!
@@ -39,12 +35,16 @@ use flowgate_webhook::{Forwarder, ForwarderConfig, StandardSecret, callback_clie
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::HealthService};
-use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{
+    ServiceBuilder,
+    layer::util::{Identity, Stack},
+};
 
 use crate::{
-    config::{Config, ConfigError, ConfigIssue},
+    config::{Config, ConfigError, ConfigIssue, ServerConfig},
     health::DrainingHealth,
     ingress,
+    layers::{malformed::MalformedRequestLayer, panic::CatchPanicLayer, shed::LoadShedLayer},
     proto::{FILE_DESCRIPTOR_SET, pb::workflow_gateway_server::WorkflowGatewayServer},
     service::GatewayService,
 };
@@ -61,6 +61,38 @@ pub const SERVED_METHODS: &[&str] = &[
     "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
     "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
+
+/// The tower layers around every gRPC route, outermost first (see
+/// [`edge_stack`]).
+pub type EdgeStack = ServiceBuilder<
+    Stack<
+        MalformedRequestLayer,
+        Stack<LoadShedLayer, Stack<RpcTelemetryLayer, Stack<CatchPanicLayer, Identity>>>,
+    >,
+>;
+
+/// The one place the gRPC edge's tower stack is built, outermost first.
+/// [`serve`] puts it around the routes; tests put it around their own.
+pub fn edge_stack(server: &ServerConfig) -> EdgeStack {
+    ServiceBuilder::new()
+        // A panic anywhere below (a layer, a handler, a stream item) becomes
+        // INTERNAL / INTERNAL_PANIC; outermost, so nothing escapes it.
+        .layer(CatchPanicLayer::new(SERVED_METHODS))
+        // Server span and RPC metrics per call (health and reflection too);
+        // outside the limit, so time spent queued and shed calls show.
+        .layer(RpcTelemetryLayer::new(SERVED_METHODS))
+        // At most `max_concurrent_requests` calls at once, up to
+        // `max_queued_requests` more wait (each within its deadline), the
+        // rest are shed with RESOURCE_EXHAUSTED / OVERLOADED; health exempt.
+        .layer(LoadShedLayer::new(
+            server.max_concurrent_requests,
+            server.max_queued_requests,
+            server.default_deadline,
+        ))
+        // tonic's INTERNAL for an undecodable request becomes
+        // INVALID_ARGUMENT / MALFORMED_REQUEST.
+        .layer(MalformedRequestLayer)
+}
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -321,12 +353,8 @@ pub async fn serve(
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // Server span and RPC metrics per call (health and reflection too).
-        .layer(RpcTelemetryLayer::new(SERVED_METHODS))
-        // At most `max_concurrent_requests` calls at once; the rest wait.
-        .layer(GlobalConcurrencyLimitLayer::new(
-            server.max_concurrent_requests,
-        ))
+        // Panics, telemetry, load shedding, malformed requests.
+        .layer(edge_stack(&server))
         .add_service(gateway_server)
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -18,8 +18,15 @@
 //! Every status carries `ErrorInfo` (reason, domain = provider kind or
 //! `flowgate`, metadata = provider, http_status, upstream_request_id) and,
 //! when known, the rate-limit window as `x-ratelimit-*` metadata.
+//!
+//! Echo caps: messages and details may echo caller input (a metadata key,
+//! an input name, a run id). Every echoed text is cut here, in one place,
+//! so a status stays a few KiB whatever the caller sent (standard clients
+//! reject statuses over their metadata limit, typically 8 KiB to 16 KiB):
+//! names and values at [`MAX_ECHOED_CHARS`], descriptions and the message
+//! at [`MAX_MESSAGE_CHARS`]. A cut text ends with [`CUT_MARK`].
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use flowgate_core::{ErrorClass, GatewayError, RateLimitInfo};
 use tonic::{
@@ -27,6 +34,38 @@ use tonic::{
     metadata::{MetadataMap, MetadataValue},
 };
 use tonic_types::{ErrorDetails, StatusExt};
+
+/// Longest echoed name or value (a field path, an ErrorInfo metadata
+/// value, a resource name), in characters, before the cut mark.
+pub const MAX_ECHOED_CHARS: usize = 128;
+/// Longest message or violation description, in characters.
+pub const MAX_MESSAGE_CHARS: usize = 512;
+/// Ends a text that was cut.
+pub const CUT_MARK: char = '…';
+
+/// `text` cut to at most `max` characters plus [`CUT_MARK`] when longer;
+/// borrowed (no copy) when it fits.
+pub fn cap(text: &str, max: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        None => Cow::Borrowed(text),
+        Some((end, _)) => {
+            let mut cut = String::with_capacity(end + CUT_MARK.len_utf8());
+            cut.push_str(&text[..end]);
+            cut.push(CUT_MARK);
+            Cow::Owned(cut)
+        }
+    }
+}
+
+/// A name or value echoed to the caller, capped at [`MAX_ECHOED_CHARS`].
+pub fn echo(text: &str) -> String {
+    cap(text, MAX_ECHOED_CHARS).into_owned()
+}
+
+/// A message or description, capped at [`MAX_MESSAGE_CHARS`].
+fn message(text: &str) -> String {
+    cap(text, MAX_MESSAGE_CHARS).into_owned()
+}
 
 /// The gRPC code of an error class.
 pub fn code_for(class: ErrorClass) -> Code {
@@ -54,48 +93,48 @@ pub fn to_status(error: &GatewayError) -> Status {
     let mut info: HashMap<String, String> = HashMap::new();
     let domain = match &error.upstream {
         Some(upstream) => {
-            info.insert("provider".into(), upstream.provider.clone());
+            info.insert("provider".into(), echo(&upstream.provider));
             if let Some(status) = upstream.http_status {
                 info.insert("http_status".into(), status.to_string());
             }
             if let Some(request_id) = &upstream.request_id {
-                info.insert("upstream_request_id".into(), request_id.clone());
+                info.insert("upstream_request_id".into(), echo(request_id));
             }
             upstream.kind.as_str()
         }
         None => "flowgate",
     };
     for (key, value) in &error.metadata {
-        info.insert(key.clone(), value.clone());
+        info.insert(echo(key), echo(value));
     }
-    details.set_error_info(error.reason.clone(), domain, info);
+    details.set_error_info(echo(&error.reason), domain, info);
     for violation in &error.violations {
-        details.add_bad_request_violation(violation.field.clone(), violation.description.clone());
+        details.add_bad_request_violation(echo(&violation.field), message(&violation.description));
     }
     if let Some(retry_after) = error.retry_after {
         details.set_retry_info(Some(retry_after));
     }
     if let Some(quota) = &error.quota {
-        details.add_quota_failure_violation(quota.subject.clone(), quota.description.clone());
+        details.add_quota_failure_violation(echo(&quota.subject), message(&quota.description));
     }
     if let Some(precondition) = &error.precondition {
         details.add_precondition_failure_violation(
-            precondition.kind.clone(),
-            precondition.subject.clone(),
-            precondition.description.clone(),
+            echo(&precondition.kind),
+            echo(&precondition.subject),
+            message(&precondition.description),
         );
     }
     if let Some(resource) = &error.resource {
         let owner = error
             .upstream
             .as_ref()
-            .map(|upstream| upstream.provider.clone())
+            .map(|upstream| echo(&upstream.provider))
             .unwrap_or_default();
         details.set_resource_info(
-            resource.resource_type.clone(),
-            resource.name.clone(),
+            echo(&resource.resource_type),
+            echo(&resource.name),
             owner,
-            error.message.clone(),
+            message(&error.message),
         );
     }
     let mut metadata = MetadataMap::new();
@@ -104,7 +143,7 @@ pub fn to_status(error: &GatewayError) -> Status {
     }
     Status::with_error_details_and_metadata(
         code_for(error.class),
-        error.message.clone(),
+        message(&error.message),
         details,
         metadata,
     )
@@ -181,5 +220,34 @@ mod tests {
         let details = status.get_error_details();
         assert_eq!(details.bad_request().unwrap().field_violations.len(), 2);
         assert_eq!(details.error_info().unwrap().domain, "flowgate");
+    }
+
+    #[test]
+    fn caps_cut_on_characters_and_mark_the_cut() {
+        assert!(matches!(cap("short", 8), Cow::Borrowed("short")));
+        assert_eq!(cap("ééééé", 3), "ééé…");
+        assert_eq!(cap("abc", 3), "abc");
+    }
+
+    #[test]
+    fn echoed_caller_input_is_capped_everywhere() {
+        let key = "k".repeat(3_500_000);
+        let field = format!("metadata.{key}");
+        let mut error = GatewayError::invalid_argument(vec![FieldViolation::new(
+            field.clone(),
+            format!("{key} is too long"),
+        )]);
+        error.metadata.push((key.clone(), key.clone()));
+        let error = error.with_resource("run", key.clone());
+        let status = to_status(&error);
+        let size = status.message().len() + status.details().len();
+        assert!(size < 4096, "status is {size} bytes");
+        assert!(status.message().ends_with(CUT_MARK), "{}", status.message());
+        let details = status.get_error_details();
+        let violation = &details.bad_request().unwrap().field_violations[0];
+        assert!(violation.field.starts_with("metadata.kkk"));
+        assert!(violation.field.ends_with(CUT_MARK));
+        assert_eq!(violation.field.chars().count(), MAX_ECHOED_CHARS + 1);
+        assert!(details.resource_info().unwrap().resource_name.len() < 200);
     }
 }

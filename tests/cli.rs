@@ -93,3 +93,44 @@ fn env_overrides_apply_to_check_config() {
     assert!(!output.status.success());
     assert!(stderr(&output).contains("providers.kn.timeout"));
 }
+
+#[test]
+fn check_config_reports_every_value_outside_its_range_and_fails() {
+    let output = check_config(
+        "ranges",
+        "[providers.kn]\nkind = \"knouds\"\napi_key_env = \"KN\"\n\
+         [providers.kn.circuit_breaker]\nopen_for = \"9000000h\"\n\
+         [runs]\nttl = \"9000000h\"\n\
+         [server]\nmax_queued_requests = 1000000000\ndefault_deadline = \"0s\"\n\
+         [webhooks]\nmax_body_bytes = 99999999999\n",
+        &[("KN", "knouds_live_x")],
+    );
+    let stderr = stderr(&output);
+    assert!(!output.status.success(), "{stderr}");
+    for path in [
+        "providers.kn.circuit_breaker.open_for",
+        "runs.ttl",
+        "server.max_queued_requests",
+        "server.default_deadline",
+        "webhooks.max_body_bytes",
+    ] {
+        assert!(
+            stderr.contains(&format!("{path}: must be between")),
+            "{path}: {stderr}"
+        );
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn check_config_gives_a_string_field_a_numeric_env_value() {
+    let output = check_config(
+        "env-string",
+        "[providers.fh]\nkind = \"fetchhive\"\napi_key_env = \"FH\"\n",
+        &[
+            ("FH", "fhk_x"),
+            ("FLOWGATE__PROVIDERS__FH__DEFAULT_VARIANT", "2024"),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+}

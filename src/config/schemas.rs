@@ -1,0 +1,209 @@
+//! `[schemas]` and declared workflow schemas (`[providers.<name>.workflows."<workflow>"]`).
+
+use super::*;
+
+/// `[schemas]`: the cache of discovered workflow schemas.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemasConfig {
+    /// How long a fetched schema is trusted. Default `5m`.
+    #[serde(default = "SchemasConfig::default_ttl", deserialize_with = "duration")]
+    pub ttl: Duration,
+    /// Most cached (provider, workflow) entries. Default 10000.
+    #[serde(default = "SchemasConfig::default_capacity")]
+    pub capacity: u64,
+    /// How long an unknown workflow (404) is remembered. Default `30s`.
+    #[serde(
+        default = "SchemasConfig::default_negative_ttl",
+        deserialize_with = "duration"
+    )]
+    pub negative_ttl: Duration,
+    /// How long a failed schema fetch is remembered (calls go unvalidated
+    /// meanwhile). Default `10s`.
+    #[serde(
+        default = "SchemasConfig::default_failure_ttl",
+        deserialize_with = "duration"
+    )]
+    pub failure_ttl: Duration,
+    /// Longest a schema fetch may take. Default `5s`.
+    #[serde(
+        default = "SchemasConfig::default_fetch_timeout",
+        deserialize_with = "duration"
+    )]
+    pub fetch_timeout: Duration,
+}
+
+impl SchemasConfig {
+    fn default_ttl() -> Duration {
+        SchemaCacheSettings::default().ttl
+    }
+    fn default_capacity() -> u64 {
+        SchemaCacheSettings::default().capacity
+    }
+    fn default_negative_ttl() -> Duration {
+        SchemaCacheSettings::default().negative_ttl
+    }
+    fn default_failure_ttl() -> Duration {
+        SchemaCacheSettings::default().failure_ttl
+    }
+    fn default_fetch_timeout() -> Duration {
+        SchemaCacheSettings::default().fetch_timeout
+    }
+
+    /// The engine's cache settings.
+    pub fn settings(&self) -> SchemaCacheSettings {
+        SchemaCacheSettings {
+            ttl: self.ttl,
+            capacity: self.capacity,
+            negative_ttl: self.negative_ttl,
+            failure_ttl: self.failure_ttl,
+            fetch_timeout: self.fetch_timeout,
+        }
+    }
+}
+
+impl Default for SchemasConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Self::default_ttl(),
+            capacity: Self::default_capacity(),
+            negative_ttl: Self::default_negative_ttl(),
+            failure_ttl: Self::default_failure_ttl(),
+            fetch_timeout: Self::default_fetch_timeout(),
+        }
+    }
+}
+
+/// `[providers.<name>.workflows."<workflow>"]`: a declared input schema.
+///
+/// The key is the workflow as calls address it: a Knouds slug, an AI Tutor
+/// workflow id, or a Fetch Hive `deployment/variant` (one variant) or
+/// `deployment` (every variant without its own entry). Declared inputs are
+/// enforced exactly like discovered ones; for Knouds they replace discovery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowSchemaConfig {
+    /// Display name returned by GetWorkflowSchema.
+    pub name: Option<String>,
+    /// Description returned by GetWorkflowSchema.
+    pub description: Option<String>,
+    /// The inputs; an empty list means the workflow takes none.
+    pub inputs: Vec<InputConfig>,
+}
+
+/// One declared input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// The input's name.
+    pub name: String,
+    /// Its JSON type.
+    #[serde(rename = "type")]
+    pub value_type: InputType,
+    /// True when calls must give it (unless it has a default).
+    #[serde(default)]
+    pub required: bool,
+    /// What it is for.
+    pub description: Option<String>,
+    /// The value the provider uses when it is omitted.
+    pub default: Option<Value>,
+}
+
+/// The type names accepted for a declared input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    /// A JSON string.
+    String,
+    /// A JSON number.
+    Number,
+    /// A boolean.
+    Boolean,
+    /// A JSON array.
+    Array,
+    /// A JSON object.
+    Object,
+    /// Any value (not enforced).
+    Any,
+}
+
+impl From<InputType> for ValueType {
+    fn from(kind: InputType) -> Self {
+        match kind {
+            InputType::String => ValueType::String,
+            InputType::Number => ValueType::Number,
+            InputType::Boolean => ValueType::Boolean,
+            InputType::Array => ValueType::Array,
+            InputType::Object => ValueType::Object,
+            InputType::Any => ValueType::Any,
+        }
+    }
+}
+
+impl WorkflowSchemaConfig {
+    /// The engine's schema.
+    pub fn schema(&self) -> WorkflowSchema {
+        WorkflowSchema {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            fields: self
+                .inputs
+                .iter()
+                .map(|input| {
+                    let value_type = ValueType::from(input.value_type);
+                    SchemaField {
+                        name: input.name.clone(),
+                        value_type,
+                        upstream_type: value_type.as_str().to_owned(),
+                        required: input.required,
+                        default: input.default.clone(),
+                        description: input.description.clone(),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Config {
+    /// The declared workflow schemas of every provider.
+    pub fn declared_schemas(&self) -> DeclaredSchemas {
+        let mut declared = DeclaredSchemas::new();
+        for (name, provider) in &self.providers {
+            for (workflow, schema) in &provider.workflows {
+                declared.insert(name.clone(), workflow.clone(), schema.schema());
+            }
+        }
+        declared
+    }
+}
+
+/// A declared workflow key must be one a call can address.
+pub(super) fn check_workflow_key(kind: KindConfig, key: &str) -> Result<(), String> {
+    let plain = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 256
+            && part
+                .chars()
+                .all(|c| !c.is_whitespace() && !c.is_control() && c != '/')
+    };
+    let ok = match kind {
+        KindConfig::Fetchhive => key.split('/').count() <= 2 && key.split('/').all(plain),
+        KindConfig::Aitutor => plain(key),
+        KindConfig::Knouds => flowgate_providers::knouds::is_valid_slug(key),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(match kind {
+            KindConfig::Fetchhive => {
+                "a Fetch Hive workflow key is \"deployment\" or \"deployment/variant\"".into()
+            }
+            KindConfig::Aitutor => "an AI Tutor workflow key is the workflow id (wf_…)".into(),
+            KindConfig::Knouds => {
+                "a Knouds workflow key is the slug (lowercase letters, digits, single hyphens)"
+                    .into()
+            }
+        })
+    }
+}
