@@ -7,7 +7,7 @@
 
 use flowgate::{config::Config, pb, server};
 use flowgate_emulator::{Emulator, keys};
-use flowgate_telemetry::{LogFormat, Telemetry, TelemetrySettings};
+use flowgate_telemetry_setup::{LogFormat, Telemetry, TelemetrySettings};
 
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();

@@ -5,7 +5,7 @@
 use std::{future::Future, net::SocketAddr};
 
 use axum::{Router, http::header, routing::get};
-use flowgate_telemetry::PrometheusMetrics;
+use flowgate_telemetry_setup::PrometheusMetrics;
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 /// The admin routes.

@@ -1,8 +1,8 @@
 //! Logs only (the emulator and the demo): text or JSON lines on stderr,
 //! filtered by `RUST_LOG` or the given level, no trace export. `serve`
-//! installs full telemetry instead (`flowgate_telemetry::Telemetry`).
+//! installs full telemetry instead (`flowgate_telemetry_setup::Telemetry`).
 
-use flowgate_telemetry::{Telemetry, TelemetrySettings};
+use flowgate_telemetry_setup::{Telemetry, TelemetrySettings};
 
 use crate::config::LogFormat;
 

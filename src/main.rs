@@ -15,7 +15,7 @@ use flowgate::{
     config::{Config, LogFormat},
     demo, logging, server,
 };
-use flowgate_telemetry::Telemetry;
+use flowgate_telemetry_setup::Telemetry;
 
 /// gRPC gateway in front of hosted AI-workflow APIs.
 #[derive(Debug, Parser)]

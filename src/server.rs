@@ -30,7 +30,8 @@ use flowgate_providers::{HttpClient, build_provider};
 use flowgate_state::{
     Forwarding, IngressConfig, MemoryRunStore, RunTracker, StoreLimits, TrackerConfig,
 };
-use flowgate_telemetry::{RpcTelemetryLayer, SchemaCacheOutcome};
+use flowgate_telemetry::SchemaCacheOutcome;
+use flowgate_telemetry_setup::RpcTelemetryLayer;
 use flowgate_webhook::{Forwarder, ForwarderConfig, StandardSecret, callback_client};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Server, server::TcpIncoming};

@@ -26,7 +26,8 @@ use std::{
 use common::{deployment, inputs, slug, target, test_keys};
 use flowgate::{admin, pb};
 use flowgate_emulator::{Dialect, Fault};
-use flowgate_telemetry::{LogFormat, SchemaCacheOutcome, Telemetry, TelemetrySettings, metrics};
+use flowgate_telemetry::{SchemaCacheOutcome, metrics};
+use flowgate_telemetry_setup::{LogFormat, Telemetry, TelemetrySettings};
 use opentelemetry_proto::tonic::{
     collector::{
         metrics::v1::{

@@ -30,7 +30,7 @@ impl Default for LogConfig {
     }
 }
 
-pub use flowgate_telemetry::LogFormat;
+pub use flowgate_telemetry_setup::LogFormat;
 
 /// `[telemetry]`: traces and metrics. Each key wins over its standard
 /// `OTEL_*` variable; unset keys defer to them (see `flowgate_telemetry`).
@@ -72,8 +72,8 @@ impl Default for TelemetryConfig {
 
 impl Config {
     /// What telemetry should do: `[log]` and `[telemetry]` combined.
-    pub fn telemetry_settings(&self) -> flowgate_telemetry::TelemetrySettings {
-        flowgate_telemetry::TelemetrySettings {
+    pub fn telemetry_settings(&self) -> flowgate_telemetry_setup::TelemetrySettings {
+        flowgate_telemetry_setup::TelemetrySettings {
             log_format: self.log.format,
             log_level: self.log.level.clone(),
             otlp_endpoint: self.telemetry.otlp_endpoint.clone(),

@@ -16,7 +16,7 @@
 //! dialects, known RPC names (others are `_OTHER`) and status codes; never
 //! run ids, workflow ids or anything a caller controls.
 //!
-//! Until [`crate::Telemetry`] is built with metrics on, [`metrics()`]
+//! Until the binary's telemetry set-up installs a meter ([`install_meter`]), [`metrics()`]
 //! returns no-op instruments and the hooks cost a branch.
 
 use std::{
@@ -64,7 +64,7 @@ pub fn metrics() -> &'static Metrics {
 }
 
 /// Installs the instruments built from `meter` (the first call wins).
-pub(crate) fn install(meter: &Meter) {
+pub fn install_meter(meter: &Meter) {
     let _ = INSTALLED.set(Metrics::new(meter, true));
 }
 

@@ -279,7 +279,7 @@ impl RunTracker {
         let (Some(url), Some(forwarding)) = (&record.callback_url, &self.forwarding) else {
             return;
         };
-        let Ok(url) = reqwest::Url::parse(url) else {
+        let Ok(url) = url::Url::parse(url) else {
             tracing::warn!(run_id = %record.run_id.encode(), "callback URL does not parse; not forwarding");
             return;
         };

@@ -21,7 +21,6 @@ use tracing_subscriber::{
 
 use crate::{
     json_log::JsonWithTraceIds,
-    metrics,
     settings::{LogFormat, Signal, TelemetrySettings},
 };
 
@@ -157,7 +156,7 @@ impl TelemetryBuilder {
                     builder = hook(builder);
                 }
                 let provider = builder.build();
-                metrics::install(&provider.meter("flowgate"));
+                flowgate_telemetry::install_meter(&provider.meter("flowgate"));
                 Some(provider)
             } else {
                 None

@@ -24,7 +24,7 @@ use tower::{Layer, Service};
 use tracing::{Instrument as _, field};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::{metrics::metrics, propagation::extract};
+use flowgate_telemetry::{extract, metrics};
 
 const OTHER: &str = "_OTHER";
 /// `UNKNOWN`: the service failed or the body ended without a status.
