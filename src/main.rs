@@ -99,6 +99,7 @@ async fn run(command: Command) -> Result<(), String> {
             let telemetry = Telemetry::builder(config.telemetry_settings())
                 .init()
                 .map_err(|err| format!("cannot start telemetry: {err}"))?;
+            logging::route_panics();
             let app = server::build(&config, |var| std::env::var(var).ok())
                 .map_err(|err| format!("invalid configuration:\n{err}"))?;
             let listeners = server::Listeners::bind(&config)

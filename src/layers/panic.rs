@@ -1,7 +1,8 @@
 //! Catching panics: a panic anywhere in a call (the handler, a layer below,
 //! or while a streaming body produces an item) becomes INTERNAL with
 //! ErrorInfo reason `INTERNAL_PANIC`. The panic message is logged once as
-//! a structured event (`panic.message`) and never sent to the caller.
+//! a structured event (`panic.message`, by the hook of
+//! [`crate::logging::route_panics`]) and never sent to the caller.
 //!
 //! Design: `std::panic::catch_unwind` around the inner service's `call`,
 //! around each poll of its future, and around each poll of the response
@@ -12,7 +13,6 @@
 //! in its trailers.
 
 use std::{
-    any::Any,
     future::Future,
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
@@ -36,18 +36,11 @@ fn panic_error() -> GatewayError {
     )
 }
 
-/// Logs a caught panic once, with its message as a field.
-fn log_panic(method: &'static str, payload: &(dyn Any + Send)) {
-    let message = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(a panic payload that is not a string)");
-    tracing::error!(
-        rpc.method = method,
-        panic.message = message,
-        "a call panicked; answered INTERNAL_PANIC"
-    );
+/// Notes a caught panic. The message itself was logged by the panic hook
+/// `serve` installs (`crate::logging::route_panics`), once, as a structured
+/// event in the call's span; this only says how the call was answered.
+fn log_panic(method: &'static str) {
+    tracing::warn!(rpc.method = method, "answered INTERNAL_PANIC");
 }
 
 /// Wraps a service so panics become `INTERNAL_PANIC` answers.
@@ -112,8 +105,8 @@ where
                 future: Some(future),
                 method,
             },
-            Err(payload) => {
-                log_panic(method, payload.as_ref());
+            Err(_) => {
+                log_panic(method);
                 CatchPanicFuture {
                     future: None,
                     method,
@@ -158,9 +151,9 @@ where
                     })
                 }))
             }
-            Err(payload) => {
+            Err(_) => {
                 this.future.set(None);
-                log_panic(method, payload.as_ref());
+                log_panic(method);
                 Poll::Ready(Ok(panic_response()))
             }
         }
@@ -223,9 +216,9 @@ impl<B: Body> Body for PanicSafeBody<B> {
         };
         match catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx))) {
             Ok(frame) => frame,
-            Err(payload) => {
+            Err(_) => {
                 this.inner.set(None);
-                log_panic(this.method, payload.as_ref());
+                log_panic(this.method);
                 Poll::Ready(Some(Ok(Frame::trailers(panic_trailers()))))
             }
         }

@@ -18,6 +18,7 @@
 
 mod callback;
 mod catalog;
+pub mod depth;
 mod error;
 mod gateway;
 mod invocation;

@@ -14,7 +14,6 @@
 //! [`build_provider`].
 
 pub mod aitutor;
-pub mod depth;
 pub mod errors;
 pub mod fetchhive;
 mod guard;
@@ -28,6 +27,7 @@ use std::sync::Arc;
 
 use flowgate_core::{Provider, ProviderKind};
 
+pub use flowgate_core::depth;
 pub use guard::Guarded;
 pub use http::{HttpClient, HttpClientError};
 pub use settings::{CircuitPolicy, LocalLimits, ProviderSettings, Resilience, RetryPolicy};

@@ -31,6 +31,9 @@ const OTHER: &str = "_OTHER";
 const CODE_UNKNOWN: i32 = 2;
 /// `CANCELLED`: the response was dropped before it finished.
 const CODE_CANCELLED: i32 = 1;
+/// `INTERNAL`: the call panicked (the catch-panic layer outside answers
+/// `INTERNAL_PANIC`).
+const CODE_INTERNAL: i32 = 13;
 
 /// Wraps a gRPC router: a server span and the RPC metrics per call.
 #[derive(Debug, Clone, Copy)]
@@ -117,7 +120,13 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        self.finish(CODE_CANCELLED);
+        // Dropped while unwinding: the call panicked, it was not cancelled.
+        let code = if std::thread::panicking() {
+            CODE_INTERNAL
+        } else {
+            CODE_CANCELLED
+        };
+        self.finish(code);
     }
 }
 

@@ -2,7 +2,10 @@
 
 use std::time::SystemTime;
 
-use flowgate_core::{RunError, RunStatus, decode_output};
+use flowgate_core::{
+    RunError, RunStatus, decode_output,
+    depth::{MAX_OUTPUT_DEPTH, exceeds_depth},
+};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -46,19 +49,31 @@ impl WebhookEvent {
     /// - Fetch Hive: `<request_id>:<run_status>` (`run_id`/`status`
     ///   accepted), else a SHA-256 of the body.
     ///
-    /// Fails `Malformed` when the body is not a JSON object or lacks the
-    /// scheme's event type (Knouds `event`, Standard `type`).
+    /// Fails `Malformed` when the body is not a JSON object, lacks the
+    /// scheme's event type (Knouds `event`, Standard `type`), or carries an
+    /// output nested deeper than [`MAX_OUTPUT_DEPTH`].
     pub fn decode(
         scheme: WebhookScheme,
         body: &[u8],
         signature: &SignatureMatch,
     ) -> Result<Self, WebhookFailure> {
         let object = json_object(body)?;
-        match scheme {
+        let event = match scheme {
             WebhookScheme::Knouds => knouds(&object, body, signature),
             WebhookScheme::FetchHive => Ok(fetchhive(&object, body)),
             WebhookScheme::Standard => standard(&object, signature),
+        }?;
+        // An output protobuf clients could not parse is never relayed.
+        if event
+            .output
+            .as_ref()
+            .is_some_and(|output| exceeds_depth(output, MAX_OUTPUT_DEPTH))
+        {
+            return Err(WebhookFailure::malformed(format!(
+                "output nests deeper than {MAX_OUTPUT_DEPTH} levels"
+            )));
         }
+        Ok(event)
     }
 }
 
@@ -219,6 +234,30 @@ mod tests {
             signed_at: None,
             message_id: None,
         }
+    }
+
+    #[test]
+    fn over_deep_outputs_are_refused_even_inside_a_json_string() {
+        let nested = |levels: usize| (0..levels).fold(json!(1), |inner, _| json!({ "a": inner }));
+        let body = |output: Value| {
+            json!({"type": "run.completed", "data": {"run_id": "r", "status": "completed",
+                "output": output}})
+            .to_string()
+        };
+        let deep = body(nested(MAX_OUTPUT_DEPTH + 1));
+        let refused = WebhookEvent::decode(WebhookScheme::Standard, deep.as_bytes(), &unsigned());
+        assert!(matches!(refused, Err(failure) if failure.to_string().contains("deeper")));
+        // Knouds sends `result` as a JSON string, decoded before the check.
+        let knouds = json!({"event": "execution.completed", "executionId": "ex-1",
+            "status": "completed", "result": nested(MAX_OUTPUT_DEPTH + 1).to_string()})
+        .to_string();
+        assert!(
+            WebhookEvent::decode(WebhookScheme::Knouds, knouds.as_bytes(), &unsigned()).is_err()
+        );
+        let fine = body(nested(MAX_OUTPUT_DEPTH));
+        let event =
+            WebhookEvent::decode(WebhookScheme::Standard, fine.as_bytes(), &unsigned()).unwrap();
+        assert_eq!(event.output, Some(nested(MAX_OUTPUT_DEPTH)));
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! so a reply is only readable everywhere when the output nests at most
 //! [`MAX_OUTPUT_DEPTH`] (32) objects or arrays deep. A deeper output is a
 //! vendor answer the gateway cannot deliver: INTERNAL /
-//! `UPSTREAM_PROTOCOL_ERROR` (checked once, in the guard, for every
-//! dialect's Invoke and status poll).
+//! `UPSTREAM_PROTOCOL_ERROR` (checked once, in the providers' guard, for
+//! every dialect's Invoke and status poll), and a callback carrying one is
+//! refused as malformed at the webhook ingress.
 
 use serde_json::Value;
 
