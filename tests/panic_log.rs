@@ -2,6 +2,8 @@
 //! with its message and location, in the span of the call that panicked.
 //! Its own test binary, because the hook and the subscriber are global.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{
     io::Write,
     panic::{AssertUnwindSafe, catch_unwind},
