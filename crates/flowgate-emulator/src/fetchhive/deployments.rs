@@ -10,16 +10,16 @@ use super::{invalid, reject};
 
 /// Type of a variable declared on a deployment's Start step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum InputType {
+enum InputType {
     Text,
     Array,
 }
 
 #[derive(Debug)]
-pub(super) struct StartInput {
-    pub(super) name: &'static str,
-    pub(super) kind: InputType,
-    pub(super) required: bool,
+struct StartInput {
+    name: &'static str,
+    kind: InputType,
+    required: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,13 +33,13 @@ pub(super) enum Behaviour {
 
 #[derive(Debug)]
 pub(super) struct Deployment {
-    pub(super) name: &'static str,
-    pub(super) variants: &'static [&'static str],
-    pub(super) inputs: &'static [StartInput],
+    name: &'static str,
+    variants: &'static [&'static str],
+    inputs: &'static [StartInput],
     pub(super) behaviour: Behaviour,
 }
 
-pub(super) const DEPLOYMENTS: &[Deployment] = &[
+const DEPLOYMENTS: &[Deployment] = &[
     Deployment {
         name: "summarize",
         variants: &["default", "concise"],
@@ -84,8 +84,8 @@ pub(super) const DEPLOYMENTS: &[Deployment] = &[
 #[derive(Debug)]
 pub(super) struct Invocation {
     pub(super) deployment: &'static Deployment,
-    pub(super) variant: String,
-    pub(super) inputs: Map<String, Value>,
+    variant: String,
+    inputs: Map<String, Value>,
     pub(super) callback_url: Option<String>,
 }
 

@@ -115,7 +115,7 @@ pub(super) fn invoke_async(
     )
 }
 
-pub(super) async fn complete_async(
+async fn complete_async(
     shared: Arc<FetchHive>,
     key: &'static str,
     request_id: String,
@@ -164,7 +164,7 @@ pub(super) async fn complete_async(
 }
 
 /// Authenticated lookup of run `id`: `render`ed if it belongs to the caller's key.
-pub(super) fn run_lookup(
+fn run_lookup(
     shared: &FetchHive,
     headers: &HeaderMap,
     id: &str,

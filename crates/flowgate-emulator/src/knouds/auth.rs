@@ -17,7 +17,7 @@ pub(super) enum Tier {
 }
 
 impl Tier {
-    pub(super) fn limit(self) -> u32 {
+    fn limit(self) -> u32 {
         match self {
             Tier::Pro => 100,
             Tier::Business => 1000,
@@ -35,14 +35,14 @@ pub(super) enum Billing {
 #[derive(Debug)]
 pub(super) struct ApiKey {
     pub(super) secret: &'static str,
-    pub(super) capabilities: &'static [&'static str],
+    capabilities: &'static [&'static str],
     pub(super) tier: Tier,
     pub(super) billing: Billing,
 }
 
-pub(super) const FULL: &[&str] = &["workflow:run", "workflow:read", "execution:read"];
+const FULL: &[&str] = &["workflow:run", "workflow:read", "execution:read"];
 
-pub(super) const KEYS: &[ApiKey] = &[
+const KEYS: &[ApiKey] = &[
     ApiKey {
         secret: keys::KNOUDS_KEY,
         capabilities: FULL,
@@ -131,7 +131,7 @@ pub(super) fn gated_with(
     })
 }
 
-pub(super) fn coded_401(legacy: Option<&str>) -> Response {
+fn coded_401(legacy: Option<&str>) -> Response {
     match legacy {
         Some(_) => coded(
             StatusCode::UNAUTHORIZED,

@@ -22,7 +22,7 @@ use super::workflows::Workflow;
 use super::{Knouds, coded};
 
 /// How long a cancellation takes to settle after it was requested.
-pub(super) const CANCEL_SETTLE: Duration = Duration::from_millis(50);
+const CANCEL_SETTLE: Duration = Duration::from_millis(50);
 
 /// Execution lifecycle as the polling endpoint reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,11 +50,11 @@ impl ExecutionStatus {
 pub(super) struct Execution {
     pub(super) key: &'static str,
     pub(super) slug: &'static str,
-    pub(super) request_id: String,
+    request_id: String,
     pub(super) status: ExecutionStatus,
-    pub(super) outcome: Result<Value, String>,
-    pub(super) created: SystemTime,
-    pub(super) completed: Option<SystemTime>,
+    outcome: Result<Value, String>,
+    created: SystemTime,
+    completed: Option<SystemTime>,
 }
 
 impl Execution {
@@ -84,7 +84,7 @@ impl Execution {
     }
 
     /// The webhook event for a finished execution.
-    pub(super) fn event(&self, id: &str) -> Value {
+    fn event(&self, id: &str) -> Value {
         let event = match self.status {
             ExecutionStatus::Completed => "execution.completed",
             ExecutionStatus::Cancelled => "execution.cancelled",
@@ -153,7 +153,7 @@ pub(super) fn submit_async(
 }
 
 /// Moves execution `id` out of `from` to its final state and fires the webhook.
-pub(super) async fn settle(shared: &Knouds, id: &str, from: ExecutionStatus) {
+async fn settle(shared: &Knouds, id: &str, from: ExecutionStatus) {
     let event = {
         let mut executions = lock(&shared.dialect.executions);
         let Some(execution) = executions.get_mut(id).filter(|e| e.status == from) else {
@@ -183,7 +183,7 @@ pub(super) async fn settle(shared: &Knouds, id: &str, from: ExecutionStatus) {
     }
 }
 
-pub(super) fn execution_not_found() -> Response {
+fn execution_not_found() -> Response {
     coded(
         StatusCode::NOT_FOUND,
         "Execution not found",

@@ -52,7 +52,7 @@ impl FieldType {
         }
     }
 
-    pub(super) fn accepts(self, value: &Value) -> bool {
+    fn accepts(self, value: &Value) -> bool {
         match self {
             FieldType::String => value.is_string(),
             FieldType::Number => value.is_number(),
@@ -63,7 +63,7 @@ impl FieldType {
     }
 }
 
-pub(super) fn json_type_name(value: &Value) -> &'static str {
+fn json_type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -78,11 +78,11 @@ pub(super) fn json_type_name(value: &Value) -> &'static str {
 #[derive(Debug)]
 pub(super) struct Field {
     pub(super) name: &'static str,
-    pub(super) kind: FieldType,
+    kind: FieldType,
     pub(super) required: bool,
     pub(super) description: &'static str,
     /// Default as JSON text.
-    pub(super) default: Option<&'static str>,
+    default: Option<&'static str>,
 }
 
 impl Field {
@@ -122,10 +122,10 @@ pub(super) struct Workflow {
     pub(super) supports_async: bool,
     pub(super) premium: bool,
     pub(super) cost: f64,
-    pub(super) behaviour: Behaviour,
+    behaviour: Behaviour,
 }
 
-pub(super) const WORKFLOWS: &[Workflow] = &[
+const WORKFLOWS: &[Workflow] = &[
     Workflow {
         slug: "summarize-text",
         name: "Summarize text",
@@ -239,7 +239,7 @@ pub(super) fn workflow_not_found() -> Response {
     )
 }
 
-pub(super) const FLAKY_MESSAGE: &str = "Provider call failed: upstream model timed out";
+const FLAKY_MESSAGE: &str = "Provider call failed: upstream model timed out";
 
 /// Checks `inputs` against the workflow's fields and fills in defaults.
 pub(super) fn validate_inputs(
