@@ -38,6 +38,7 @@ fn check_config_accepts_the_example_when_keys_are_readable() {
             ("FETCHHIVE_API_KEY", "fhk_example"),
             ("AITUTOR_API_KEY", "sk_example"),
             ("KNOUDS_WEBHOOK_SECRET", "knouds_whsec_example"),
+            ("FLOWGATE_RUN_ID_SECRET", "run-id-secret-of-32-bytes-000000"),
             (
                 "FLOWGATE_WEBHOOK_SIGNING_SECRET",
                 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
