@@ -225,7 +225,7 @@ async fn a_background_run_that_dies_ends_its_streams_and_later_ones() {
         workflow: invocation.workflow.clone(),
     };
     let invoked = tracker
-        .invoke(&target, invocation, Deadline::NONE, None)
+        .start(&target, invocation, Deadline::NONE, None)
         .await
         .unwrap();
     let run_id = tracker.gateway.run_ids().sign(&invoked.run_id);
@@ -249,7 +249,7 @@ async fn drain_waits_for_background_runs_until_the_deadline_and_reports_the_rest
         workflow: invocation.workflow.clone(),
     };
     tracker
-        .invoke(&target, invocation, Deadline::NONE, None)
+        .start(&target, invocation, Deadline::NONE, None)
         .await
         .unwrap();
     let started = tokio::time::Instant::now();
