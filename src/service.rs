@@ -9,7 +9,7 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use flowgate_core::{Deadline, Gateway, GatewayError, Invoked, SecretString};
+use flowgate_core::{Deadline, Gateway, GatewayError, SecretString};
 use flowgate_state::{RunTracker, Verification, VerifyKey};
 use futures::Stream;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
@@ -122,7 +122,10 @@ impl WorkflowGateway for GatewayService {
             let span = tracing::Span::current();
             span.record("flowgate.dialect", target.workflow.kind().as_str());
             span.record("flowgate.workflow", field::display(&target.workflow));
-            let invoked: Result<Invoked, GatewayError> = if invocation.async_delivery.is_some() {
+            // A synchronous run's answer is the response itself: it goes
+            // straight to the gateway and is not recorded. An async one is
+            // started (through the same gateway) and followed by the tracker.
+            let invoked = if invocation.async_delivery.is_some() {
                 self.tracker
                     .start(&target, invocation, deadline, trace_parent)
                     .await

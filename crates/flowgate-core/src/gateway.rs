@@ -6,6 +6,13 @@
 //! back in one INVALID_ARGUMENT. A workflow the provider reports unknown is
 //! NOT_FOUND without a run; a schema that cannot be fetched lets the call go
 //! ahead unvalidated.
+//!
+//! Every upstream run starts through the same three steps:
+//! [`Gateway::resolve`] picks the provider, [`Gateway::check`] runs the
+//! pre-flight checks, [`Gateway::send`] calls it (and drops a cached schema
+//! the upstream contradicted). [`Gateway::invoke`] is the three in a row;
+//! the run tracker uses them for async runs, running `send` in the
+//! background for dialects without an async mode.
 
 use std::sync::Arc;
 

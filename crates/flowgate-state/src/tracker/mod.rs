@@ -1,5 +1,10 @@
 //! The run tracker: one async model for every dialect.
 //!
+//! Only async runs come here. A synchronous Invoke goes from the edge
+//! straight to [`Gateway::invoke`] and is not recorded; [`RunTracker::start`]
+//! resolves the provider once and starts the run through the same gateway
+//! ([`Gateway::check`], then [`Gateway::send`]), whatever the dialect.
+//!
 //! | dialect | async upstream | how the tracker learns the outcome |
 //! |---|---|---|
 //! | Knouds | `?async=true` → execution id | polls `GET /api/executions/{id}`; also ingests its signed webhooks |
@@ -167,11 +172,6 @@ impl RunTracker {
             background_runs: TaskTracker::new(),
             abandoned_watches: AtomicUsize::new(0),
         })
-    }
-
-    /// The engine behind the tracker.
-    pub fn gateway(&self) -> &Arc<Gateway> {
-        &self.gateway
     }
 
     /// Starts an async run (`invocation.async_delivery` set) and records
