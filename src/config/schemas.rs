@@ -2,54 +2,29 @@
 
 use super::*;
 
-/// `[schemas]`: the cache of discovered workflow schemas.
+/// `[schemas]`: the cache of discovered workflow schemas. A missing key
+/// takes the engine's default ([`SchemaCacheSettings::default`]).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SchemasConfig {
     /// How long a fetched schema is trusted. Default `5m`.
-    #[serde(default = "SchemasConfig::default_ttl", deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration")]
     pub ttl: Duration,
     /// Most cached (provider, workflow) entries. Default 10000.
-    #[serde(default = "SchemasConfig::default_capacity")]
     pub capacity: u64,
     /// How long an unknown workflow (404) is remembered. Default `30s`.
-    #[serde(
-        default = "SchemasConfig::default_negative_ttl",
-        deserialize_with = "duration"
-    )]
+    #[serde(deserialize_with = "duration")]
     pub negative_ttl: Duration,
     /// How long a failed schema fetch is remembered (calls go unvalidated
     /// meanwhile). Default `10s`.
-    #[serde(
-        default = "SchemasConfig::default_failure_ttl",
-        deserialize_with = "duration"
-    )]
+    #[serde(deserialize_with = "duration")]
     pub failure_ttl: Duration,
     /// Longest a schema fetch may take. Default `5s`.
-    #[serde(
-        default = "SchemasConfig::default_fetch_timeout",
-        deserialize_with = "duration"
-    )]
+    #[serde(deserialize_with = "duration")]
     pub fetch_timeout: Duration,
 }
 
 impl SchemasConfig {
-    fn default_ttl() -> Duration {
-        SchemaCacheSettings::default().ttl
-    }
-    fn default_capacity() -> u64 {
-        SchemaCacheSettings::default().capacity
-    }
-    fn default_negative_ttl() -> Duration {
-        SchemaCacheSettings::default().negative_ttl
-    }
-    fn default_failure_ttl() -> Duration {
-        SchemaCacheSettings::default().failure_ttl
-    }
-    fn default_fetch_timeout() -> Duration {
-        SchemaCacheSettings::default().fetch_timeout
-    }
-
     /// The engine's cache settings.
     pub fn settings(&self) -> SchemaCacheSettings {
         SchemaCacheSettings {
@@ -64,12 +39,13 @@ impl SchemasConfig {
 
 impl Default for SchemasConfig {
     fn default() -> Self {
+        let engine = SchemaCacheSettings::default();
         Self {
-            ttl: Self::default_ttl(),
-            capacity: Self::default_capacity(),
-            negative_ttl: Self::default_negative_ttl(),
-            failure_ttl: Self::default_failure_ttl(),
-            fetch_timeout: Self::default_fetch_timeout(),
+            ttl: engine.ttl,
+            capacity: engine.capacity,
+            negative_ttl: engine.negative_ttl,
+            failure_ttl: engine.failure_ttl,
+            fetch_timeout: engine.fetch_timeout,
         }
     }
 }

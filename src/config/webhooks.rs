@@ -3,8 +3,9 @@
 use super::*;
 
 /// `[webhooks]`: the callback ingress listener and callback forwarding.
+/// A missing key takes its value from [`Default`].
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct WebhooksConfig {
     /// Where the ingress listener (`POST /webhooks/{provider}`) binds; no
     /// listener when absent.
@@ -20,38 +21,19 @@ pub struct WebhooksConfig {
     /// File holding the signing secret(s), instead of the variable.
     pub signing_secret_file: Option<PathBuf>,
     /// Signature timestamp tolerance. Default `300s`.
-    #[serde(
-        default = "WebhooksConfig::default_tolerance",
-        deserialize_with = "duration"
-    )]
+    #[serde(deserialize_with = "duration")]
     pub tolerance: Duration,
     /// Largest accepted callback body. Default 1 MiB.
-    #[serde(default = "WebhooksConfig::default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// Delivery attempts per forwarded callback. Default 8.
-    #[serde(default = "WebhooksConfig::default_forward_attempts")]
     pub forward_max_attempts: u32,
     /// Callback destinations allowed although they are loopback,
     /// link-local, private or otherwise forbidden: exact host names (their
     /// resolved addresses are then trusted), IP addresses or CIDRs, e.g.
     /// `["hooks.internal.svc", "10.0.0.0/8"]`. Default none.
-    #[serde(default)]
     pub callback_allow: Vec<String>,
     /// Accept plain `http://` callback URLs. Default false (https only).
-    #[serde(default)]
     pub callback_allow_http: bool,
-}
-
-impl WebhooksConfig {
-    fn default_tolerance() -> Duration {
-        Duration::from_secs(300)
-    }
-    fn default_max_body_bytes() -> usize {
-        1024 * 1024
-    }
-    fn default_forward_attempts() -> u32 {
-        8
-    }
 }
 
 impl Default for WebhooksConfig {
@@ -61,9 +43,9 @@ impl Default for WebhooksConfig {
             public_url: None,
             signing_secret_env: None,
             signing_secret_file: None,
-            tolerance: Self::default_tolerance(),
-            max_body_bytes: Self::default_max_body_bytes(),
-            forward_max_attempts: Self::default_forward_attempts(),
+            tolerance: Duration::from_secs(300),
+            max_body_bytes: 1024 * 1024,
+            forward_max_attempts: 8,
             callback_allow: Vec::new(),
             callback_allow_http: false,
         }
