@@ -1,54 +1,9 @@
-//! `[schemas]` and declared workflow schemas (`[providers.<name>.workflows."<workflow>"]`).
+//! Declared workflow schemas (`[providers.<name>.workflows."<workflow>"]`).
+//!
+//! `[schemas]`, the cache of discovered ones, deserializes straight into
+//! the engine's [`SchemaCacheSettings`].
 
 use super::*;
-
-/// `[schemas]`: the cache of discovered workflow schemas. A missing key
-/// takes the engine's default ([`SchemaCacheSettings::default`]).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SchemasConfig {
-    /// How long a fetched schema is trusted. Default `5m`.
-    #[serde(deserialize_with = "duration")]
-    pub ttl: Duration,
-    /// Most cached (provider, workflow) entries. Default 10000.
-    pub capacity: u64,
-    /// How long an unknown workflow (404) is remembered. Default `30s`.
-    #[serde(deserialize_with = "duration")]
-    pub negative_ttl: Duration,
-    /// How long a failed schema fetch is remembered (calls go unvalidated
-    /// meanwhile). Default `10s`.
-    #[serde(deserialize_with = "duration")]
-    pub failure_ttl: Duration,
-    /// Longest a schema fetch may take. Default `5s`.
-    #[serde(deserialize_with = "duration")]
-    pub fetch_timeout: Duration,
-}
-
-impl SchemasConfig {
-    /// The engine's cache settings.
-    pub fn settings(&self) -> SchemaCacheSettings {
-        SchemaCacheSettings {
-            ttl: self.ttl,
-            capacity: self.capacity,
-            negative_ttl: self.negative_ttl,
-            failure_ttl: self.failure_ttl,
-            fetch_timeout: self.fetch_timeout,
-        }
-    }
-}
-
-impl Default for SchemasConfig {
-    fn default() -> Self {
-        let engine = SchemaCacheSettings::default();
-        Self {
-            ttl: engine.ttl,
-            capacity: engine.capacity,
-            negative_ttl: engine.negative_ttl,
-            failure_ttl: engine.failure_ttl,
-            fetch_timeout: engine.fetch_timeout,
-        }
-    }
-}
 
 /// `[providers.<name>.workflows."<workflow>"]`: a declared input schema.
 ///

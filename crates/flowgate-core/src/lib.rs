@@ -19,6 +19,7 @@
 mod callback;
 mod catalog;
 pub mod depth;
+pub mod duration;
 mod error;
 mod gateway;
 mod invocation;
