@@ -37,7 +37,6 @@ mod runs;
 mod schemas;
 mod secrets;
 mod sections;
-mod security;
 mod server;
 mod telemetry;
 #[cfg(test)]
@@ -51,9 +50,8 @@ pub use ranges::{Bounds, RANGES, Range};
 pub use runs::RunsConfig;
 use schemas::check_workflow_key;
 pub use schemas::{InputConfig, InputType, WorkflowSchemaConfig};
-pub use secrets::LoadedSecrets;
+pub use secrets::{LoadedSecrets, MIN_RUN_ID_SECRET_BYTES};
 use secrets::{SecretProblem, read_secret};
-pub use security::MIN_RUN_ID_SECRET_BYTES;
 pub use server::ServerConfig;
 pub use telemetry::{LogConfig, LogFormat, TelemetryConfig};
 pub use webhooks::WebhooksConfig;
