@@ -13,6 +13,17 @@
 //! `[providers.<name>.workflows."<workflow>"]` declares a workflow's inputs
 //! (`inputs = [{ name = "topic", type = "string", required = true }]`) for
 //! dialects without a schema endpoint, or to override Knouds discovery.
+//!
+//! Layout, one file per section: `server.rs`; `telemetry.rs` (`[log]`,
+//! `[telemetry]`); `providers.rs` (whose resilience tables are the engine's
+//! policies, deserialized directly); `schemas.rs` (declared workflow
+//! schemas; `[schemas]` itself is the engine's [`SchemaCacheSettings`]);
+//! `webhooks.rs`; `runs.rs`; `secrets.rs` (reading every configured secret);
+//! `env.rs` (the overrides). Section structs take missing keys from one
+//! `impl Default` each (container-level `#[serde(default)]`); durations are
+//! [`flowgate_core::duration`]. `sections.rs` reads the document one section
+//! at a time so every section's errors are reported together; `validate.rs`
+//! and `ranges.rs` check what types alone cannot.
 
 use std::{
     collections::BTreeMap,
