@@ -162,3 +162,26 @@ fn check_config_reports_errors_of_several_sections_in_one_run() {
         assert!(stderr.contains(path), "{path}: {stderr}");
     }
 }
+
+#[test]
+fn check_config_reports_every_unreadable_secret_in_one_run() {
+    let output = check_config(
+        "secrets",
+        "[providers.kn]\nkind = \"knouds\"\napi_key_env = \"FLOWGATE_TEST_UNSET_KN\"\n\
+         [providers.fh]\nkind = \"fetchhive\"\napi_key_file = \"/nonexistent/flowgate-fh-key\"\n\
+         [runs]\nid_secret_env = \"FLOWGATE_TEST_UNSET_RUN_IDS\"\n\
+         [webhooks]\nsigning_secret_env = \"FLOWGATE_TEST_SIGNING\"\n",
+        &[("FLOWGATE_TEST_SIGNING", "not-a-whsec")],
+    );
+    let stderr = stderr(&output);
+    assert!(!output.status.success(), "{stderr}");
+    for path in [
+        "providers.fh.api_key_file:",
+        "providers.kn.api_key_env:",
+        "runs.id_secret_env:",
+        "webhooks.signing_secret_env:",
+    ] {
+        assert!(stderr.contains(path), "{path}: {stderr}");
+    }
+    assert!(!stderr.contains("not-a-whsec"), "{stderr}");
+}

@@ -88,6 +88,26 @@ pub struct LoadedSecrets {
 }
 
 impl Config {
+    /// Reads every configured secret (provider keys, run id secrets,
+    /// webhook secrets) and discards them: `check-config` reports each one
+    /// that cannot be read in one run, never showing a value.
+    pub fn check_secrets(&self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let mut issues: Vec<ConfigIssue> = [
+            self.provider_settings(&env).err(),
+            self.run_id_signer(&env).err(),
+            self.webhook_secrets(&env).err(),
+        ]
+        .into_iter()
+        .flatten()
+        .flat_map(|err| err.issues)
+        .collect();
+        if issues.is_empty() {
+            return Ok(());
+        }
+        issues.sort_by(|a, b| a.path.cmp(&b.path));
+        Err(ConfigError { issues })
+    }
+
     /// Reads the webhook secrets; fails with the path of each one that
     /// cannot be read, never showing a value.
     pub fn webhook_secrets(
@@ -201,6 +221,30 @@ mod tests {
     fn config(extra: &str) -> Config {
         let text = format!("[providers.kn]\nkind = \"knouds\"\napi_key_env = \"KN\"\n{extra}");
         Config::parse(&text, Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn every_unreadable_secret_is_reported_at_once() {
+        let config = config(
+            "[runs]\nid_secret_env = \"RUN_IDS\"\n[webhooks]\nsigning_secret_env = \"SIGNING\"\n",
+        );
+        let err = config.check_secrets(|_| None).unwrap_err();
+        let paths: Vec<_> = err.issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "providers.kn.api_key_env",
+                "runs.id_secret_env",
+                "webhooks.signing_secret_env"
+            ]
+        );
+        let env = |var: &str| match var {
+            "KN" => Some("knouds_live_x".to_owned()),
+            "RUN_IDS" => Some("run-id-secret-0123456789".to_owned()),
+            "SIGNING" => Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned()),
+            _ => None,
+        };
+        assert!(config.check_secrets(env).is_ok());
     }
 
     #[test]
