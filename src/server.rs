@@ -135,15 +135,16 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         .into_iter()
         .map(|settings| build_provider(settings, &http))
         .collect();
-    let schemas = SchemaCatalog::new(config.schemas.settings(), config.declared_schemas())
-        .with_observer(Arc::new(|provider: &str, hit: bool| {
+    let schemas = SchemaCatalog::new(config.schemas, config.declared_schemas()).with_observer(
+        Arc::new(|provider: &str, hit: bool| {
             let outcome = if hit {
                 SchemaCacheOutcome::Hit
             } else {
                 SchemaCacheOutcome::Miss
             };
             flowgate_telemetry::metrics().schema_cache(provider, outcome);
-        }));
+        }),
+    );
     let run_ids = match config.run_id_signer(&env)? {
         Some(signer) => signer,
         None => {

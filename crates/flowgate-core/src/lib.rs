@@ -20,6 +20,7 @@ mod callback;
 mod catalog;
 mod deadline;
 pub mod depth;
+pub mod duration;
 mod error;
 mod gateway;
 mod invocation;
