@@ -13,6 +13,17 @@
 //! `[providers.<name>.workflows."<workflow>"]` declares a workflow's inputs
 //! (`inputs = [{ name = "topic", type = "string", required = true }]`) for
 //! dialects without a schema endpoint, or to override Knouds discovery.
+//!
+//! Layout, one file per section: `server.rs`; `telemetry.rs` (`[log]`,
+//! `[telemetry]`); `providers.rs` (whose resilience tables are the engine's
+//! policies, deserialized directly); `schemas.rs` (declared workflow
+//! schemas; `[schemas]` itself is the engine's [`SchemaCacheSettings`]);
+//! `webhooks.rs`; `runs.rs`; `secrets.rs` (reading every configured secret);
+//! `env.rs` (the overrides). Section structs take missing keys from one
+//! `impl Default` each (container-level `#[serde(default)]`); durations are
+//! [`flowgate_core::duration`]. `sections.rs` reads the document one section
+//! at a time so every section's errors are reported together; `validate.rs`
+//! and `ranges.rs` check what types alone cannot.
 
 use std::{
     collections::BTreeMap,
@@ -27,17 +38,16 @@ use flowgate_core::{
     WorkflowSchema,
 };
 use flowgate_providers::{CircuitPolicy, LocalLimits, ProviderSettings, Resilience, RetryPolicy};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::Value;
 
-mod durations;
 mod env;
 mod providers;
 mod ranges;
 mod runs;
 mod schemas;
 mod secrets;
-mod security;
+mod sections;
 mod server;
 mod telemetry;
 #[cfg(test)]
@@ -45,47 +55,38 @@ mod tests;
 mod validate;
 mod webhooks;
 
-pub use durations::parse_duration;
-use durations::{duration, optional_duration};
-pub use providers::{CircuitBreakerConfig, KindConfig, LimitsConfig, ProviderConfig, RetryConfig};
+use flowgate_core::duration::{deserialize as duration, optional as optional_duration};
+pub use providers::{KindConfig, ProviderConfig};
 pub use ranges::{Bounds, RANGES, Range};
 pub use runs::RunsConfig;
 use schemas::check_workflow_key;
-pub use schemas::{InputConfig, InputType, SchemasConfig, WorkflowSchemaConfig};
-pub use secrets::LoadedSecrets;
+pub use schemas::{InputConfig, InputType, WorkflowSchemaConfig};
+pub use secrets::{LoadedSecrets, MIN_RUN_ID_SECRET_BYTES};
 use secrets::{SecretProblem, read_secret};
-pub use security::MIN_RUN_ID_SECRET_BYTES;
 pub use server::ServerConfig;
 pub use telemetry::{LogConfig, LogFormat, TelemetryConfig};
 pub use webhooks::WebhooksConfig;
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "FLOWGATE__";
-/// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The whole configuration. Read section by section (see `sections.rs`),
+/// not as one value, so every section's problems are reported together.
+#[derive(Debug, Clone)]
 pub struct Config {
-    /// The gRPC listener and request handling.
-    #[serde(default)]
+    /// `[server]`: the gRPC listener and request handling.
     pub server: ServerConfig,
-    /// Logging.
-    #[serde(default)]
+    /// `[log]`: logging.
     pub log: LogConfig,
-    /// Traces and metrics.
-    #[serde(default)]
+    /// `[telemetry]`: traces and metrics.
     pub telemetry: TelemetryConfig,
-    /// The providers, by name.
-    #[serde(default)]
+    /// `[providers.<name>]`: the providers, by name.
     pub providers: BTreeMap<String, ProviderConfig>,
-    /// Callback ingress and forwarding.
-    #[serde(default)]
+    /// `[webhooks]`: callback ingress and forwarding.
     pub webhooks: WebhooksConfig,
-    /// Run tracking.
-    #[serde(default)]
+    /// `[runs]`: run tracking.
     pub runs: RunsConfig,
-    /// The workflow schema cache.
-    #[serde(default)]
-    pub schemas: SchemasConfig,
+    /// `[schemas]`: the workflow schema cache.
+    pub schemas: SchemaCacheSettings,
 }
 
 /// One configuration problem, at a path.
@@ -97,10 +98,11 @@ pub struct ConfigIssue {
     pub message: String,
 }
 
-/// Every problem found, so one run of `check-config` shows them all.
+/// Every problem found, so one run of `check-config` shows them all,
+/// sorted by path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
-    /// The problems, in file order.
+    /// The problems, sorted by path (so grouped by section).
     pub issues: Vec<ConfigIssue>,
 }
 
@@ -111,6 +113,14 @@ impl ConfigError {
                 path: path.into(),
                 message: message.into(),
             }],
+        }
+    }
+}
+
+impl From<ConfigIssue> for ConfigError {
+    fn from(issue: ConfigIssue) -> Self {
+        Self {
+            issues: vec![issue],
         }
     }
 }
@@ -137,7 +147,9 @@ impl Config {
         Self::parse(&text, std::env::vars())
     }
 
-    /// Parses TOML `text`, applies overrides from `env`, validates.
+    /// Parses TOML `text`, applies overrides from `env`, reads each section
+    /// and validates, reporting every problem of every section at once. Only
+    /// a TOML syntax error stops reading early: it leaves no document.
     pub fn parse(
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
@@ -151,10 +163,10 @@ impl Config {
             ConfigError::one(path, message)
         })?;
         let overrides = env::Overrides::collect(env)?;
-        overrides.apply(&mut tree)?;
-        let config = overrides.deserialize(&mut tree)?;
-        config.validate()?;
-        Ok(config)
+        let issues = overrides.apply(&mut tree);
+        let mut sections = sections::Sections::new(tree, &overrides, issues);
+        let config = sections.read();
+        sections.finish(config)
     }
 }
 

@@ -138,6 +138,9 @@ async fn run(command: Command) -> Result<(), String> {
         Command::CheckConfig { config: path } => {
             let config = Config::load(&path)
                 .map_err(|err| format!("{} is invalid:\n{err}", path.display()))?;
+            config
+                .check_secrets(|var| std::env::var(var).ok())
+                .map_err(|err| format!("{} is invalid:\n{err}", path.display()))?;
             server::build(&config, |var| std::env::var(var).ok())
                 .map_err(|err| format!("{} is invalid:\n{err}", path.display()))?;
             say(&format!(

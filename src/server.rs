@@ -118,7 +118,9 @@ pub enum ServeError {
 /// Everything the servers share, built from the configuration.
 #[derive(Debug, Clone)]
 pub struct App {
-    /// Runs, streams, callbacks.
+    /// The engine: synchronous calls and schemas.
+    pub gateway: Arc<Gateway>,
+    /// Async runs, streams, callbacks (over the same gateway).
     pub tracker: Arc<RunTracker>,
     config: Config,
 }
@@ -133,15 +135,16 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         .into_iter()
         .map(|settings| build_provider(settings, &http))
         .collect();
-    let schemas = SchemaCatalog::new(config.schemas.settings(), config.declared_schemas())
-        .with_observer(Arc::new(|provider: &str, hit: bool| {
+    let schemas = SchemaCatalog::new(config.schemas, config.declared_schemas()).with_observer(
+        Arc::new(|provider: &str, hit: bool| {
             let outcome = if hit {
                 SchemaCacheOutcome::Hit
             } else {
                 SchemaCacheOutcome::Miss
             };
             flowgate_telemetry::metrics().schema_cache(provider, outcome);
-        }));
+        }),
+    );
     let run_ids = match config.run_id_signer(&env)? {
         Some(signer) => signer,
         None => {
@@ -193,7 +196,7 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         ttl: runs.ttl,
     }));
     let tracker = RunTracker::new(
-        gateway,
+        Arc::clone(&gateway),
         store,
         TrackerConfig {
             poll_initial: runs.poll_initial,
@@ -210,6 +213,7 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         forwarding,
     );
     Ok(App {
+        gateway,
         tracker,
         config: config.clone(),
     })
@@ -293,7 +297,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let server = app.config.server.clone();
-    let service = GatewayService::new(Arc::clone(&app.tracker), server.default_deadline);
+    let service = GatewayService::new(
+        Arc::clone(&app.gateway),
+        Arc::clone(&app.tracker),
+        server.default_deadline,
+    );
     let gateway_server =
         WorkflowGatewayServer::new(service).max_decoding_message_size(server.max_request_bytes);
 

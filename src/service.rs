@@ -1,10 +1,15 @@
 //! The `flowgate.v1.WorkflowGateway` service: thin glue from gRPC to the
-//! engine. Decode, call [`Gateway`], encode; errors go through
+//! engine. Decode, call the engine, encode; errors go through
 //! [`crate::status::to_status`].
+//!
+//! The service holds both halves of the engine: a synchronous Invoke goes
+//! straight to the [`Gateway`] (its answer is the response; nothing is
+//! recorded), an async one to the [`RunTracker`], which starts the run
+//! through the same gateway and follows it.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use flowgate_core::{Deadline, GatewayError, SecretString};
+use flowgate_core::{Deadline, Gateway, GatewayError, SecretString};
 use flowgate_state::{RunTracker, Verification, VerifyKey};
 use futures::Stream;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
@@ -22,14 +27,22 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 /// The gRPC service.
 #[derive(Debug, Clone)]
 pub struct GatewayService {
+    gateway: Arc<Gateway>,
     tracker: Arc<RunTracker>,
     default_deadline: Duration,
 }
 
 impl GatewayService {
-    /// Serves `tracker`; calls without a deadline get `default_deadline`.
-    pub fn new(tracker: Arc<RunTracker>, default_deadline: Duration) -> Self {
+    /// Serves `gateway` (synchronous calls, schemas) and `tracker` (async
+    /// runs, streams, webhooks; it runs over the same gateway); calls
+    /// without a deadline get `default_deadline`.
+    pub fn new(
+        gateway: Arc<Gateway>,
+        tracker: Arc<RunTracker>,
+        default_deadline: Duration,
+    ) -> Self {
         Self {
+            gateway,
             tracker,
             default_deadline,
         }
@@ -109,19 +122,24 @@ impl WorkflowGateway for GatewayService {
             let span = tracing::Span::current();
             span.record("flowgate.dialect", target.workflow.kind().as_str());
             span.record("flowgate.workflow", field::display(&target.workflow));
-            match self
-                .tracker
-                .invoke(&target, invocation, deadline, trace_parent)
-                .await
-            {
+            // A synchronous run's answer is the response itself: it goes
+            // straight to the gateway and is not recorded. An async one is
+            // started (through the same gateway) and followed by the tracker.
+            let invoked = if invocation.async_delivery.is_some() {
+                self.tracker
+                    .start(&target, invocation, deadline, trace_parent)
+                    .await
+            } else {
+                self.gateway.invoke(&target, &invocation, deadline).await
+            };
+            match invoked {
                 Ok(invoked) => {
                     span.record("flowgate.provider", invoked.provider.name());
                     if let Some(status) = invoked.outcome.status {
                         span.record("flowgate.run.status", status.as_str());
                     }
                     let rate_limit = invoked.outcome.rate_limit.clone();
-                    let response =
-                        convert::invoke_response(invoked, self.tracker.gateway().run_ids());
+                    let response = convert::invoke_response(invoked, self.gateway.run_ids());
                     span.record("flowgate.run_id", response.run_id.as_str());
                     let mut response = Response::new(response);
                     insert_rate_limit(&rate_limit, response.metadata_mut());
@@ -161,7 +179,7 @@ impl WorkflowGateway for GatewayService {
         // polled. The active-streams gauge counts this stream until it is
         // dropped.
         let active = flowgate_telemetry::metrics().stream_opened();
-        let run_ids = Arc::clone(self.tracker.gateway().run_ids());
+        let run_ids = Arc::clone(self.gateway.run_ids());
         let events = futures::stream::unfold((stream, active), move |(mut stream, active)| {
             let run_ids = Arc::clone(&run_ids);
             async move {
@@ -226,12 +244,7 @@ impl WorkflowGateway for GatewayService {
             let target =
                 convert::schema_request(request.into_inner()).map_err(|err| reject(&err))?;
             tracing::Span::current().record("workflow", field::display(target.workflow.label()));
-            match self
-                .tracker
-                .gateway()
-                .workflow_schema(&target, deadline)
-                .await
-            {
+            match self.gateway.workflow_schema(&target, deadline).await {
                 Ok(schema) => Ok(Response::new(convert::schema_response(&schema))),
                 Err(err) => Err(reject(&err)),
             }

@@ -38,6 +38,7 @@ fn check_config_accepts_the_example_when_keys_are_readable() {
             ("FETCHHIVE_API_KEY", "fhk_example"),
             ("AITUTOR_API_KEY", "sk_example"),
             ("KNOUDS_WEBHOOK_SECRET", "knouds_whsec_example"),
+            ("FLOWGATE_RUN_ID_SECRET", "run-id-secret-of-32-bytes-000000"),
             (
                 "FLOWGATE_WEBHOOK_SIGNING_SECRET",
                 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
@@ -133,4 +134,55 @@ fn check_config_gives_a_string_field_a_numeric_env_value() {
         ],
     );
     assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn check_config_reports_errors_of_several_sections_in_one_run() {
+    let output = check_config(
+        "several-sections",
+        "[server]\nlisten = \"nowhere\"\n\
+         [log]\nformat = \"yaml\"\n\
+         [providers.kn]\nkind = \"knouds\"\napi_key_env = \"KN\"\ntimeout = \"soon\"\n\
+         [providers.fh]\nkind = \"fetchhive\"\napi_key_env = \"FH\"\nretry.max_attempts = 0\n\
+         [webhooks]\ntolerance = \"1 fortnight\"\n\
+         [runs]\ncapcity = 5\n\
+         [schemas]\nttl = -1\n",
+        &[("KN", "knouds_live_x"), ("FH", "fhk_x")],
+    );
+    let stderr = stderr(&output);
+    assert!(!output.status.success(), "{stderr}");
+    for path in [
+        "server.listen:",
+        "log.format:",
+        "providers.kn.timeout:",
+        "providers.fh.retry.max_attempts: must be between",
+        "webhooks.tolerance:",
+        "runs.capcity:",
+        "schemas.ttl:",
+    ] {
+        assert!(stderr.contains(path), "{path}: {stderr}");
+    }
+}
+
+#[test]
+fn check_config_reports_every_unreadable_secret_in_one_run() {
+    let output = check_config(
+        "secrets",
+        "[providers.kn]\nkind = \"knouds\"\napi_key_env = \"FLOWGATE_TEST_UNSET_KN\"\n\
+         [providers.fh]\nkind = \"fetchhive\"\napi_key_file = \"/nonexistent/flowgate-fh-key\"\n\
+         [runs]\nid_secret_env = \"FLOWGATE_TEST_UNSET_RUN_IDS\"\n\
+         [webhooks]\nsigning_secret_env = \"FLOWGATE_TEST_SIGNING\"\n",
+        &[("FLOWGATE_TEST_SIGNING", "not-a-whsec")],
+    );
+    let stderr = stderr(&output);
+    assert!(!output.status.success(), "{stderr}");
+    for path in [
+        "providers.fh.api_key_file:",
+        "providers.kn.api_key_env:",
+        "runs.id_secret_env:",
+        "webhooks.signing_secret_env:",
+    ] {
+        assert!(stderr.contains(path), "{path}: {stderr}");
+    }
+    assert!(!stderr.contains("not-a-whsec"), "{stderr}");
 }

@@ -9,9 +9,10 @@
 //! and `FLOWGATE__SERVER__MAX_CONCURRENT_REQUESTS=8` the number 8. Each
 //! override is retyped at most once, so reading ends.
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{Config, ConfigError, ENV_PREFIX};
+use super::{ConfigError, ConfigIssue, ENV_PREFIX};
 
 /// One `FLOWGATE__…` variable.
 #[derive(Debug)]
@@ -57,24 +58,39 @@ impl Overrides {
         Ok(Self(overrides))
     }
 
-    /// Writes every override into `tree`, typed by its shape.
-    pub(super) fn apply(&self, tree: &mut Value) -> Result<(), ConfigError> {
-        for item in &self.0 {
-            set(tree, item, scalar(&item.raw))?;
-        }
-        Ok(())
+    /// Writes every override into `tree`, typed by its shape; one issue per
+    /// override that cannot be written.
+    pub(super) fn apply(&self, tree: &mut Value) -> Vec<ConfigIssue> {
+        self.0
+            .iter()
+            .filter_map(|item| set(tree, item, scalar(&item.raw)).err())
+            .collect()
     }
 
-    /// Reads the configuration from `tree`, giving an override its text
-    /// when its field wants a string.
-    pub(super) fn deserialize(&self, tree: &mut Value) -> Result<Config, ConfigError> {
+    /// Reads the value at `at` (a section, or one provider) from `tree`,
+    /// giving an override its text when its field wants a string. A failure
+    /// is one issue with the full path of the offending field.
+    pub(super) fn read<T: DeserializeOwned>(
+        &self,
+        tree: &mut Value,
+        at: &[&str],
+    ) -> Result<T, ConfigIssue> {
+        let prefix = at.join(".");
         let mut retyped = vec![false; self.0.len()];
         loop {
-            let err = match serde_path_to_error::deserialize::<_, Config>(&*tree) {
-                Ok(config) => return Ok(config),
+            let node = at
+                .iter()
+                .try_fold(&*tree, |node, segment| node.get(segment))
+                .unwrap_or(&Value::Null);
+            let err = match serde_path_to_error::deserialize::<_, T>(node) {
+                Ok(value) => return Ok(value),
                 Err(err) => err,
             };
-            let path = err.path().to_string();
+            let path = match err.path().to_string() {
+                inner if inner == "." => prefix.clone(),
+                inner if prefix.is_empty() => inner,
+                inner => format!("{prefix}.{inner}"),
+            };
             let message = err.into_inner().to_string();
             let culprit = message
                 .starts_with("invalid type")
@@ -86,31 +102,24 @@ impl Overrides {
                     })
                 })
                 .flatten();
-            match culprit {
-                Some((index, item)) => {
-                    retyped[index] = true;
-                    set(tree, item, Value::String(item.raw.clone()))?;
-                }
-                None => {
-                    return Err(ConfigError::one(
-                        if path == "." { "config".into() } else { path },
-                        message,
-                    ));
-                }
-            }
+            let Some((index, item)) = culprit else {
+                return Err(ConfigIssue { path, message });
+            };
+            retyped[index] = true;
+            set(tree, item, Value::String(item.raw.clone()))?;
         }
     }
 }
 
 /// Sets `item`'s path in `tree` to `value`, creating tables on the way.
-fn set(tree: &mut Value, item: &Override, value: Value) -> Result<(), ConfigError> {
+fn set(tree: &mut Value, item: &Override, value: Value) -> Result<(), ConfigIssue> {
     let mut node = tree;
     for (index, segment) in item.path.iter().enumerate() {
         let Value::Object(map) = node else {
-            return Err(ConfigError::one(
-                item.path[..index].join("."),
-                format!("{} overrides a value that is not a table", item.name),
-            ));
+            return Err(ConfigIssue {
+                path: item.path[..index].join("."),
+                message: format!("{} overrides a value that is not a table", item.name),
+            });
         };
         if index + 1 == item.path.len() {
             map.insert(segment.clone(), value);
@@ -148,6 +157,8 @@ mod tests {
     use super::*;
 
     const BASE: &str = "[providers.fh]\nkind = \"fetchhive\"\napi_key_env = \"K\"\n";
+
+    use crate::config::Config;
 
     fn parse(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::parse(

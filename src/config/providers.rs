@@ -3,6 +3,12 @@
 use super::*;
 
 /// `[providers.<name>]`.
+///
+/// The resilience tables deserialize straight into the engine's policies
+/// ([`RetryPolicy`], [`CircuitPolicy`], [`LocalLimits`]), whose defaults are
+/// the same for every dialect. Only `base_url` and `timeout` stay optional
+/// here: their defaults depend on `kind`, so they are filled in by
+/// [`ProviderSettings::new`] once the dialect is known.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
@@ -28,102 +34,22 @@ pub struct ProviderConfig {
     pub workflows: BTreeMap<String, WorkflowSchemaConfig>,
     /// `[providers.<name>.retry]`.
     #[serde(default)]
-    pub retry: RetryConfig,
+    pub retry: RetryPolicy,
     /// `[providers.<name>.circuit_breaker]`.
     #[serde(default)]
-    pub circuit_breaker: CircuitBreakerConfig,
-    /// `[providers.<name>.limits]`.
+    pub circuit_breaker: CircuitPolicy,
+    /// `[providers.<name>.limits]`: the gateway's own limits for the key.
     #[serde(default)]
-    pub limits: LimitsConfig,
-}
-
-/// `[providers.<name>.retry]`: see [`RetryPolicy`] for the rules.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    /// Attempts per call, the first included (default 3; 1 = no retries).
-    pub max_attempts: Option<u32>,
-    /// First backoff (default 100ms), doubling with jitter.
-    #[serde(default, deserialize_with = "optional_duration")]
-    pub initial_backoff: Option<Duration>,
-    /// Longest backoff (default 2s).
-    #[serde(default, deserialize_with = "optional_duration")]
-    pub max_backoff: Option<Duration>,
-    /// Retries as a percentage of recent calls (default 20).
-    pub budget_percent: Option<f32>,
-    /// Retries per second always allowed (default 10).
-    pub min_retries_per_second: Option<u32>,
-    /// Retry 5xx and upstream timeouts of calls with an idempotency key
-    /// (default true).
-    pub idempotent_retries: Option<bool>,
-}
-
-/// `[providers.<name>.circuit_breaker]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CircuitBreakerConfig {
-    /// Consecutive failures that open the circuit (default 5; 0 = off).
-    pub failure_threshold: Option<u32>,
-    /// How long the circuit stays open before a probe (default 30s).
-    #[serde(default, deserialize_with = "optional_duration")]
-    pub open_for: Option<Duration>,
-}
-
-/// `[providers.<name>.limits]`: the gateway's own limits for the key.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Requests allowed per `window` (default: no local limit).
-    pub requests_per_window: Option<u32>,
-    /// The window of `requests_per_window` (default 1m).
-    #[serde(default, deserialize_with = "optional_duration")]
-    pub window: Option<Duration>,
-    /// Upstream calls in flight at once (default: no limit), e.g. a Fetch
-    /// Hive plan's 1, 3 or 5 concurrent runs.
-    pub max_concurrent_runs: Option<u32>,
-    /// How long a call waits for a run slot (default 5s).
-    #[serde(default, deserialize_with = "optional_duration")]
-    pub concurrency_wait: Option<Duration>,
+    pub limits: LocalLimits,
 }
 
 impl ProviderConfig {
-    /// The resilience policy: configured values over the defaults.
+    /// The resilience policy, as configured (defaults where a key is missing).
     pub fn resilience(&self) -> Resilience {
-        let defaults = Resilience::default();
-        let retry = &self.retry;
-        let circuit = &self.circuit_breaker;
-        let limits = &self.limits;
         Resilience {
-            retry: RetryPolicy {
-                max_attempts: retry.max_attempts.unwrap_or(defaults.retry.max_attempts),
-                initial_backoff: retry
-                    .initial_backoff
-                    .unwrap_or(defaults.retry.initial_backoff),
-                max_backoff: retry.max_backoff.unwrap_or(defaults.retry.max_backoff),
-                budget_percent: retry
-                    .budget_percent
-                    .unwrap_or(defaults.retry.budget_percent),
-                min_retries_per_second: retry
-                    .min_retries_per_second
-                    .unwrap_or(defaults.retry.min_retries_per_second),
-                idempotent_retries: retry
-                    .idempotent_retries
-                    .unwrap_or(defaults.retry.idempotent_retries),
-            },
-            circuit: CircuitPolicy {
-                failure_threshold: circuit
-                    .failure_threshold
-                    .unwrap_or(defaults.circuit.failure_threshold),
-                open_for: circuit.open_for.unwrap_or(defaults.circuit.open_for),
-            },
-            limits: LocalLimits {
-                requests_per_window: limits.requests_per_window,
-                window: limits.window.unwrap_or(defaults.limits.window),
-                max_concurrent_runs: limits.max_concurrent_runs,
-                concurrency_wait: limits
-                    .concurrency_wait
-                    .unwrap_or(defaults.limits.concurrency_wait),
-            },
+            retry: self.retry.clone(),
+            circuit: self.circuit_breaker.clone(),
+            limits: self.limits.clone(),
         }
     }
 }

@@ -188,10 +188,9 @@ impl Config {
             .map(|(key, value)| (key, key.to_owned(), value))
             .collect();
         for (name, provider) in &self.providers {
-            let resilience = provider.resilience();
-            let retry = &resilience.retry;
-            let circuit = &resilience.circuit;
-            let limits = &resilience.limits;
+            let retry = &provider.retry;
+            let circuit = &provider.circuit_breaker;
+            let limits = &provider.limits;
             let mut per_provider: Vec<(&'static str, Value)> = vec![
                 (
                     "providers.*.retry.max_attempts",

@@ -1,78 +1,9 @@
-//! `[schemas]` and declared workflow schemas (`[providers.<name>.workflows."<workflow>"]`).
+//! Declared workflow schemas (`[providers.<name>.workflows."<workflow>"]`).
+//!
+//! `[schemas]`, the cache of discovered ones, deserializes straight into
+//! the engine's [`SchemaCacheSettings`].
 
 use super::*;
-
-/// `[schemas]`: the cache of discovered workflow schemas.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SchemasConfig {
-    /// How long a fetched schema is trusted. Default `5m`.
-    #[serde(default = "SchemasConfig::default_ttl", deserialize_with = "duration")]
-    pub ttl: Duration,
-    /// Most cached (provider, workflow) entries. Default 10000.
-    #[serde(default = "SchemasConfig::default_capacity")]
-    pub capacity: u64,
-    /// How long an unknown workflow (404) is remembered. Default `30s`.
-    #[serde(
-        default = "SchemasConfig::default_negative_ttl",
-        deserialize_with = "duration"
-    )]
-    pub negative_ttl: Duration,
-    /// How long a failed schema fetch is remembered (calls go unvalidated
-    /// meanwhile). Default `10s`.
-    #[serde(
-        default = "SchemasConfig::default_failure_ttl",
-        deserialize_with = "duration"
-    )]
-    pub failure_ttl: Duration,
-    /// Longest a schema fetch may take. Default `5s`.
-    #[serde(
-        default = "SchemasConfig::default_fetch_timeout",
-        deserialize_with = "duration"
-    )]
-    pub fetch_timeout: Duration,
-}
-
-impl SchemasConfig {
-    fn default_ttl() -> Duration {
-        SchemaCacheSettings::default().ttl
-    }
-    fn default_capacity() -> u64 {
-        SchemaCacheSettings::default().capacity
-    }
-    fn default_negative_ttl() -> Duration {
-        SchemaCacheSettings::default().negative_ttl
-    }
-    fn default_failure_ttl() -> Duration {
-        SchemaCacheSettings::default().failure_ttl
-    }
-    fn default_fetch_timeout() -> Duration {
-        SchemaCacheSettings::default().fetch_timeout
-    }
-
-    /// The engine's cache settings.
-    pub fn settings(&self) -> SchemaCacheSettings {
-        SchemaCacheSettings {
-            ttl: self.ttl,
-            capacity: self.capacity,
-            negative_ttl: self.negative_ttl,
-            failure_ttl: self.failure_ttl,
-            fetch_timeout: self.fetch_timeout,
-        }
-    }
-}
-
-impl Default for SchemasConfig {
-    fn default() -> Self {
-        Self {
-            ttl: Self::default_ttl(),
-            capacity: Self::default_capacity(),
-            negative_ttl: Self::default_negative_ttl(),
-            failure_ttl: Self::default_failure_ttl(),
-            fetch_timeout: Self::default_fetch_timeout(),
-        }
-    }
-}
 
 /// `[providers.<name>.workflows."<workflow>"]`: a declared input schema.
 ///

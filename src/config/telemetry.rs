@@ -2,30 +2,22 @@
 
 use super::*;
 
-/// `[log]`.
+/// `[log]`. A missing key takes its value from [`Default`].
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` (default) or `json`.
-    #[serde(default)]
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `flowgate=debug,info`;
     /// `RUST_LOG` wins when set. Default `info`.
-    #[serde(default = "LogConfig::default_level")]
     pub level: String,
-}
-
-impl LogConfig {
-    fn default_level() -> String {
-        "info".to_owned()
-    }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::default(),
-            level: Self::default_level(),
+            level: "info".to_owned(),
         }
     }
 }
@@ -34,8 +26,9 @@ pub use flowgate_telemetry_setup::LogFormat;
 
 /// `[telemetry]`: traces and metrics. Each key wins over its standard
 /// `OTEL_*` variable; unset keys defer to them (see `flowgate_telemetry`).
+/// A missing key takes its value from [`Default`].
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// OTLP/gRPC collector endpoint, e.g. `http://otel-collector:4317`, for
     /// traces and metrics. Unset: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` /
@@ -49,14 +42,7 @@ pub struct TelemetryConfig {
     pub sample_ratio: Option<f64>,
     /// Serve `GET /metrics` (Prometheus) on `server.admin_listen`.
     /// Default true.
-    #[serde(default = "TelemetryConfig::default_prometheus")]
     pub prometheus: bool,
-}
-
-impl TelemetryConfig {
-    fn default_prometheus() -> bool {
-        true
-    }
 }
 
 impl Default for TelemetryConfig {
@@ -65,7 +51,7 @@ impl Default for TelemetryConfig {
             otlp_endpoint: None,
             service_name: None,
             sample_ratio: None,
-            prometheus: Self::default_prometheus(),
+            prometheus: true,
         }
     }
 }

@@ -145,7 +145,7 @@ const DECLARED: &str = r#"
 #[test]
 fn declared_schemas_and_cache_settings_parse() {
     let config = Config::parse(DECLARED, env(&[])).unwrap();
-    let settings = config.schemas.settings();
+    let settings = config.schemas;
     assert_eq!(settings.ttl, Duration::from_secs(120));
     assert_eq!(settings.negative_ttl, Duration::from_secs(5));
     assert_eq!(settings.capacity, 10_000);
@@ -291,10 +291,88 @@ fn unreadable_secrets_name_their_source() {
 }
 
 #[test]
-fn durations() {
-    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-    assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-    assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-    assert!(parse_duration("-1s").is_err());
-    assert!(parse_duration("3 fortnights").is_err());
+fn parse_errors_of_every_section_are_reported_in_one_run() {
+    let text = r#"
+        colour = "blue"
+        [server]
+        listen = "nowhere"
+        [log]
+        format = "yaml"
+        [telemetry]
+        prometheus = "yes"
+        [providers.fh]
+        kind = "fetchhive"
+        api_key_env = "FH_KEY"
+        timeout = "soon"
+        [providers.kn]
+        kind = "knouds"
+        api_key_env = "KN_KEY"
+        retry.max_attempts = 0
+        [providers.ai]
+        kind = "openai"
+        [webhooks]
+        tolerance = "1 fortnight"
+        [runs]
+        capcity = 5
+        [schemas]
+        ttl = -1
+    "#;
+    let err = Config::parse(text, env(&[])).unwrap_err();
+    let paths: Vec<_> = err.issues.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "colour",
+            "log.format",
+            "providers.ai.kind",
+            "providers.fh.timeout",
+            "providers.kn.retry.max_attempts",
+            "runs.capcity",
+            "schemas.ttl",
+            "server.listen",
+            "telemetry.prometheus",
+            "webhooks.tolerance",
+        ],
+        "{err}"
+    );
+    let message = |path: &str| {
+        err.issues
+            .iter()
+            .find(|issue| issue.path == path)
+            .map(|issue| issue.message.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        message("colour").contains("unknown field `colour`"),
+        "{err}"
+    );
+    assert!(
+        message("providers.fh.timeout").contains("\"soon\" is not a duration"),
+        "{err}"
+    );
+    assert!(
+        message("providers.kn.retry.max_attempts").contains("between 1 and 10"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_section_that_fails_to_parse_adds_no_issues_of_its_defaults() {
+    // The only provider fails: no "at least one provider" on top of it.
+    let text = "[providers.kn]\nkind = \"knouds\"\napi_key_env = \"KN\"\ntimeout = \"soon\"\n";
+    let err = Config::parse(text, env(&[])).unwrap_err();
+    let paths: Vec<_> = err.issues.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(paths, vec!["providers.kn.timeout"]);
+    // A provider that reads is still validated beside one that does not.
+    let text = format!("{text}[providers.Fh]\nkind = \"fetchhive\"\napi_key_env = \"FH\"\n");
+    let err = Config::parse(&text, env(&[])).unwrap_err();
+    let paths: Vec<_> = err.issues.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(paths, vec!["providers.Fh", "providers.kn.timeout"]);
+}
+
+#[test]
+fn a_section_that_is_not_a_table_is_named() {
+    let err = Config::parse("server = 5\nproviders = \"none\"\n", env(&[])).unwrap_err();
+    let paths: Vec<_> = err.issues.iter().map(|i| i.path.as_str()).collect();
+    assert_eq!(paths, vec!["providers", "server"], "{err}");
 }

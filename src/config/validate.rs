@@ -104,14 +104,14 @@ impl Config {
             {
                 issue(at("base_url"), message);
             }
-            let resilience = provider.resilience();
-            if !(0.0..=1000.0).contains(&resilience.retry.budget_percent) {
+            let retry = &provider.retry;
+            if !(0.0..=1000.0).contains(&retry.budget_percent) {
                 issue(
                     at("retry.budget_percent"),
                     "must be between 0 and 1000".into(),
                 );
             }
-            if resilience.retry.initial_backoff > resilience.retry.max_backoff {
+            if retry.initial_backoff > retry.max_backoff {
                 issue(
                     at("retry.initial_backoff"),
                     "must not exceed retry.max_backoff".into(),

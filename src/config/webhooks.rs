@@ -1,10 +1,15 @@
-//! `[webhooks]`: the callback ingress and forwarding, and its secrets.
+//! `[webhooks]`: the callback ingress and forwarding, and where callbacks
+//! may go (`callback_allow`, `callback_allow_http`). Its secrets are read
+//! in `secrets.rs`.
+
+use flowgate_core::CallbackPolicy;
 
 use super::*;
 
 /// `[webhooks]`: the callback ingress listener and callback forwarding.
+/// A missing key takes its value from [`Default`].
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct WebhooksConfig {
     /// Where the ingress listener (`POST /webhooks/{provider}`) binds; no
     /// listener when absent.
@@ -20,38 +25,19 @@ pub struct WebhooksConfig {
     /// File holding the signing secret(s), instead of the variable.
     pub signing_secret_file: Option<PathBuf>,
     /// Signature timestamp tolerance. Default `300s`.
-    #[serde(
-        default = "WebhooksConfig::default_tolerance",
-        deserialize_with = "duration"
-    )]
+    #[serde(deserialize_with = "duration")]
     pub tolerance: Duration,
     /// Largest accepted callback body. Default 1 MiB.
-    #[serde(default = "WebhooksConfig::default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// Delivery attempts per forwarded callback. Default 8.
-    #[serde(default = "WebhooksConfig::default_forward_attempts")]
     pub forward_max_attempts: u32,
     /// Callback destinations allowed although they are loopback,
     /// link-local, private or otherwise forbidden: exact host names (their
     /// resolved addresses are then trusted), IP addresses or CIDRs, e.g.
     /// `["hooks.internal.svc", "10.0.0.0/8"]`. Default none.
-    #[serde(default)]
     pub callback_allow: Vec<String>,
     /// Accept plain `http://` callback URLs. Default false (https only).
-    #[serde(default)]
     pub callback_allow_http: bool,
-}
-
-impl WebhooksConfig {
-    fn default_tolerance() -> Duration {
-        Duration::from_secs(300)
-    }
-    fn default_max_body_bytes() -> usize {
-        1024 * 1024
-    }
-    fn default_forward_attempts() -> u32 {
-        8
-    }
 }
 
 impl Default for WebhooksConfig {
@@ -61,9 +47,9 @@ impl Default for WebhooksConfig {
             public_url: None,
             signing_secret_env: None,
             signing_secret_file: None,
-            tolerance: Self::default_tolerance(),
-            max_body_bytes: Self::default_max_body_bytes(),
-            forward_max_attempts: Self::default_forward_attempts(),
+            tolerance: Duration::from_secs(300),
+            max_body_bytes: 1024 * 1024,
+            forward_max_attempts: 8,
             callback_allow: Vec::new(),
             callback_allow_http: false,
         }
@@ -71,65 +57,46 @@ impl Default for WebhooksConfig {
 }
 
 impl Config {
-    /// Reads the webhook secrets; fails with the path of each one that
-    /// cannot be read, never showing a value.
-    pub fn webhook_secrets(
-        &self,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<LoadedSecrets, ConfigError> {
-        let mut issues = Vec::new();
-        let mut loaded = LoadedSecrets::default();
-        let split = |text: String| -> Vec<SecretString> {
-            text.split(',')
-                .map(str::trim)
-                .filter(|part| !part.is_empty())
-                .map(SecretString::new)
-                .collect()
-        };
-        let webhooks = &self.webhooks;
-        let signing = read_secret(
-            webhooks.signing_secret_env.as_deref(),
-            webhooks.signing_secret_file.as_deref(),
-            &env,
+    /// The callback destination policy of `[webhooks]`.
+    pub fn callback_policy(&self) -> Result<CallbackPolicy, ConfigError> {
+        CallbackPolicy::new(
+            &self.webhooks.callback_allow,
+            self.webhooks.callback_allow_http,
         )
-        .map(|text| text.map(split).unwrap_or_default())
-        .map_err(|problem| problem.at("signing_secret_env", "signing_secret_file"));
-        match signing {
-            Ok(secrets) => {
-                for secret in &secrets {
-                    if flowgate_webhook::StandardSecret::parse(secret.expose()).is_err() {
-                        issues.push(ConfigIssue {
-                            path: "webhooks.signing_secret_env".into(),
-                            message: "signing secrets must be whsec_ followed by base64".into(),
-                        });
-                    }
-                }
-                loaded.signing = secrets;
-            }
-            Err((field, message)) => issues.push(ConfigIssue {
-                path: format!("webhooks.{field}"),
-                message,
-            }),
-        }
-        for (name, provider) in &self.providers {
-            match read_secret(provider.webhook_secret_env.as_deref(), None, &env) {
-                Ok(Some(text)) => {
-                    loaded.providers.insert(name.clone(), split(text));
-                }
-                Ok(None) => {}
-                Err(problem) => {
-                    let (field, message) = problem.at("webhook_secret_env", "webhook_secret_env");
-                    issues.push(ConfigIssue {
-                        path: format!("providers.{name}.{field}"),
-                        message,
-                    });
-                }
-            }
-        }
-        if issues.is_empty() {
-            Ok(loaded)
-        } else {
-            Err(ConfigError { issues })
-        }
+        .map_err(|err| ConfigError {
+            issues: vec![ConfigIssue {
+                path: "webhooks.callback_allow".into(),
+                message: err.to_string(),
+            }],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!("[providers.kn]\nkind = \"knouds\"\napi_key_env = \"KN\"\n{extra}");
+        Config::parse(&text, Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn callback_allow_entries_are_checked() {
+        let config = config(
+            "[webhooks]\ncallback_allow = [\"hooks.internal.svc\", \"10.0.0.0/8\"]\ncallback_allow_http = true\n",
+        );
+        let policy = config.callback_policy().unwrap();
+        assert!(policy.check_url("http://10.1.2.3/cb").is_ok());
+        assert!(
+            self::config("")
+                .callback_policy()
+                .unwrap()
+                .check_url("http://x.example/")
+                .is_err()
+        );
+        let text = "[providers.kn]\nkind = \"knouds\"\napi_key_env = \"KN\"\n[webhooks]\ncallback_allow = [\"10.0.0.0/99\"]\n";
+        let err = Config::parse(text, Vec::new()).unwrap_err();
+        assert_eq!(err.issues[0].path, "webhooks.callback_allow");
     }
 }

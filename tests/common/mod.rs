@@ -200,7 +200,7 @@ pub async fn start_with_config(
     let config = Config::parse(&build(&emulator), Vec::new()).expect("config parses");
     let keys = test_keys();
     let app = server::build(&config, |var| keys.get(var).cloned()).expect("gateway builds");
-    let schemas = Arc::clone(app.tracker.gateway().schemas());
+    let schemas = Arc::clone(app.gateway.schemas());
     let server = server::spawn(app).await.expect("gateway starts");
     let client = WorkflowGatewayClient::connect(format!("http://{}", server.addr))
         .await

@@ -6,6 +6,13 @@
 //! back in one INVALID_ARGUMENT. A workflow the provider reports unknown is
 //! NOT_FOUND without a run; a schema that cannot be fetched lets the call go
 //! ahead unvalidated.
+//!
+//! Every upstream run starts through the same three steps:
+//! [`Gateway::resolve`] picks the provider, [`Gateway::check`] runs the
+//! pre-flight checks, [`Gateway::send`] calls it (and drops a cached schema
+//! the upstream contradicted). [`Gateway::invoke`] is the three in a row;
+//! the run tracker uses them for async runs, running `send` in the
+//! background for dialects without an async mode.
 
 use std::sync::Arc;
 
@@ -150,16 +157,16 @@ impl Gateway {
         }
     }
 
-    /// Resolves the provider and runs every pre-flight check — the
-    /// request's own rules, the dialect's, and the workflow's input schema
-    /// when one is known; all violations come back in one error.
-    pub async fn prepare(
+    /// Runs every pre-flight check of `invocation` on `provider` (already
+    /// picked by [`Gateway::resolve`]): the request's own rules, the
+    /// dialect's, and the workflow's input schema when one is known; all
+    /// violations come back in one error.
+    pub async fn check(
         &self,
-        target: &WorkflowTarget,
+        provider: &Arc<dyn Provider>,
         invocation: &Invocation,
         deadline: Deadline,
-    ) -> Result<&Arc<dyn Provider>, GatewayError> {
-        let provider = self.resolve(target)?;
+    ) -> Result<(), GatewayError> {
         let mut violations = invocation.validate();
         violations.extend(provider.validate(invocation));
         // A malformed target names no workflow whose schema could be known.
@@ -177,10 +184,41 @@ impl Gateway {
             }
         }
         if violations.is_empty() {
-            Ok(provider)
+            Ok(())
         } else {
             Err(GatewayError::invalid_argument(violations))
         }
+    }
+
+    /// Sends a checked invocation to `provider`: the one place an upstream
+    /// run starts, for synchronous calls, native async starts and
+    /// gateway-run background runs alike. Refuses to send once `deadline`
+    /// has passed; when the upstream refuses inputs the cached schema
+    /// accepted, the workflow may have changed, so its schema is fetched
+    /// afresh next time.
+    pub async fn send(
+        &self,
+        provider: &Arc<dyn Provider>,
+        invocation: &Invocation,
+        deadline: Deadline,
+    ) -> Result<RunOutcome, GatewayError> {
+        if deadline.is_expired() {
+            return Err(GatewayError::new(
+                ErrorClass::DeadlineExceeded,
+                "DEADLINE_EXCEEDED",
+                "the caller's deadline passed before the call was sent upstream",
+            ));
+        }
+        let answer = provider.invoke(invocation, deadline).await;
+        if let Err(error) = &answer
+            && error.class == ErrorClass::InvalidArgument
+            && error.upstream.is_some()
+        {
+            self.schemas
+                .invalidate(provider.name(), &invocation.workflow)
+                .await;
+        }
+        answer
     }
 
     /// Validates and runs one invocation. Nothing is sent upstream unless
@@ -191,27 +229,20 @@ impl Gateway {
         invocation: &Invocation,
         deadline: Deadline,
     ) -> Result<Invoked, GatewayError> {
-        let provider = self.prepare(target, invocation, deadline).await?;
-        if deadline.is_expired() {
-            return Err(GatewayError::new(
-                ErrorClass::DeadlineExceeded,
-                "DEADLINE_EXCEEDED",
-                "the caller's deadline passed before the call was sent upstream",
-            ));
-        }
-        let outcome = match provider.invoke(invocation, deadline).await {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                // The upstream refused inputs the cached schema accepted:
-                // the workflow may have changed, so fetch it afresh next time.
-                if error.class == ErrorClass::InvalidArgument && error.upstream.is_some() {
-                    self.schemas
-                        .invalidate(provider.name(), &invocation.workflow)
-                        .await;
-                }
-                return Err(error);
-            }
-        };
+        let provider = self.resolve(target)?;
+        self.invoke_on(provider, invocation, deadline).await
+    }
+
+    /// [`Gateway::invoke`] on a provider already picked by
+    /// [`Gateway::resolve`] ([`Gateway::check`], then [`Gateway::send`]).
+    pub async fn invoke_on(
+        &self,
+        provider: &Arc<dyn Provider>,
+        invocation: &Invocation,
+        deadline: Deadline,
+    ) -> Result<Invoked, GatewayError> {
+        self.check(provider, invocation, deadline).await?;
+        let outcome = self.send(provider, invocation, deadline).await?;
         let run_id = match outcome.upstream_run_id.as_deref() {
             Some(upstream) => RunId::new(provider.name(), upstream),
             None => RunId::local(provider.name()),

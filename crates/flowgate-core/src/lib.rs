@@ -18,7 +18,9 @@
 
 mod callback;
 mod catalog;
+mod deadline;
 pub mod depth;
+pub mod duration;
 mod error;
 mod gateway;
 mod invocation;
@@ -34,6 +36,7 @@ pub use catalog::{
     DeclaredSchemas, SchemaCacheObserver, SchemaCacheSettings, SchemaCacheStats, SchemaCatalog,
     SchemaLookup, SchemaSource,
 };
+pub use deadline::Deadline;
 pub use error::{
     ErrorClass, ErrorData, FieldViolation, GatewayError, PreconditionViolation, QuotaViolation,
     ResourceRef, UpstreamContext,
@@ -41,7 +44,7 @@ pub use error::{
 pub use gateway::{Gateway, Invoked};
 pub use invocation::{AsyncDelivery, Invocation};
 pub use outcome::{RateLimitInfo, RunError, RunOutcome, RunStatus, Usage, decode_output};
-pub use provider::{Deadline, Provider};
+pub use provider::Provider;
 pub use run_id::{RunId, RunIdSigner};
 pub use schema::{SchemaField, ValueType, WorkflowSchema, json_type_name};
 pub use secret::SecretString;

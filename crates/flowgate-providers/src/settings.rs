@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use flowgate_core::{ProviderKind, SecretString};
+use flowgate_core::{ProviderKind, SecretString, duration};
+use serde::Deserialize;
 
 /// A provider's resolved settings (the key already loaded).
 #[derive(Clone, Debug)]
@@ -44,13 +45,19 @@ pub struct Resilience {
 /// idempotency key and `idempotent_retries` is on. Retries draw from a
 /// budget (a percentage of recent calls plus a small floor), so a storm of
 /// failures cannot multiply upstream traffic.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `[providers.<name>.retry]` deserializes into this directly; a missing
+/// key keeps its default.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts per call, the first included; 1 turns retries off.
     pub max_attempts: u32,
     /// Backoff before the first retry; doubles per attempt, with jitter.
+    #[serde(deserialize_with = "duration::deserialize")]
     pub initial_backoff: Duration,
     /// Longest backoff.
+    #[serde(deserialize_with = "duration::deserialize")]
     pub max_backoff: Duration,
     /// Retries allowed as a percentage of calls over the last 10 s.
     pub budget_percent: f32,
@@ -77,11 +84,16 @@ impl Default for RetryPolicy {
 /// (unreachable, 5xx, upstream timeouts, undecodable answers) calls fail
 /// fast with UNAVAILABLE for `open_for`; then one probe call is let
 /// through, and its success closes the circuit.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `[providers.<name>.circuit_breaker]` deserializes into this directly; a
+/// missing key keeps its default.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct CircuitPolicy {
     /// Consecutive failures that open the circuit; 0 turns it off.
     pub failure_threshold: u32,
     /// How long an open circuit fails fast before probing.
+    #[serde(deserialize_with = "duration::deserialize")]
     pub open_for: Duration,
 }
 
@@ -96,15 +108,21 @@ impl Default for CircuitPolicy {
 
 /// The gateway's own limits for one provider key (e.g. a Fetch Hive plan's
 /// 1/3/5 concurrent runs), applied before any upstream call.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// `[providers.<name>.limits]` deserializes into this directly; a missing
+/// key keeps its default.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LocalLimits {
     /// Requests allowed per `window`; `None` for no local rate limit.
     pub requests_per_window: Option<u32>,
     /// The rate window.
+    #[serde(deserialize_with = "duration::deserialize")]
     pub window: Duration,
     /// Upstream calls in flight at once; `None` for no limit.
     pub max_concurrent_runs: Option<u32>,
     /// How long a call waits for a free run slot before failing.
+    #[serde(deserialize_with = "duration::deserialize")]
     pub concurrency_wait: Duration,
 }
 

@@ -51,20 +51,26 @@ use moka::{Expiry, future::Cache};
 
 use crate::{Deadline, ErrorClass, GatewayError, Provider, WorkflowRef, WorkflowSchema};
 
-/// Cache sizing and lifetimes (`[schemas]` in the configuration).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Cache sizing and lifetimes: `[schemas]` in the configuration, which
+/// deserializes into this directly (a missing key keeps its default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SchemaCacheSettings {
     /// How long a fetched schema is trusted. Default 5 minutes.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub ttl: Duration,
     /// Most (provider, workflow) entries kept. Default 10,000.
     pub capacity: u64,
     /// How long "no such workflow" (404) is remembered. Default 30 s.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub negative_ttl: Duration,
     /// How long a failed fetch is remembered, during which calls go
     /// unvalidated without retrying it. Default 10 s.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub failure_ttl: Duration,
     /// Longest a schema fetch may take (the caller's deadline may cut it
     /// shorter). Default 5 s.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
     pub fetch_timeout: Duration,
 }
 

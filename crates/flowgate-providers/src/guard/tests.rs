@@ -178,6 +178,26 @@ async fn rate_limit_is_retried_only_when_retry_after_fits_the_deadline() {
     assert_eq!(inner.calls(), 1);
 }
 
+/// The deadline and the guard's waits run on one clock (tokio's): a wait
+/// spent on a retry is gone from the deadline, so under paused time the
+/// second Retry-After no longer fits.
+#[tokio::test(start_paused = true)]
+async fn retries_spend_the_deadline_on_the_same_clock() {
+    let inner = Scripted::new(vec![
+        Err(too_many(Duration::from_secs(2))),
+        Err(too_many(Duration::from_secs(2))),
+    ]);
+    let guard = guarded(inner.clone(), Resilience::default());
+    let started = Instant::now();
+    let error = guard
+        .invoke(&invocation(None), Deadline::after(Duration::from_secs(3)))
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason, "RATE_LIMIT_EXCEEDED");
+    assert_eq!(inner.calls(), 2, "the first wait fit, the second did not");
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_known_exhausted_window_fails_fast_until_it_resets() {
     let inner = Scripted::new(vec![Err(too_many(Duration::from_secs(20)))]);

@@ -1,6 +1,9 @@
 //! Gateway-run async runs: dialects without an async mode (AI Tutor) run
 //! the synchronous call in a tracked background task and publish its
-//! outcome. A task that ends without publishing (it panicked) marks the
+//! outcome. The call is checked up front ([`flowgate_core::Gateway::check`]) and sent
+//! through [`flowgate_core::Gateway::send`], the path every upstream call takes.
+//!
+//! A task that ends without publishing (it panicked) marks the
 //! run lost: its streams, and any stream opened on it later, end with
 //! UNAVAILABLE, reason `RUN_WATCH_FAILED`, instead of waiting.
 
@@ -8,7 +11,7 @@ use std::sync::Arc;
 
 use flowgate_core::{
     Deadline, ErrorClass, GatewayError, Invocation, Invoked, Provider, RunError, RunId, RunOutcome,
-    RunStatus, WorkflowTarget,
+    RunStatus,
 };
 use tokio::sync::watch;
 use tracing::Instrument as _;
@@ -43,14 +46,13 @@ impl RunTracker {
     pub(super) async fn run_in_background(
         self: &Arc<Self>,
         provider: Arc<dyn Provider>,
-        target: &WorkflowTarget,
         mut invocation: Invocation,
         callback_url: Option<String>,
         trace_parent: Option<String>,
     ) -> Result<Invoked, GatewayError> {
         invocation.async_delivery = None;
         self.gateway
-            .prepare(target, &invocation, Deadline::after(POLL_TIMEOUT))
+            .check(&provider, &invocation, Deadline::after(POLL_TIMEOUT))
             .await?;
         let permit = Arc::clone(&self.background)
             .try_acquire_owned()
@@ -92,8 +94,11 @@ impl RunTracker {
                 let _permit = permit;
                 // The provider's own timeout (its documented maximum duration)
                 // bounds the run; the caller is no longer waiting.
-                let result = background_provider
-                    .invoke(&invocation, Deadline::NONE)
+                // Sent like every other call: an upstream that refuses the
+                // inputs invalidates the workflow's cached schema.
+                let result = tracker
+                    .gateway
+                    .send(&background_provider, &invocation, Deadline::NONE)
                     .await;
                 let update = match result {
                     Ok(outcome) => {

@@ -1,5 +1,10 @@
 //! The run tracker: one async model for every dialect.
 //!
+//! Only async runs come here. A synchronous Invoke goes from the edge
+//! straight to [`Gateway::invoke`] and is not recorded; [`RunTracker::start`]
+//! resolves the provider once and starts the run through the same gateway
+//! ([`Gateway::check`], then [`Gateway::send`]), whatever the dialect.
+//!
 //! | dialect | async upstream | how the tracker learns the outcome |
 //! |---|---|---|
 //! | Knouds | `?async=true` → execution id | polls `GET /api/executions/{id}`; also ingests its signed webhooks |
@@ -169,15 +174,13 @@ impl RunTracker {
         })
     }
 
-    /// The engine behind the tracker.
-    pub fn gateway(&self) -> &Arc<Gateway> {
-        &self.gateway
-    }
-
-    /// Runs an invocation and records the run. Synchronous calls are
-    /// recorded with their outcome; async ones start whatever will observe
-    /// their completion (see the module docs).
-    pub async fn invoke(
+    /// Starts an async run (`invocation.async_delivery` set) and records
+    /// it, with whatever will observe its completion (see the module docs).
+    /// The provider is resolved once, here; the upstream call goes through
+    /// [`Gateway::send`] like every other. Synchronous calls are not the
+    /// tracker's business: the edge sends them to [`Gateway::invoke`], and
+    /// one without async delivery is refused here with INTERNAL.
+    pub async fn start(
         self: &Arc<Self>,
         target: &WorkflowTarget,
         mut invocation: Invocation,
@@ -185,9 +188,9 @@ impl RunTracker {
         trace_parent: Option<String>,
     ) -> Result<Invoked, GatewayError> {
         let Some(delivery) = invocation.async_delivery.clone() else {
-            // A synchronous run's answer is the Invoke response itself: it is
-            // not recorded (no copy of its output, nothing to evict later).
-            return self.gateway.invoke(target, &invocation, deadline).await;
+            return Err(GatewayError::internal(
+                "a synchronous call reached the run tracker",
+            ));
         };
         // The caller's URL, before any is replaced by the gateway's ingress.
         let refused = invocation.callback_violations(self.gateway.callback_policy());
@@ -212,7 +215,7 @@ impl RunTracker {
         }
         if !provider.native_async() {
             return self
-                .run_in_background(provider, target, invocation, caller_url, trace_parent)
+                .run_in_background(provider, invocation, caller_url, trace_parent)
                 .await;
         }
         let forward_to = if passes_through { None } else { caller_url };
@@ -223,7 +226,10 @@ impl RunTracker {
                 callback_url: Some(url),
             });
         }
-        let mut invoked = self.gateway.invoke(target, &invocation, deadline).await?;
+        let mut invoked = self
+            .gateway
+            .invoke_on(&provider, &invocation, deadline)
+            .await?;
         // A completion event is owed to the caller: watch the run until it
         // ends, even if nobody streams it and the provider's own callback
         // never reaches the ingress.
