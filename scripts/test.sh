@@ -21,6 +21,25 @@ if [ ! -x "$TOOLS/node_modules/.bin/buf" ] || [ "$("$TOOLS/node_modules/.bin/buf
   npm install --silent --no-audit --no-fund --prefix "$TOOLS" "@bufbuild/buf@${BUF_VERSION}" >/dev/null
 fi
 
+# Structural gates are cheap: run them all, report every failure, and fail
+# the run at the end (after the tests) if any of them failed.
+gates_failed=()
+
+step "no source file over 600 lines (tests/ folders, tests.rs, *_tests.rs excluded)"
+long=$(find . \( -path ./target -o -path ./.git -o -path ./.venv -o -path "./$TOOLS" \) -prune -o \
+  -name '*.rs' ! -path '*/tests/*' ! -name tests.rs ! -name '*_tests.rs' -print0 |
+  xargs -0 wc -l | awk '$2 != "total" && $1 > 600 { printf "  %s: %d lines\n", $2, $1 }')
+if [ -n "$long" ]; then
+  echo "source files over 600 lines; split them by responsibility (a folder module):"
+  echo "$long"
+  gates_failed+=("file length")
+else
+  echo "ok"
+fi
+
+step "unused dependencies (scripts/unused_deps.py)"
+python3 scripts/unused_deps.py || gates_failed+=("unused dependencies")
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -29,6 +48,18 @@ step "buf lint"
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "production build: --no-default-features (no emulator)"
+# The production image builds without the `emulator` feature: the binary
+# must compile (a check, not a build) and the emulator crate must be absent.
+cargo clippy --locked --no-default-features --bin flowgate -- -D warnings
+production_tree=$(cargo tree --locked --no-default-features -e normal -p flowgate)
+if grep -q flowgate-emulator <<<"$production_tree"; then
+  echo "flowgate-emulator is in the --no-default-features dependency tree"
+  gates_failed+=("emulator feature")
+else
+  echo "ok: flowgate-emulator is not in the production dependency tree"
+fi
 
 step "cargo test (workspace, with the official Python SDK check)"
 log=$(mktemp)
@@ -42,4 +73,8 @@ set -e
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "\nflowgate: %d passed, %d failed\n", p, f }' "$log"
+if [ "${#gates_failed[@]}" -gt 0 ]; then
+  printf 'failed gates: %s\n' "${gates_failed[*]}"
+  [ "$status" -ne 0 ] || status=1
+fi
 exit "$status"

@@ -2,7 +2,8 @@
 //!
 //! This crate is the edge: configuration, the gRPC service and its
 //! protobuf conversions, the one error → status mapping, server wiring, and
-//! the CLI's subcommands (serve, check-config, emulator, demo). The engine
+//! the CLI's subcommands (serve, check-config, and with the default
+//! `emulator` feature: emulator, demo). The engine
 //! lives in `flowgate-core` (domain, errors, routing) and
 //! `flowgate-providers` (the dialects); neither sees protobuf or tonic.
 //! Telemetry (subscriber, OTLP, Prometheus, the server span layer) is in
@@ -11,6 +12,7 @@
 pub mod admin;
 pub mod config;
 pub mod convert;
+#[cfg(feature = "emulator")]
 pub mod demo;
 pub mod health;
 pub mod ingress;

@@ -1,6 +1,7 @@
-//! The `flowgate` command: serve, check-config, emulator, demo.
+//! The `flowgate` command: serve, check-config, emulator, demo (the last
+//! two with the default `emulator` feature).
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -10,11 +11,9 @@ use clap::{Parser, Subcommand};
 /// round trip per call in the Invoke benchmark).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use flowgate::{
-    admin,
-    config::{Config, LogFormat},
-    demo, logging, server,
-};
+use flowgate::{admin, config::Config, logging, server};
+#[cfg(feature = "emulator")]
+use flowgate::{config::LogFormat, demo};
 use flowgate_telemetry_setup::Telemetry;
 
 /// gRPC gateway in front of hosted AI-workflow APIs.
@@ -39,15 +38,17 @@ enum Command {
         /// Configuration file (TOML).
         config: PathBuf,
     },
+    #[cfg(feature = "emulator")]
     /// Run the provider emulator (Fetch Hive, AI Tutor and Knouds on one port).
     Emulator {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:8700")]
-        listen: SocketAddr,
+        listen: std::net::SocketAddr,
         /// Lift every rate limit and concurrency cap (for load tests).
         #[arg(long)]
         no_rate_limits: bool,
     },
+    #[cfg(feature = "emulator")]
     /// Start the emulator and the gateway on loopback and make real gRPC
     /// calls to every dialect.
     Demo,
@@ -156,6 +157,7 @@ async fn run(command: Command) -> Result<(), String> {
             ));
             Ok(())
         }
+        #[cfg(feature = "emulator")]
         Command::Emulator {
             listen,
             no_rate_limits,
@@ -181,6 +183,7 @@ async fn run(command: Command) -> Result<(), String> {
             emulator.shutdown().await;
             Ok(())
         }
+        #[cfg(feature = "emulator")]
         Command::Demo => demo::run()
             .await
             .map_err(|err| format!("demo failed: {err}")),

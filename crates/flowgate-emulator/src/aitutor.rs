@@ -15,24 +15,30 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value, json};
 
+use crate::clock::unix_now;
+use crate::ids::random_hex;
 use crate::keys;
+use crate::keys::bearer;
 use crate::ratelimit::{RateDecision, SlidingWindow};
-use crate::server::Shared;
-use crate::util::{
-    BoundedStore, Rejection, STORE_CAPACITY, bearer, json_response, lock, random_hex, unix_now,
-    with_headers,
-};
+use crate::reply::{Rejection, json_response, with_headers};
+use crate::shared::{DialectShared, Shared};
+use crate::store::{BoundedStore, STORE_CAPACITY, lock};
 
 /// Delay between streamed chunks, so clients really see a stream.
 const STREAM_CHUNK_DELAY: Duration = Duration::from_millis(5);
 /// Allowed token lifetimes in seconds.
 const TOKEN_TTL: std::ops::RangeInclusive<u64> = 1..=300;
 
-pub(crate) fn routes() -> Router<Arc<Shared>> {
+/// What the AI Tutor handlers share.
+type AiTutor = DialectShared<AiTutorState>;
+
+/// The AI Tutor routes, with their own state beside the emulator-wide one.
+pub(crate) fn routes(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/aitutor/api/v1/run/{workflow_id}", post(run))
         .route("/aitutor/api/v1/run/{workflow_id}/stream", post(run_stream))
         .route("/aitutor/api/v1/token", get(token))
+        .with_state(Arc::new(DialectShared::new(shared, AiTutorState::new())))
 }
 
 /// An AI Tutor error body: `{"success": false, "error", "code"?}`.
@@ -50,13 +56,13 @@ fn reject(status: StatusCode, message: &str, code: Option<&str>) -> Rejection {
 
 /// Rate window and stream tokens.
 #[derive(Debug)]
-pub(crate) struct AiTutorState {
+struct AiTutorState {
     window: SlidingWindow,
     tokens: Mutex<BoundedStore<StreamToken>>,
 }
 
 impl AiTutorState {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         Self {
             window: SlidingWindow::new(Duration::from_secs(1)),
             tokens: Mutex::new(BoundedStore::new(STORE_CAPACITY)),
@@ -90,7 +96,7 @@ fn key_by_secret(secret: &str) -> Option<ApiKey> {
     }
 }
 
-fn unauthorized(shared: &Shared) -> Response {
+fn unauthorized(shared: &AiTutor) -> Response {
     let limit = shared.config.aitutor_per_second_limit;
     with_headers(
         error(StatusCode::UNAUTHORIZED, "Unauthorized", None),
@@ -100,7 +106,7 @@ fn unauthorized(shared: &Shared) -> Response {
 
 /// Authenticates the Bearer key, then counts and runs `handle` as [`limited`] does.
 fn gated(
-    shared: &Shared,
+    shared: &AiTutor,
     headers: &HeaderMap,
     handle: impl FnOnce(ApiKey) -> Response,
 ) -> Response {
@@ -111,9 +117,9 @@ fn gated(
 }
 
 /// Counts the request for `key`, then runs `handle` (or answers 429).
-fn limited(shared: &Shared, key: ApiKey, handle: impl FnOnce() -> Response) -> Response {
+fn limited(shared: &AiTutor, key: ApiKey, handle: impl FnOnce() -> Response) -> Response {
     let rate = shared
-        .aitutor
+        .dialect
         .window
         .hit(key.id, shared.config.aitutor_per_second_limit);
     rate.respond(
@@ -302,7 +308,7 @@ fn execute(key: ApiKey, workflow_id: &str, body: &[u8]) -> Result<RunResult, Rej
 }
 
 async fn run(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<AiTutor>>,
     Path(workflow_id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -330,7 +336,7 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
 }
 
 async fn token(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<AiTutor>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -347,7 +353,7 @@ async fn token(
             );
         };
         let token = format!("pub_tok_{}", random_hex(24));
-        lock(&shared.aitutor.tokens).insert(
+        lock(&shared.dialect.tokens).insert(
             token.clone(),
             StreamToken {
                 key,
@@ -363,14 +369,14 @@ async fn token(
 }
 
 async fn run_stream(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<AiTutor>>,
     Path(workflow_id): Path<String>,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
     // Single use: the token is consumed whether or not the run succeeds.
     let token = query_param(query.as_deref(), "token")
-        .and_then(|t| lock(&shared.aitutor.tokens).remove(t))
+        .and_then(|t| lock(&shared.dialect.tokens).remove(t))
         .filter(|t| t.expires > Instant::now());
     let Some(StreamToken { key, .. }) = token else {
         return unauthorized(&shared);

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use crate::clock::unix_now;
 use crate::recording::{BoundedLog, DeliveredCallback, Dialect};
-use crate::util::unix_now;
 
 /// Retries after a failed first attempt (so at most 4 attempts).
 const MAX_RETRIES: u32 = 3;

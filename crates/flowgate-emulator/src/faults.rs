@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::recording::Dialect;
-use crate::util::lock;
+use crate::store::lock;
 
 /// A fault to inject into provider responses.
 ///

@@ -54,15 +54,20 @@
 
 mod aitutor;
 mod callbacks;
+mod clock;
 mod config;
 mod conn;
 mod faults;
 mod fetchhive;
+mod ids;
+pub mod keys;
 mod knouds;
 mod ratelimit;
 mod recording;
+mod reply;
 mod server;
-mod util;
+mod shared;
+mod store;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -80,35 +85,11 @@ pub use recording::{DeliveredCallback, Dialect, RecordedRequest};
 /// How long [`Emulator::shutdown`] waits for open connections to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// API keys seeded into the emulator.
-pub mod keys {
-    /// Fetch Hive key with credits.
-    pub const FETCHHIVE_KEY: &str = "fhk_emulator_demo";
-    /// Fetch Hive key whose workspace has no credits (402 `insufficient_credits`).
-    pub const FETCHHIVE_KEY_NO_CREDITS: &str = "fhk_emulator_nocredits";
-    /// AI Tutor key with credits.
-    pub const AITUTOR_KEY: &str = "sk_emulator_demo";
-    /// AI Tutor key without credits (402 `invalid_billing`).
-    pub const AITUTOR_KEY_NO_CREDITS: &str = "sk_emulator_nocredits";
-    /// Knouds key with `workflow:run`, `workflow:read`, `execution:read`; business tier (1000/min).
-    pub const KNOUDS_KEY: &str = "knouds_live_emulator_demo";
-    /// Knouds key with only `workflow:summarize-text:run`.
-    pub const KNOUDS_KEY_SCOPED: &str = "knouds_live_emulator_scoped";
-    /// Knouds key without credits (402 `INSUFFICIENT_CREDITS`).
-    pub const KNOUDS_KEY_NO_CREDITS: &str = "knouds_live_emulator_nocredits";
-    /// Knouds key whose trial grant is used up (402 `grant_exhausted`).
-    pub const KNOUDS_KEY_TRIAL: &str = "knouds_live_emulator_trial";
-    /// Knouds pro-tier key: 100/min, `MODEL_TIER_REQUIRED` on premium workflows.
-    pub const KNOUDS_KEY_PRO: &str = "knouds_live_emulator_pro";
-    /// Retired legacy Knouds key (401 `LEGACY_KEY_RETIRED`).
-    pub const KNOUDS_KEY_LEGACY: &str = "knouds_legacy_emulator";
-}
-
 /// A running emulator. Dropping it aborts the server and its background
 /// tasks; [`Emulator::shutdown`] stops it gracefully.
 pub struct Emulator {
     addr: SocketAddr,
-    shared: Arc<server::Shared>,
+    shared: Arc<shared::Shared>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -127,7 +108,7 @@ impl Emulator {
     pub async fn start(config: EmulatorConfig, bind: SocketAddr) -> std::io::Result<Emulator> {
         let listener = tokio::net::TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(server::Shared::new(config)?);
+        let shared = Arc::new(shared::Shared::new(config)?);
         let app = server::app(shared.clone())
             .into_make_service_with_connect_info::<conn::ConnectionHandle>();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use axum::response::Response;
 use http::header::{HeaderName, RETRY_AFTER};
 
-use crate::util::{lock, unix_now, with_headers};
+use crate::clock::unix_now;
+use crate::reply::with_headers;
+use crate::store::lock;
 
 /// The outcome of counting one request against a limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::util::lock;
+use crate::store::lock;
 
 /// How many requests and callbacks are kept; older entries are evicted.
 pub(crate) const LOG_CAPACITY: usize = 1000;

@@ -3,8 +3,7 @@
 //! provider request passes through (record → fault → handler → latency).
 
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -15,70 +14,23 @@ use axum::routing::get;
 use http::StatusCode;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::{Value, json};
-use tokio::task::JoinSet;
 
-use crate::callbacks::CallbackSender;
-use crate::config::EmulatorConfig;
 use crate::conn::ConnectionHandle;
-use crate::faults::{Fault, FaultSpec, FaultTable};
-use crate::recording::{BoundedLog, DeliveredCallback, Dialect, RecordedRequest};
-use crate::util::{json_response, lock};
+use crate::faults::{Fault, FaultSpec};
+use crate::recording::{DeliveredCallback, Dialect, RecordedRequest};
+use crate::reply::json_response;
+use crate::shared::Shared;
 use crate::{aitutor, fetchhive, knouds};
 
 /// Largest request body accepted (1 MiB); larger ones get a 413.
 pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Everything the handlers share.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) config: EmulatorConfig,
-    pub(crate) requests: BoundedLog<RecordedRequest>,
-    pub(crate) faults: FaultTable,
-    pub(crate) callbacks: CallbackSender,
-    pub(crate) cancelled: AtomicU64,
-    pub(crate) fetchhive: fetchhive::FetchHiveState,
-    pub(crate) aitutor: aitutor::AiTutorState,
-    pub(crate) knouds: knouds::KnoudsState,
-    background: Mutex<JoinSet<()>>,
-}
-
-impl Shared {
-    pub(crate) fn new(config: EmulatorConfig) -> std::io::Result<Self> {
-        Ok(Self {
-            requests: BoundedLog::new(),
-            faults: FaultTable::default(),
-            callbacks: CallbackSender::new()?,
-            cancelled: AtomicU64::new(0),
-            fetchhive: fetchhive::FetchHiveState::new(),
-            aitutor: aitutor::AiTutorState::new(),
-            knouds: knouds::KnoudsState::new(&config),
-            background: Mutex::new(JoinSet::new()),
-            config,
-        })
-    }
-
-    /// Runs `task` in the background (async completions, callbacks); it is
-    /// aborted when the emulator stops.
-    pub(crate) fn spawn<F>(&self, task: F)
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        let mut set = lock(&self.background);
-        while set.try_join_next().is_some() {}
-        set.spawn(task);
-    }
-
-    pub(crate) fn abort_background(&self) {
-        lock(&self.background).abort_all();
-    }
-}
-
 /// The full application: provider dialects behind the gate, admin API beside.
 pub(crate) fn app(shared: Arc<Shared>) -> Router {
     let providers = Router::new()
-        .merge(fetchhive::routes())
-        .merge(aitutor::routes())
-        .merge(knouds::routes())
+        .merge(fetchhive::routes(shared.clone()))
+        .merge(aitutor::routes(shared.clone()))
+        .merge(knouds::routes(shared.clone()))
         .fallback(provider_fallback)
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
@@ -100,8 +52,8 @@ pub(crate) fn app(shared: Arc<Shared>) -> Router {
             get(admin_callbacks).delete(admin_clear_callbacks),
         )
         .route("/_emulator/stats", get(admin_stats))
-        .merge(providers)
         .with_state(shared)
+        .merge(providers)
 }
 
 /// Counts the request as cancelled if dropped before it was answered.

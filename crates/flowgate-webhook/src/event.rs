@@ -10,7 +10,9 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::clock::{parse_rfc3339, unix_secs};
-use crate::{SignatureMatch, WebhookFailure, WebhookScheme};
+use crate::failure::WebhookFailure;
+use crate::scheme::WebhookScheme;
+use crate::signature::SignatureMatch;
 
 /// What a verified delivery said, the same for every scheme.
 #[derive(Clone, Debug, PartialEq)]

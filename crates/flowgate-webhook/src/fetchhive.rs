@@ -13,9 +13,9 @@ use http::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 
+use crate::failure::WebhookFailure;
 use crate::mac::{self, TAG_LEN};
-use crate::scheme::required_header;
-use crate::{SignatureMatch, WebhookFailure};
+use crate::signature::{SignatureMatch, required_header};
 
 /// The signature header (lowercase).
 pub(crate) const SIGNATURE_HEADER: &str = "x-fetch-hive-signature";

@@ -9,9 +9,9 @@ use flowgate_core::SecretString;
 use http::HeaderMap;
 
 use crate::clock::{from_unix_secs, outside_tolerance, parse_unix_digits, unix_secs};
+use crate::failure::{FailureReason, WebhookFailure};
 use crate::mac::{self, TAG_LEN};
-use crate::scheme::required_header;
-use crate::{FailureReason, SignatureMatch, WebhookFailure};
+use crate::signature::{SignatureMatch, required_header};
 
 /// The signature header (lowercase).
 pub(crate) const SIGNATURE_HEADER: &str = "x-knouds-signature";

@@ -52,6 +52,7 @@ mod forwarder;
 mod knouds;
 mod mac;
 mod scheme;
+mod signature;
 mod standard;
 mod verifier;
 
@@ -65,7 +66,8 @@ pub use forwarder::{
     ForwarderConfig, ForwarderStats,
 };
 pub use knouds::sign_knouds;
-pub use scheme::{SignatureMatch, WebhookScheme, verify_signature};
+pub use scheme::{WebhookScheme, verify_signature};
+pub use signature::SignatureMatch;
 pub use standard::{
     InvalidSecret, StandardSecret, WEBHOOK_ID_HEADER, WEBHOOK_SIGNATURE_HEADER,
     WEBHOOK_TIMESTAMP_HEADER, sign_standard, standard_headers,

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use flowgate_core::{ProviderKind, SecretString};
 use http::HeaderMap;
 
-use crate::{WebhookFailure, fetchhive, knouds, standard};
+use crate::failure::WebhookFailure;
+use crate::signature::SignatureMatch;
+use crate::{fetchhive, knouds, standard};
 
 /// How a delivery is signed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,18 +72,6 @@ impl fmt::Display for WebhookScheme {
     }
 }
 
-/// What a valid signature established about a delivery.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignatureMatch {
-    /// Index into the `secrets` slice of the secret that matched (rotation:
-    /// a match on an old secret tells the operator it is still in use).
-    pub matched_secret: usize,
-    /// The signed timestamp (Knouds `t`, Standard `webhook-timestamp`).
-    pub signed_at: Option<SystemTime>,
-    /// The Standard Webhooks `webhook-id`.
-    pub message_id: Option<String>,
-}
-
 /// Checks the signature of one delivery, and its timestamp against
 /// `tolerance` where the scheme signs one. Pure: no replay check, no body
 /// parsing (see [`Verifier`](crate::Verifier) for both).
@@ -107,22 +97,4 @@ pub fn verify_signature(
         WebhookScheme::Knouds => knouds::verify(headers, body, secrets, now, tolerance),
         WebhookScheme::Standard => standard::verify(headers, body, secrets, now, tolerance),
     }
-}
-
-/// The text of header `name`, or `MissingSignature` / `Malformed`.
-pub(crate) fn required_header<'a>(
-    headers: &'a HeaderMap,
-    name: &str,
-) -> Result<&'a str, WebhookFailure> {
-    let value = headers
-        .get(name)
-        .ok_or_else(|| WebhookFailure::missing(name))?;
-    let text = value
-        .to_str()
-        .map_err(|_| WebhookFailure::malformed(format!("header `{name}` is not visible ASCII")))?
-        .trim();
-    if text.is_empty() {
-        return Err(WebhookFailure::missing(name));
-    }
-    Ok(text)
 }

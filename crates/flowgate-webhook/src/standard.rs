@@ -22,9 +22,9 @@ use http::{HeaderMap, HeaderValue};
 use rand::Rng;
 
 use crate::clock::{from_unix_secs, outside_tolerance, parse_unix_digits, unix_secs};
+use crate::failure::{FailureReason, WebhookFailure};
 use crate::mac::{self, TAG_LEN};
-use crate::scheme::required_header;
-use crate::{FailureReason, SignatureMatch, WebhookFailure};
+use crate::signature::{SignatureMatch, required_header};
 
 /// `webhook-id`: the message id, stable across retries.
 pub const WEBHOOK_ID_HEADER: &str = "webhook-id";

@@ -7,7 +7,9 @@ use flowgate_core::SecretString;
 use http::HeaderMap;
 use moka::sync::Cache;
 
-use crate::{FailureReason, WebhookEvent, WebhookFailure, WebhookScheme, verify_signature};
+use crate::event::WebhookEvent;
+use crate::failure::{FailureReason, WebhookFailure};
+use crate::scheme::{WebhookScheme, verify_signature};
 
 /// Settings of a [`Verifier`].
 #[derive(Clone, Debug)]
