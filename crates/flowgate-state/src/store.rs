@@ -116,7 +116,9 @@ impl Subscription {
 /// change to the run's subscribers.
 #[async_trait]
 pub trait RunStore: Send + Sync + fmt::Debug {
-    /// Stores a run (replacing any record with the same id) and publishes it.
+    /// Stores a run (replacing any record with the same id, unless that
+    /// record is already terminal: terminal states are sticky) and publishes
+    /// it.
     async fn insert(&self, record: RunRecord);
 
     /// The current record.
@@ -218,8 +220,10 @@ impl RunStore for MemoryRunStore {
         let key = record.run_id.encode();
         if let Some(entry) = self.runs.get(&key) {
             let mut state = lock(&entry);
-            state.record = record;
-            state.publish();
+            if !state.record.status.is_terminal() {
+                state.record = record;
+                state.publish();
+            }
             return;
         }
         self.runs.insert(
@@ -329,6 +333,14 @@ mod tests {
                 .is_none()
         );
         assert_eq!(store.get(&id).await.unwrap().status, RunStatus::Failed);
+        store
+            .insert(RunRecord::new(id.clone(), RunStatus::Running))
+            .await;
+        assert_eq!(
+            store.get(&id).await.unwrap().status,
+            RunStatus::Failed,
+            "a second insert of a run (two streams fetching it) must not undo its end"
+        );
     }
 
     #[tokio::test]
