@@ -360,7 +360,22 @@ impl SchemaCatalog {
             schema_cache = "miss",
             "schema lookup"
         );
-        let fetch = self.join_or_start_fetch(provider, workflow, key);
+        // At most two turns: the second never returns `None`.
+        let mut unless_cached = true;
+        let fetch = loop {
+            if let Some(fetch) =
+                self.join_or_start_fetch(provider, workflow, key.clone(), unless_cached)
+            {
+                break fetch;
+            }
+            // A fetch finished between the miss above and taking the lock:
+            // its answer is cached now (unless an invalidation or expiry
+            // took it away again, then fetch anew).
+            if let Some(cached) = self.cache.get(&key).await {
+                return cached.into();
+            }
+            unless_cached = false;
+        };
         let Some(left) = deadline.remaining() else {
             return fetch.await.into();
         };
@@ -386,19 +401,26 @@ impl SchemaCatalog {
 
     /// The fetch in flight for `key`, or a new one: started as its own
     /// task (when a runtime is there) so it finishes, and caches its
-    /// answer, whoever stops waiting for it.
+    /// answer, whoever stops waiting for it. With `unless_cached`, `None`
+    /// when the key is cached by now: a fetch caches its answer before it
+    /// leaves `in_flight`, so checking under the lock closes the gap in
+    /// which a second fetch would start.
     fn join_or_start_fetch(
         &self,
         provider: &Arc<dyn Provider>,
         workflow: &WorkflowRef,
         key: CacheKey,
-    ) -> Fetch {
+        unless_cached: bool,
+    ) -> Option<Fetch> {
         let mut in_flight = self
             .in_flight
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(fetch) = in_flight.get(&key) {
-            return fetch.clone();
+            return Some(fetch.clone());
+        }
+        if unless_cached && self.cache.contains_key(&key) {
+            return None;
         }
         let fetch = fetch(
             Arc::clone(provider),
@@ -415,7 +437,7 @@ impl SchemaCatalog {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(fetch.clone());
         }
-        fetch
+        Some(fetch)
     }
 
     /// Forgets what is cached for `workflow` on `provider` (the schema may
