@@ -108,6 +108,16 @@ impl fmt::Debug for RecordedAnswer {
     }
 }
 
+/// What [`Idempotency::run`] answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotentAnswer {
+    /// The answer of the one call that ran.
+    pub answer: RecordedAnswer,
+    /// True when this call did not run it (a replay, or a wait for the
+    /// first call).
+    pub replayed: bool,
+}
+
 /// What a claim found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -256,10 +266,14 @@ impl Idempotency {
         deadline: Deadline,
         work_deadline: Deadline,
         work: F,
-    ) -> Result<RecordedAnswer, GatewayError>
+    ) -> Result<IdempotentAnswer, GatewayError>
     where
         F: Future<Output = Settlement> + Send + 'static,
     {
+        let replayed = |answer| IdempotentAnswer {
+            answer,
+            replayed: true,
+        };
         let lease = work_deadline
             .remaining()
             .map_or(Duration::from_secs(24 * 3600), |left| left + LEASE_MARGIN);
@@ -276,11 +290,15 @@ impl Idempotency {
                         return Err(GatewayError::internal("idempotent work claimed twice"));
                     };
                     let answer = self.spawn(key, hash, work);
-                    return wait_for_own(answer, deadline).await;
+                    let answer = wait_for_own(answer, deadline).await?;
+                    return Ok(IdempotentAnswer {
+                        answer,
+                        replayed: false,
+                    });
                 }
                 Claim::Recorded(answer) => {
                     tracing::debug!("idempotent replay");
-                    return Ok(answer);
+                    return Ok(replayed(answer));
                 }
                 Claim::Mismatch => return Err(key_reused()),
                 Claim::InFlight => {
@@ -293,7 +311,7 @@ impl Idempotency {
                         .await
                         .map_err(unavailable)?
                     {
-                        Settled::Recorded(answer) => return Ok(answer),
+                        Settled::Recorded(answer) => return Ok(replayed(answer)),
                         Settled::Released => {}
                         Settled::InFlight => return Err(in_flight()),
                     }
