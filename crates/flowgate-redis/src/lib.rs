@@ -8,6 +8,8 @@
 //!   one [`StoreUnavailable`] that never carries a password.
 //! - Keys are `<prefix><kind>:{<id>}` ([`RedisConnection::key`]): the id is
 //!   the cluster hash tag, so one id's keys and channels share a slot.
+//! - [`RedisIdempotencyStore`]: `idempotency_key` records shared by every
+//!   replica (one hash per key, Lua scripts, TTL on every key).
 //! - `testing` (feature `test-support`): real `redis-server` processes for
 //!   tests, a single node or a three-master cluster.
 //!
@@ -15,6 +17,7 @@
 //! configuration error.
 
 mod connection;
+mod idempotency;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
@@ -22,5 +25,6 @@ pub use connection::{
     DEFAULT_KEY_PREFIX, DEFAULT_OP_TIMEOUT, RedisConfig, RedisConnection, RedisEndpoint,
     StoreUnavailable, UnavailableKind,
 };
+pub use idempotency::RedisIdempotencyStore;
 /// redis-rs, for building commands and scripts.
 pub use redis;
