@@ -2,7 +2,8 @@
 //!
 //! An Invoke that carries an `idempotency_key` goes through
 //! [`Idempotency::run`]. One store round trip ([`IdempotencyStore::claim`])
-//! decides what happens before anything is sent upstream:
+//! decides what happens before anything is sent upstream (the first call
+//! makes one more, after answering its caller, to record or release):
 //!
 //! - **claimed**: this call is the first; a pending record (the request's
 //!   [`RequestHash`], no answer yet) is in the store. The call's work runs
@@ -342,24 +343,23 @@ impl Idempotency {
             };
             let settlement = work.await;
             claim.store = None;
-            let answer = match settlement {
-                Settlement::Record(answer) => {
-                    if let Err(err) = store.record(&key, hash, answer.clone()).await {
-                        // The pending claim stays until its lease ends:
-                        // retries wait, then run again.
-                        tracing::warn!(error = %err, "idempotent answer not recorded");
-                    }
-                    answer
-                }
-                Settlement::Forget(answer) => {
-                    if let Err(err) = store.release(&key, hash).await {
-                        tracing::warn!(error = %err, "idempotency claim not released");
-                    }
-                    answer
-                }
+            // The first caller gets its answer at once (if still there); the
+            // store learns it after, off the caller's path. A retry arriving
+            // in between waits the few milliseconds that takes.
+            let (answer, record) = match settlement {
+                Settlement::Record(answer) => (answer, true),
+                Settlement::Forget(answer) => (answer, false),
             };
-            // The first caller may be gone: nobody to tell.
-            let _ = sender.send(answer);
+            let _ = sender.send(answer.clone());
+            if record {
+                if let Err(err) = store.record(&key, hash, answer).await {
+                    // The pending claim stays until its lease ends:
+                    // retries wait, then run again.
+                    tracing::warn!(error = %err, "idempotent answer not recorded");
+                }
+            } else if let Err(err) = store.release(&key, hash).await {
+                tracing::warn!(error = %err, "idempotency claim not released");
+            }
         };
         tokio::spawn(task.in_current_span());
         receiver
