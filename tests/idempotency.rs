@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, inputs, slug, target};
+use common::{Harness, inputs, slug, target, workflow_id};
 use flowgate::{pb, recorded::REPLAYED_HEADER};
 use flowgate_emulator::{Dialect, Fault};
 use serde_json::json;
@@ -162,6 +162,48 @@ async fn an_async_start_with_one_key_gives_one_run_id() {
         assert_eq!(answer.run_id, answers[0].run_id);
     }
     assert_eq!(run_starts(&h), 1);
+}
+
+#[tokio::test]
+async fn a_gateway_run_async_start_with_one_key_gives_one_run_id() {
+    // AI Tutor has no async mode: the gateway runs the call in the
+    // background. A retry must not start a second background call.
+    let h = common::start().await;
+    let request = pb::InvokeRequest {
+        target: target("tutor", workflow_id("wf_story")),
+        inputs: inputs(json!({"story": "otters"})),
+        async_options: Some(pb::AsyncOptions {
+            enabled: true,
+            callback_url: String::new(),
+        }),
+        idempotency_key: "story-1".into(),
+        ..Default::default()
+    };
+    let calls = (0..3).map(|_| {
+        let mut client = h.client.clone();
+        let request = request.clone();
+        async move { client.invoke(request).await.unwrap().into_inner() }
+    });
+    let answers = futures::future::join_all(calls).await;
+    for answer in &answers {
+        assert_eq!(answer.run_id, answers[0].run_id);
+    }
+    // The background call ends (bounded wait), and it was the only one.
+    let tutor_runs = || {
+        h.emulator
+            .requests()
+            .iter()
+            .filter(|r| r.dialect == Dialect::AiTutor && r.method == "POST")
+            .count()
+    };
+    for _ in 0..100 {
+        if tutor_runs() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(tutor_runs(), 1);
 }
 
 #[tokio::test]
