@@ -110,22 +110,18 @@ impl GatewayService {
         } else {
             self.gateway.invoke(&target, &invocation, deadline).await
         };
-        match invoked {
-            Ok(invoked) => {
-                span.record("flowgate.provider", invoked.provider.name());
-                if let Some(status) = invoked.outcome.status {
-                    span.record("flowgate.run.status", status.as_str());
-                }
-                let rate_limit = invoked.outcome.rate_limit.clone();
-                let response = convert::invoke_response(invoked, self.gateway.run_ids());
-                span.record("flowgate.run_id", response.run_id.as_str());
-                let mut response = Response::new(response);
-                insert_rate_limit(&rate_limit, response.metadata_mut());
-                tracing::debug!("invoked");
-                Ok(response)
-            }
-            Err(err) => Err(err),
+        let invoked = invoked?;
+        span.record("flowgate.provider", invoked.provider.name());
+        if let Some(status) = invoked.outcome.status {
+            span.record("flowgate.run.status", status.as_str());
         }
+        let rate_limit = invoked.outcome.rate_limit.clone();
+        let response = convert::invoke_response(invoked, self.gateway.run_ids());
+        span.record("flowgate.run_id", response.run_id.as_str());
+        let mut response = Response::new(response);
+        insert_rate_limit(&rate_limit, response.metadata_mut());
+        tracing::debug!("invoked");
+        Ok(response)
     }
 
     /// An Invoke with an `idempotency_key`: at most one upstream run per
