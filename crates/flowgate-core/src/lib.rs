@@ -24,6 +24,7 @@ mod gateway;
 mod invocation;
 mod outcome;
 mod provider;
+pub mod reason;
 mod run_id;
 mod schema;
 mod secret;
@@ -41,7 +42,7 @@ pub use error::{
 pub use gateway::{Gateway, Invoked};
 pub use invocation::{AsyncDelivery, Invocation};
 pub use outcome::{RateLimitInfo, RunError, RunOutcome, RunStatus, Usage, decode_output};
-pub use provider::{Deadline, Provider};
+pub use provider::{AsyncMode, Deadline, Provider};
 pub use run_id::{RunId, RunIdSigner};
 pub use schema::{SchemaField, ValueType, WorkflowSchema, json_type_name};
 pub use secret::SecretString;
