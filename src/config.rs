@@ -50,7 +50,6 @@ use durations::{duration, optional_duration};
 pub use providers::{CircuitBreakerConfig, KindConfig, LimitsConfig, ProviderConfig, RetryConfig};
 pub use ranges::{Bounds, RANGES, Range};
 pub use runs::RunsConfig;
-use schemas::check_workflow_key;
 pub use schemas::{InputConfig, InputType, SchemasConfig, WorkflowSchemaConfig};
 pub use secrets::LoadedSecrets;
 use secrets::{SecretProblem, read_secret};

@@ -49,7 +49,9 @@ use futures::{
 };
 use moka::{Expiry, future::Cache};
 
-use crate::{Deadline, ErrorClass, GatewayError, Provider, WorkflowRef, WorkflowSchema};
+use crate::{
+    Deadline, ErrorClass, GatewayError, Provider, WorkflowRef, WorkflowSchema, reason::Reason,
+};
 
 /// Cache sizing and lifetimes (`[schemas]` in the configuration).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,7 +373,7 @@ impl SchemaCatalog {
                 );
                 SchemaLookup::Unavailable(Arc::new(GatewayError::new(
                     ErrorClass::DeadlineExceeded,
-                    "SCHEMA_FETCH_PENDING",
+                    Reason::SchemaFetchPending,
                     "the deadline passed while the workflow's schema was being fetched",
                 )))
             }

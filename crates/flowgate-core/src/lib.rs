@@ -46,4 +46,4 @@ pub use provider::{AsyncMode, Deadline, Provider};
 pub use run_id::{RunId, RunIdSigner};
 pub use schema::{SchemaField, ValueType, WorkflowSchema, json_type_name};
 pub use secret::SecretString;
-pub use target::{ProviderKind, WorkflowRef, WorkflowTarget};
+pub use target::{Addressing, ProviderKind, WorkflowRef, WorkflowTarget};
