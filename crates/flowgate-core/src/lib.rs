@@ -22,6 +22,7 @@ pub mod depth;
 mod error;
 mod gateway;
 mod invocation;
+pub mod numbers;
 mod outcome;
 mod provider;
 pub mod reason;
@@ -41,6 +42,7 @@ pub use error::{
 };
 pub use gateway::{Gateway, Invoked};
 pub use invocation::{AsyncDelivery, Invocation};
+pub use numbers::id_text;
 pub use outcome::{RateLimitInfo, RunError, RunOutcome, RunStatus, Usage, decode_output};
 pub use provider::{AsyncMode, Deadline, Provider};
 pub use run_id::{RunId, RunIdSigner};

@@ -26,7 +26,6 @@ pub mod fetchhive;
 mod guard;
 mod http;
 pub mod knouds;
-pub mod numbers;
 pub mod ratelimit;
 pub mod registry;
 mod settings;
@@ -36,7 +35,7 @@ use std::sync::Arc;
 use flowgate_core::Provider;
 
 pub use dialect::{Dialect, HttpProvider};
-pub use flowgate_core::depth;
+pub use flowgate_core::{depth, numbers};
 pub use guard::Guarded;
 pub use http::{HttpClient, HttpClientError, UpstreamResponse};
 pub use registry::{Dialects, Registration, UnknownDialect, check_workflow_key};

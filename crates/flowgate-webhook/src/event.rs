@@ -90,13 +90,9 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, WebhookFailure> {
 }
 
 /// A string field; numbers are accepted and written out (ids are sometimes
-/// numeric), empty strings count as absent.
+/// numeric), empty strings count as absent ([`flowgate_core::id_text`]).
 fn text(object: &Map<String, Value>, key: &str) -> Option<String> {
-    match object.get(key)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    object.get(key).and_then(flowgate_core::id_text)
 }
 
 fn first_text(object: &Map<String, Value>, keys: &[&str]) -> Option<String> {

@@ -16,7 +16,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use flowgate_core::CallbackPolicy;
+use flowgate_core::{CallbackPolicy, numbers};
 
 use crate::{StandardSecret, destination, standard_headers};
 
@@ -588,8 +588,7 @@ fn classify(status: StatusCode, headers: &HeaderMap) -> Attempt {
     let retry_after = headers
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| numbers::retry_after(v, SystemTime::now()));
     Attempt::Retry {
         status: Some(status.as_u16()),
         retry_after,
@@ -628,6 +627,18 @@ mod tests {
                 assert_eq!(retry_after, Some(Duration::from_secs(7)));
             }
             _ => panic!("429 is retryable"),
+        }
+        // The shared parser: decimals and absurd values are read and clamped.
+        for (value, expect) in [
+            ("1.5", Some(Duration::from_millis(1500))),
+            ("1e300", Some(numbers::MAX_RETRY_AFTER)),
+            ("soon", None),
+        ] {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
+            match classify(StatusCode::SERVICE_UNAVAILABLE, &headers) {
+                Attempt::Retry { retry_after, .. } => assert_eq!(retry_after, expect, "{value}"),
+                _ => panic!("503 is retryable"),
+            }
         }
     }
 
