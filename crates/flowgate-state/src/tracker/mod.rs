@@ -316,7 +316,7 @@ impl RunTracker {
         }
         let unknown = || {
             GatewayError::not_found(
-                "UNKNOWN_RUN",
+                flowgate_core::reason::Reason::UnknownRun,
                 "flowgate.run",
                 run_id,
                 "no run with this id is known to the gateway or its provider",

@@ -118,7 +118,7 @@ impl RunTracker {
         let provider = match provider {
             Some(name) => Some(self.gateway.provider(name).cloned().ok_or_else(|| {
                 GatewayError::not_found(
-                    "UNKNOWN_PROVIDER",
+                    flowgate_core::reason::Reason::UnknownProvider,
                     "flowgate.provider",
                     name,
                     format!("no provider named {name:?} is configured"),
@@ -156,7 +156,7 @@ impl RunTracker {
         if secrets.is_empty() {
             return Err(GatewayError::new(
                 ErrorClass::FailedPrecondition,
-                "NO_WEBHOOK_SECRET",
+                flowgate_core::reason::Reason::NoWebhookSecret,
                 "no secret to verify with: pass one, or a run id whose secret the gateway holds",
             )
             .with_precondition(
@@ -203,7 +203,7 @@ impl RunTracker {
         }
         let unknown = || {
             GatewayError::not_found(
-                "UNKNOWN_RUN",
+                flowgate_core::reason::Reason::UnknownRun,
                 "flowgate.run",
                 run_id,
                 "no run with this id is known to the gateway",
