@@ -8,7 +8,8 @@ use std::{
 use async_trait::async_trait;
 
 use crate::{
-    FieldViolation, GatewayError, Invocation, ProviderKind, RunOutcome, WorkflowRef, WorkflowSchema,
+    FieldViolation, GatewayError, Invocation, ProviderKind, RunError, RunOutcome, WorkflowRef,
+    WorkflowSchema,
 };
 
 /// When the caller stops waiting. The upstream call never outlives it.
@@ -118,6 +119,13 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn callback_run_id(&self, body: &[u8]) -> Option<String> {
         let _ = body;
         None
+    }
+
+    /// A run error read from a callback body, made safe to show a caller
+    /// (the provider's key redacted, the text bounded), as the dialect's
+    /// own decoders do for every answer it reads.
+    fn safe_run_error(&self, error: RunError) -> RunError {
+        error
     }
 
     /// The current state of a run the provider knows as `upstream_id`.

@@ -16,14 +16,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use flowgate_core::{
     AsyncMode, Deadline, FieldViolation, GatewayError, Invocation, Provider, ProviderKind,
-    RunOutcome, WorkflowRef, WorkflowSchema,
+    RunError, RunOutcome, WorkflowRef, WorkflowSchema,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use serde::Serialize;
 
 use crate::{
     HttpClient, ProviderSettings,
-    errors::run_not_found,
+    errors::{run_not_found, safe_run_error},
     http::{BaseUrl, UpstreamRequest, UpstreamResponse, auth_header, is_upstream_id},
 };
 
@@ -369,6 +369,10 @@ impl<D: Dialect> Provider for HttpProvider<D> {
         D::callback_run_id(body)
     }
 
+    fn safe_run_error(&self, error: RunError) -> RunError {
+        safe_run_error(&self.settings, error)
+    }
+
     async fn run_status(
         &self,
         upstream_id: &str,
@@ -408,5 +412,47 @@ impl<D: Dialect> Provider for HttpProvider<D> {
 
     fn default_variant(&self) -> Option<&str> {
         self.settings.default_variant.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::knouds::Knouds;
+    use flowgate_core::SecretString;
+
+    const KEY: &str = "knouds_live_7Hq2ZpX9vB4mN8rT1cW6yK3jD5fG0sLaQeU";
+
+    #[test]
+    fn callback_run_errors_are_made_safe_like_decoded_ones() {
+        let settings = ProviderSettings::new("kn", ProviderKind::Knouds, SecretString::new(KEY));
+        let provider = Knouds::new(settings, HttpClient::new().unwrap());
+        let safe = provider.safe_run_error(RunError {
+            code: KEY.into(),
+            message: format!("echo {KEY} {}", "x".repeat(1000)),
+        });
+        assert_eq!(safe.code, crate::errors::UNREADABLE_REASON);
+        assert!(!safe.message.contains(&KEY[..12]), "{}", safe.message);
+        assert!(safe.message.chars().count() <= 301);
+    }
+
+    #[test]
+    fn status_lookups_refuse_ids_that_are_not_one_path_segment() {
+        let settings = ProviderSettings::new("kn", ProviderKind::Knouds, SecretString::new(KEY));
+        let provider = Knouds::new(settings, HttpClient::new().unwrap());
+        let error = block_on(provider.run_status("../x", Deadline::NONE)).unwrap_err();
+        assert_eq!(error.reason, "EXECUTION_NOT_FOUND");
+        assert_eq!(
+            error.resource.as_ref().unwrap().resource_type,
+            "knouds.execution"
+        );
+    }
+
+    /// Runs a future on a one-thread runtime.
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
     }
 }

@@ -376,27 +376,27 @@ pub fn credential_rejected(
     }
 }
 
-/// A run error from a body's `error` value (string or `{code, message}`).
+/// A run error from a body's `error` value (read by
+/// [`RunError::from_value`]), made safe ([`safe_run_error`]).
 pub fn run_error(error: Option<Value>, settings: &ProviderSettings) -> RunError {
-    let (code, message) = match error {
-        Some(Value::String(message)) => (Reason::RunFailed.into(), message),
-        Some(Value::Object(object)) => (
-            object
-                .get("code")
-                .and_then(Value::as_str)
-                .unwrap_or(Reason::RunFailed.as_str())
-                .to_owned(),
-            object
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("the run failed")
-                .to_owned(),
-        ),
-        _ => (Reason::RunFailed.into(), "the run failed".to_owned()),
-    };
+    const FAILED: &str = "the run failed";
+    let error = error
+        .as_ref()
+        .and_then(|error| RunError::from_value(error, Reason::RunFailed.as_str(), FAILED))
+        .unwrap_or_else(|| RunError {
+            code: Reason::RunFailed.into(),
+            message: FAILED.to_owned(),
+        });
+    safe_run_error(settings, error)
+}
+
+/// A vendor's run error as a caller may see it: the code kept only as a
+/// plain token without the key ([`upstream_reason`]), the message redacted
+/// and bounded ([`safe_message`]).
+pub fn safe_run_error(settings: &ProviderSettings, error: RunError) -> RunError {
     RunError {
-        code: upstream_reason(settings, &code),
-        message: safe_message(settings, &message),
+        code: upstream_reason(settings, &error.code),
+        message: safe_message(settings, &error.message),
     }
 }
 

@@ -106,20 +106,10 @@ fn output(value: Option<&Value>) -> Option<Value> {
     }
 }
 
-/// `{code, message}` (or Fetch Hive's `{error, error_code}`), or a bare string.
+/// `{code, message}` (or Fetch Hive's `{error, error_code}`), or a bare
+/// string: the shared reader, [`RunError::from_value`].
 fn run_error(value: Option<&Value>, default_code: &str) -> Option<RunError> {
-    match value? {
-        Value::String(message) => Some(RunError {
-            code: default_code.to_owned(),
-            message: message.clone(),
-        }),
-        Value::Object(object) => Some(RunError {
-            code: first_text(object, &["code", "error_code"])
-                .unwrap_or_else(|| default_code.to_owned()),
-            message: first_text(object, &["message", "error"]).unwrap_or_default(),
-        }),
-        _ => None,
-    }
+    RunError::from_value(value?, default_code, "")
 }
 
 fn sha256_id(parts: &[&[u8]]) -> String {

@@ -484,6 +484,10 @@ impl Provider for Guarded {
         self.inner.callback_run_id(body)
     }
 
+    fn safe_run_error(&self, error: flowgate_core::RunError) -> flowgate_core::RunError {
+        self.inner.safe_run_error(error)
+    }
+
     /// Status polls skip the local limits and retries (the tracker paces
     /// them) and never touch the circuit (see the module docs), but respect
     /// and update a known-exhausted window.

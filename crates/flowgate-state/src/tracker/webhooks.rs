@@ -98,7 +98,8 @@ impl RunTracker {
             RunChange {
                 status,
                 output: event.output,
-                error: event.error,
+                // The vendor's text, as every decoded answer: redacted, bounded.
+                error: event.error.map(|error| provider.safe_run_error(error)),
                 usage: Default::default(),
             },
         )
