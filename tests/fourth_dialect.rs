@@ -32,7 +32,7 @@ use flowgate_core::{
 use flowgate_providers::{
     Dialect, Dialects, HttpClient, ProviderSettings, Registration, UpstreamResponse,
     build_provider,
-    dialect::{Auth, Request},
+    dialect::{Auth, HeaderName, Request},
     errors::{ErrorBody, credential_rejected, fallback_error, protocol_error, upstream_error},
 };
 use serde_json::{Value, json};
@@ -56,7 +56,7 @@ impl Dialect for Relay {
     const KIND: ProviderKind = RELAY;
     const DEFAULT_BASE_URL: &'static str = "https://relay.invalid";
     const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-    const AUTH: Auth = Auth::Header("x-relay-token");
+    const AUTH: Auth = Auth::Header(HeaderName::from_static("x-relay-token"));
     const ASYNC_MODE: AsyncMode = AsyncMode::Background;
 
     fn check_workflow_key(key: &str) -> Result<(), String> {

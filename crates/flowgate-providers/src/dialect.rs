@@ -18,7 +18,9 @@ use flowgate_core::{
     AsyncMode, Deadline, FieldViolation, GatewayError, Invocation, Provider, ProviderKind,
     RunError, RunOutcome, WorkflowRef, WorkflowSchema,
 };
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method};
+
+pub use http::HeaderName;
 use serde::Serialize;
 
 use crate::{
@@ -72,12 +74,13 @@ impl<'a> Request<'a> {
 }
 
 /// How a dialect's key is sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Auth {
     /// `Authorization: Bearer <key>`.
     Bearer,
-    /// `<header>: <key>` (a lowercase header name, e.g. `x-api-key`).
-    Header(&'static str),
+    /// `<header>: <key>`, e.g. `Auth::Header(HeaderName::from_static("x-api-key"))`
+    /// (an invalid name fails to compile in a `const`).
+    Header(HeaderName),
 }
 
 /// A dialect's status endpoint: `GET base/<path…>/<id>`.
@@ -222,12 +225,7 @@ impl<D: Dialect> HttpProvider<D> {
     pub fn new(settings: ProviderSettings, http: HttpClient) -> Self {
         let auth = match D::AUTH {
             Auth::Bearer => auth_header(http::header::AUTHORIZATION, "Bearer ", &settings),
-            Auth::Header(name) => match HeaderName::try_from(name) {
-                Ok(name) => auth_header(name, "", &settings),
-                // A dialect naming an impossible header sends its key as
-                // Bearer rather than not at all; the upstream then says 401.
-                Err(_) => auth_header(http::header::AUTHORIZATION, "Bearer ", &settings),
-            },
+            Auth::Header(name) => auth_header(name, "", &settings),
         };
         Self {
             base: BaseUrl::parse(&settings.base_url),

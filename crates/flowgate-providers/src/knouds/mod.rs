@@ -24,7 +24,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     ProviderSettings,
-    dialect::{Auth, Dialect, HttpProvider, Request, RunLookup},
+    dialect::{Auth, Dialect, HeaderName, HttpProvider, Request, RunLookup},
     errors::{
         ErrorBody, credential_rejected, describe, fallback_error, protocol_error, run_error,
         safe_message, upstream_error,
@@ -387,7 +387,7 @@ impl Dialect for KnoudsDialect {
     const DEFAULT_BASE_URL: &'static str = "https://knouds.ai";
     /// Sync runs take "up to a few minutes".
     const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-    const AUTH: Auth = Auth::Header("x-api-key");
+    const AUTH: Auth = Auth::Header(HeaderName::from_static("x-api-key"));
     const ASYNC_MODE: AsyncMode = AsyncMode::Polled;
     /// Execution ids are UUIDs in the docs; any id of the shared shape is
     /// accepted (emulators and older accounts), nothing else is sent.
