@@ -14,10 +14,12 @@
 //!
 //! A dialect is a set of hooks ([`Dialect`]: build the request, decode
 //! success, error, status, schema and callback bodies, async mode,
-//! workflow-key syntax) around one shared HTTP path ([`HttpProvider`]). A
-//! fourth dialect is one new module plus one line in
-//! [`registry::BUILTIN`] (or, outside this crate, one
-//! [`Dialects::with`] call).
+//! workflow-key syntax) around one shared HTTP path ([`HttpProvider`]).
+//! A dialect built in code is one file plus one [`Dialects::with`] line
+//! (its kind is a `ProviderKind::Other`; see `tests/fourth_dialect.rs`). A
+//! shipped dialect is one module plus one line in [`registry::BUILTIN`],
+//! and, so configuration files can name it, a `ProviderKind` variant and
+//! a config `kind` name.
 
 pub mod aitutor;
 pub mod dialect;
