@@ -19,7 +19,7 @@
 
 use std::time::SystemTime;
 
-use flowgate_core::{ErrorClass, GatewayError, RunError, UpstreamContext};
+use flowgate_core::{ErrorClass, GatewayError, RunError, UpstreamContext, reason::Reason};
 use serde_json::{Map, Value};
 
 use crate::{ProviderSettings, http::UpstreamResponse};
@@ -34,7 +34,7 @@ const MAX_REASON_CHARS: usize = 64;
 /// Longest upstream request id kept.
 const MAX_REQUEST_ID_CHARS: usize = 128;
 /// The reason used when a vendor's code is not a plain code token.
-pub const UNREADABLE_REASON: &str = "UPSTREAM_ERROR";
+pub const UNREADABLE_REASON: &str = Reason::UpstreamError.as_str();
 
 /// The useful fields of a vendor error body, whatever the dialect.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -93,19 +93,19 @@ pub fn class_for_status(status: u16) -> ErrorClass {
 }
 
 /// The reason used when the upstream gave no code.
-pub fn reason_for_status(status: u16) -> &'static str {
+pub fn reason_for_status(status: u16) -> Reason {
     match class_for_status(status) {
-        ErrorClass::InvalidArgument => "UPSTREAM_INVALID_REQUEST",
-        ErrorClass::UpstreamCredentialRejected => "UPSTREAM_CREDENTIAL_REJECTED",
-        ErrorClass::QuotaExhausted => "UPSTREAM_PAYMENT_REQUIRED",
-        ErrorClass::PermissionDenied => "UPSTREAM_FORBIDDEN",
-        ErrorClass::NotFound => "UPSTREAM_NOT_FOUND",
-        ErrorClass::DeadlineExceeded => "UPSTREAM_TIMEOUT",
-        ErrorClass::FailedPrecondition => "UPSTREAM_CONFLICT",
-        ErrorClass::RateLimited => "UPSTREAM_RATE_LIMITED",
-        ErrorClass::Unavailable => "UPSTREAM_UNAVAILABLE",
-        ErrorClass::UpstreamFailure => "UPSTREAM_INTERNAL_ERROR",
-        _ => "UPSTREAM_PROTOCOL_ERROR",
+        ErrorClass::InvalidArgument => Reason::UpstreamInvalidRequest,
+        ErrorClass::UpstreamCredentialRejected => Reason::UpstreamCredentialRejected,
+        ErrorClass::QuotaExhausted => Reason::UpstreamPaymentRequired,
+        ErrorClass::PermissionDenied => Reason::UpstreamForbidden,
+        ErrorClass::NotFound => Reason::UpstreamNotFound,
+        ErrorClass::DeadlineExceeded => Reason::UpstreamTimeout,
+        ErrorClass::FailedPrecondition => Reason::UpstreamConflict,
+        ErrorClass::RateLimited => Reason::UpstreamRateLimited,
+        ErrorClass::Unavailable => Reason::UpstreamUnavailable,
+        ErrorClass::UpstreamFailure => Reason::UpstreamInternalError,
+        _ => Reason::UpstreamProtocolError,
     }
 }
 
@@ -153,7 +153,7 @@ fn redact_key(key: &str, text: &str) -> String {
 
 /// The upstream's message made safe for a caller: key redacted first, then
 /// truncated to [`MAX_MESSAGE_CHARS`] (marked with `…`).
-pub(crate) fn safe_message(settings: &ProviderSettings, message: &str) -> String {
+pub fn safe_message(settings: &ProviderSettings, message: &str) -> String {
     truncate(
         &redact(settings, bounded(settings, message)),
         MAX_MESSAGE_CHARS,
@@ -190,7 +190,7 @@ fn is_token(text: &str, max: usize, extra: &[u8]) -> bool {
 
 /// A vendor's code as an `ErrorInfo` reason (also logged): kept when it is
 /// a plain code token with nothing of the key in it, else `UPSTREAM_ERROR`.
-pub(crate) fn upstream_reason(settings: &ProviderSettings, code: &str) -> String {
+pub fn upstream_reason(settings: &ProviderSettings, code: &str) -> String {
     if is_token(code, MAX_REASON_CHARS, b"") && redact(settings, code) == code {
         code.to_owned()
     } else {
@@ -210,7 +210,7 @@ pub(crate) fn upstream_request_id(settings: &ProviderSettings, raw: &str) -> Opt
 /// Builds the typed error for an upstream answer: context (provider, HTTP
 /// status, request id), the rate-limit window, and the hints its class needs
 /// (RetryInfo for rate limits and unavailability, QuotaFailure for quotas).
-pub(crate) fn upstream_error(
+pub fn upstream_error(
     settings: &ProviderSettings,
     response: &UpstreamResponse,
     class: ErrorClass,
@@ -252,7 +252,7 @@ pub(crate) fn upstream_error(
 
 /// NOT_FOUND for a status lookup of a run the upstream does not know:
 /// the upstream's code (or `default_code`) and a `ResourceInfo`.
-pub(crate) fn run_not_found(
+pub fn run_not_found(
     settings: &ProviderSettings,
     response: &UpstreamResponse,
     default_code: &str,
@@ -271,7 +271,7 @@ pub(crate) fn run_not_found(
 }
 
 /// INTERNAL / `UPSTREAM_PROTOCOL_ERROR` for an answer the dialect cannot read.
-pub(crate) fn protocol_error(
+pub fn protocol_error(
     settings: &ProviderSettings,
     response: &UpstreamResponse,
     what: &str,
@@ -280,7 +280,7 @@ pub(crate) fn protocol_error(
         settings,
         response,
         ErrorClass::ProtocolError,
-        "UPSTREAM_PROTOCOL_ERROR",
+        Reason::UpstreamProtocolError,
         format!(
             "{} answered HTTP {} with {what}",
             settings.name, response.status
@@ -293,7 +293,7 @@ pub(crate) fn protocol_error(
 /// as the reason. An answer that is not even a JSON error body is a protocol
 /// error whatever its status class, so a caller can tell "the vendor said
 /// no" from "something in between answered".
-pub(crate) fn fallback_error(
+pub fn fallback_error(
     settings: &ProviderSettings,
     response: &UpstreamResponse,
     body: &ErrorBody,
@@ -307,7 +307,7 @@ pub(crate) fn fallback_error(
             _ => ErrorClass::ProtocolError,
         };
         let reason = if class == ErrorClass::ProtocolError {
-            "UPSTREAM_PROTOCOL_ERROR"
+            Reason::UpstreamProtocolError
         } else {
             reason_for_status(response.status)
         };
@@ -326,7 +326,7 @@ pub(crate) fn fallback_error(
     let reason = body
         .code
         .clone()
-        .unwrap_or_else(|| reason_for_status(response.status).to_owned());
+        .unwrap_or_else(|| reason_for_status(response.status).into());
     upstream_error(
         settings,
         response,
@@ -337,7 +337,7 @@ pub(crate) fn fallback_error(
 }
 
 /// `"<provider> answered HTTP <status>: <upstream message>"`.
-pub(crate) fn describe(
+pub fn describe(
     settings: &ProviderSettings,
     response: &UpstreamResponse,
     body: &ErrorBody,
@@ -355,7 +355,7 @@ pub(crate) fn describe(
 
 /// UNAUTHENTICATED for a rejected provider key: a gateway configuration
 /// fault, said without the key.
-pub(crate) fn credential_rejected(
+pub fn credential_rejected(
     settings: &ProviderSettings,
     response: &UpstreamResponse,
 ) -> GatewayError {
@@ -364,7 +364,7 @@ pub(crate) fn credential_rejected(
         settings,
         response,
         ErrorClass::UpstreamCredentialRejected,
-        "UPSTREAM_CREDENTIAL_REJECTED",
+        Reason::UpstreamCredentialRejected,
         format!(
             "{} rejected the gateway's API key: check the provider's api_key configuration",
             settings.name
@@ -376,30 +376,27 @@ pub(crate) fn credential_rejected(
     }
 }
 
-/// Ids may arrive as strings or numbers (one copy, in [`crate::numbers`]).
-pub(crate) use crate::numbers::id_text;
+/// A run error from a body's `error` value (read by
+/// [`RunError::from_value`]), made safe ([`safe_run_error`]).
+pub fn run_error(error: Option<Value>, settings: &ProviderSettings) -> RunError {
+    const FAILED: &str = "the run failed";
+    let error = error
+        .as_ref()
+        .and_then(|error| RunError::from_value(error, Reason::RunFailed.as_str(), FAILED))
+        .unwrap_or_else(|| RunError {
+            code: Reason::RunFailed.into(),
+            message: FAILED.to_owned(),
+        });
+    safe_run_error(settings, error)
+}
 
-/// A run error from a body's `error` value (string or `{code, message}`).
-pub(crate) fn run_error(error: Option<Value>, settings: &ProviderSettings) -> RunError {
-    let (code, message) = match error {
-        Some(Value::String(message)) => ("RUN_FAILED".to_owned(), message),
-        Some(Value::Object(object)) => (
-            object
-                .get("code")
-                .and_then(Value::as_str)
-                .unwrap_or("RUN_FAILED")
-                .to_owned(),
-            object
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("the run failed")
-                .to_owned(),
-        ),
-        _ => ("RUN_FAILED".to_owned(), "the run failed".to_owned()),
-    };
+/// A vendor's run error as a caller may see it: the code kept only as a
+/// plain token without the key ([`upstream_reason`]), the message redacted
+/// and bounded ([`safe_message`]).
+pub fn safe_run_error(settings: &ProviderSettings, error: RunError) -> RunError {
     RunError {
-        code: upstream_reason(settings, &code),
-        message: safe_message(settings, &message),
+        code: upstream_reason(settings, &error.code),
+        message: safe_message(settings, &error.message),
     }
 }
 
