@@ -393,7 +393,7 @@ impl HttpClient {
 }
 
 /// Replaces `X-Request-Id` with its redacted form (see
-/// [`crate::errors::upstream_request_id`]) or drops it, so every reader of
+/// [`crate::redaction::upstream_request_id`]) or drops it, so every reader of
 /// the answer's headers gets a safe value.
 fn clean_request_id(settings: &ProviderSettings, headers: &mut HeaderMap) {
     let Some(raw) = headers.remove(REQUEST_ID) else {
@@ -402,7 +402,7 @@ fn clean_request_id(settings: &ProviderSettings, headers: &mut HeaderMap) {
     let clean = raw
         .to_str()
         .ok()
-        .and_then(|text| crate::errors::upstream_request_id(settings, text))
+        .and_then(|text| crate::redaction::upstream_request_id(settings, text))
         .and_then(|text| HeaderValue::from_str(&text).ok());
     if let Some(clean) = clean {
         headers.insert(REQUEST_ID, clean);

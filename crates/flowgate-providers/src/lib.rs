@@ -29,6 +29,7 @@ mod guard;
 mod http;
 pub mod knouds;
 pub mod ratelimit;
+mod redaction;
 pub mod registry;
 mod settings;
 
