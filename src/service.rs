@@ -112,6 +112,10 @@ impl GatewayService {
         };
         let invoked = invoked?;
         span.record("flowgate.provider", invoked.provider.name());
+        // The shape of the target is a guess at the dialect (recorded
+        // before routing, for calls that fail there); the provider that
+        // answered knows it.
+        span.record("flowgate.dialect", invoked.provider.kind().as_str());
         if let Some(status) = invoked.outcome.status {
             span.record("flowgate.run.status", status.as_str());
         }
