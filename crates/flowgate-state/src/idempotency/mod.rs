@@ -41,7 +41,7 @@ use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use flowgate_core::{Deadline, ErrorClass, FieldViolation, GatewayError};
+use flowgate_core::{Deadline, ErrorClass, FieldViolation, GatewayError, reason::Reason};
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
@@ -52,12 +52,6 @@ pub use memory::MemoryIdempotencyStore;
 pub const MAX_KEY_BYTES: usize = 255;
 /// The scope of every key until callers have identities.
 pub const SHARED_SCOPE: &str = "-";
-/// Reason of a key sent again with a different request.
-pub const REASON_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
-/// Reason of a call that gave up waiting for the first call with its key.
-pub const REASON_IN_FLIGHT: &str = "IDEMPOTENT_REQUEST_IN_FLIGHT";
-/// Reason of a call refused because the store could not be asked.
-pub const REASON_STORE_UNAVAILABLE: &str = "STATE_STORE_UNAVAILABLE";
 /// How long a pending claim outlives the first call's own deadline in a
 /// store with leases, so a crashed owner's key becomes usable again.
 pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
@@ -404,7 +398,7 @@ async fn wait_for_own(
 fn key_reused() -> GatewayError {
     GatewayError::new(
         ErrorClass::FailedPrecondition,
-        REASON_KEY_REUSED,
+        Reason::IdempotencyKeyReused,
         "this idempotency_key was already used with a different request; send a new key for a new request",
     )
     .with_precondition(
@@ -417,7 +411,7 @@ fn key_reused() -> GatewayError {
 fn in_flight() -> GatewayError {
     GatewayError::new(
         ErrorClass::DeadlineExceeded,
-        REASON_IN_FLIGHT,
+        Reason::IdempotentRequestInFlight,
         "the first request with this idempotency_key is still running; retry with the same key to get its answer",
     )
     .with_retry_after(Some(Duration::from_secs(1)))
@@ -427,7 +421,7 @@ fn unavailable(error: StoreUnavailable) -> GatewayError {
     tracing::warn!(error = %error, "idempotency store unavailable");
     GatewayError::new(
         ErrorClass::Unavailable,
-        REASON_STORE_UNAVAILABLE,
+        Reason::StateStoreUnavailable,
         "the idempotency store cannot be reached; the call was not sent",
     )
     .with_retry_after(Some(Duration::from_secs(1)))

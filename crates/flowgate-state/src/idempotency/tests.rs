@@ -119,7 +119,7 @@ async fn a_different_request_is_refused() {
         .await
         .unwrap_err();
     assert_eq!(err.class, ErrorClass::FailedPrecondition);
-    assert_eq!(err.reason, REASON_KEY_REUSED);
+    assert!(err.has_reason(Reason::IdempotencyKeyReused));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -157,8 +157,8 @@ async fn a_caller_that_gives_up_leaves_the_run_to_finish_for_the_retry() {
         .await
         .unwrap_err();
     assert_eq!(
-        (err.class, err.reason.as_str()),
-        (ErrorClass::DeadlineExceeded, REASON_IN_FLIGHT)
+        (err.class, err.has_reason(Reason::IdempotentRequestInFlight)),
+        (ErrorClass::DeadlineExceeded, true)
     );
     // The retry waits for the detached first run instead of starting one.
     let got = idempotency
@@ -199,7 +199,11 @@ async fn a_waiter_gives_up_at_its_own_deadline() {
     };
     let (first, second) = tokio::join!(first, second);
     assert!(first.is_ok());
-    assert_eq!(second.unwrap_err().reason, REASON_IN_FLIGHT);
+    assert!(
+        second
+            .unwrap_err()
+            .has_reason(Reason::IdempotentRequestInFlight)
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
