@@ -18,7 +18,7 @@
 //! `[telemetry]`); `providers.rs` (whose resilience tables are the engine's
 //! policies, deserialized directly); `schemas.rs` (declared workflow
 //! schemas; `[schemas]` itself is the engine's [`SchemaCacheSettings`]);
-//! `webhooks.rs`; `runs.rs`; `secrets.rs` (reading every configured secret);
+//! `webhooks.rs`; `runs.rs`; `callers.rs` (`[callers.<name>]`, `[auth]`); `secrets.rs` (reading every configured secret);
 //! `env.rs` (the overrides). Section structs take missing keys from one
 //! `impl Default` each (container-level `#[serde(default)]`); durations are
 //! [`flowgate_core::duration`]. `sections.rs` reads the document one section
@@ -41,6 +41,7 @@ use flowgate_providers::{CircuitPolicy, LocalLimits, ProviderSettings, Resilienc
 use serde::Deserialize;
 use serde_json::Value;
 
+mod callers;
 mod env;
 mod providers;
 mod ranges;
@@ -56,6 +57,7 @@ mod validate;
 mod webhooks;
 
 use flowgate_core::duration::{deserialize as duration, optional as optional_duration};
+pub use callers::{AuthConfig, CallerConfig};
 pub use providers::{KindConfig, ProviderConfig};
 pub use ranges::{Bounds, RANGES, Range};
 pub use runs::RunsConfig;
@@ -86,6 +88,10 @@ pub struct Config {
     pub runs: RunsConfig,
     /// `[schemas]`: the workflow schema cache.
     pub schemas: SchemaCacheSettings,
+    /// `[callers.<name>]`: who may call, by name.
+    pub callers: BTreeMap<String, CallerConfig>,
+    /// `[auth]`: unauthenticated calls and reflection.
+    pub auth: AuthConfig,
 }
 
 /// One configuration problem, at a path.

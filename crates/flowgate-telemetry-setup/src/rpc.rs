@@ -3,7 +3,8 @@
 //! One span per call, named `package.Service/Method` (semantic conventions
 //! for RPC), kind SERVER, with `rpc.system = "grpc"`, `rpc.service`,
 //! `rpc.method` and, once known, `rpc.grpc.status_code` (from the headers
-//! of a trailers-only answer or from the trailers). A caller's
+//! of a trailers-only answer or from the trailers), and `flowgate.caller`
+//! (recorded by the gateway's auth layer). A caller's
 //! `traceparent` makes it a child of the caller's span. The span stays open
 //! until the response body ends, so streaming calls are timed whole.
 //!
@@ -158,6 +159,7 @@ where
             rpc.service = service,
             rpc.method = method,
             rpc.grpc.status_code = field::Empty,
+            flowgate.caller = field::Empty,
         );
         if let Some(parent) = extract(request.headers()) {
             let _ = span.set_parent(parent);
@@ -169,7 +171,9 @@ where
             method,
             done: false,
         };
-        let response = self.inner.call(request).instrument(span);
+        // Entered while the inner layers take the call, so they can record
+        // on it (the auth layer's `flowgate.caller`).
+        let response = span.in_scope(|| self.inner.call(request)).instrument(span);
         Box::pin(async move {
             match response.await {
                 Ok(response) => {
