@@ -56,8 +56,8 @@ mod tests;
 mod validate;
 mod webhooks;
 
-use flowgate_core::duration::{deserialize as duration, optional as optional_duration};
 pub use callers::{AuthConfig, CallerConfig};
+use flowgate_core::duration::{deserialize as duration, optional as optional_duration};
 pub use providers::{KindConfig, ProviderConfig};
 pub use ranges::{Bounds, RANGES, Range};
 pub use runs::RunsConfig;

@@ -42,11 +42,14 @@ use tower::{
 };
 
 use crate::{
+    auth::CallerRegistry,
     config::{Config, ConfigError, ConfigIssue, ServerConfig},
     health::DrainingHealth,
     ingress,
-    auth::CallerRegistry,
-    layers::{auth::AuthLayer, malformed::MalformedRequestLayer, panic::CatchPanicLayer, shed::LoadShedLayer},
+    layers::{
+        auth::AuthLayer, malformed::MalformedRequestLayer, panic::CatchPanicLayer,
+        shed::LoadShedLayer,
+    },
     proto::{FILE_DESCRIPTOR_SET, pb::workflow_gateway_server::WorkflowGatewayServer},
     service::GatewayService,
 };

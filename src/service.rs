@@ -9,14 +9,19 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use flowgate_core::{Deadline, Gateway, GatewayError, SecretString};
+use flowgate_core::{
+    Deadline, ErrorClass, Gateway, GatewayError, SecretString, WorkflowRef, WorkflowTarget,
+    reason::Reason,
+};
 use flowgate_state::{RunTracker, Verification, VerifyKey};
 use futures::Stream;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{Instrument as _, field};
 
 use crate::{
+    auth::{Caller, Required, UNAUTHENTICATED},
     convert,
+    layers::auth::unauthenticated,
     proto::pb::{self, workflow_gateway_server::WorkflowGateway},
     status::{insert_rate_limit, to_status},
 };
@@ -67,6 +72,67 @@ impl GatewayService {
     }
 }
 
+impl GatewayService {
+    /// The provider a target names or resolves to, for capability checks:
+    /// a target that resolves to none is checked by the name it gives (or
+    /// none), and a caller allowed that far gets the engine's NOT_FOUND.
+    fn provider_name<'a>(&'a self, target: &'a WorkflowTarget) -> &'a str {
+        match self.gateway.resolve(target) {
+            Ok(provider) => provider.name(),
+            Err(_) => target.provider.as_deref().unwrap_or_default(),
+        }
+    }
+}
+
+/// The caller the auth layer resolved; none means the service is served
+/// without it, and nothing is allowed.
+fn caller_of<T>(request: &Request<T>) -> Result<Arc<Caller>, Status> {
+    request
+        .extensions()
+        .get::<Arc<Caller>>()
+        .cloned()
+        .ok_or_else(|| reject(&unauthenticated()))
+}
+
+/// The owner written into the run ids a caller gets: none for the caller
+/// `unauthenticated` (an open gateway's ids stay as they were).
+fn owner(caller: &Caller) -> Option<&str> {
+    (caller.name() != UNAUTHENTICATED).then_some(caller.name())
+}
+
+/// The name capability patterns match a workflow by: the Fetch Hive
+/// deployment (any variant), the AI Tutor workflow id, the Knouds slug.
+fn workflow_name(workflow: &WorkflowRef) -> &str {
+    match workflow {
+        WorkflowRef::Deployment { name, .. } => name,
+        WorkflowRef::WorkflowId(id) => id,
+        WorkflowRef::Slug(slug) => slug,
+    }
+}
+
+/// PERMISSION_DENIED / `CALLER_CAPABILITY_DENIED`, naming the capability
+/// that would allow the call.
+fn denied(required: Required<'_>) -> GatewayError {
+    let required = required.to_string();
+    GatewayError::new(
+        ErrorClass::PermissionDenied,
+        Reason::CallerCapabilityDenied,
+        format!("this caller lacks the capability {required}"),
+    )
+    .with_metadata("required_capability", required)
+}
+
+/// What StreamStatus answers for a run it does not know (the run tracker's
+/// answer, repeated so another caller's run looks the same).
+fn unknown_run(run_id: &str) -> GatewayError {
+    GatewayError::not_found(
+        Reason::UnknownRun,
+        "flowgate.run",
+        run_id,
+        "no run with this id is known to the gateway or its provider",
+    )
+}
+
 /// Parses a `grpc-timeout` header: up to 8 digits and a unit
 /// (`H`, `M`, `S`, `m`, `u`, `n`).
 pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {
@@ -95,11 +161,13 @@ impl WorkflowGateway for GatewayService {
         request: Request<pb::InvokeRequest>,
     ) -> Result<Response<pb::InvokeResponse>, Status> {
         let deadline = self.deadline(request.metadata());
+        let caller = caller_of(&request)?;
         // A child of the server span (`flowgate.v1.WorkflowGateway/Invoke`).
         // `flowgate.schema_cache` is recorded by the schema cache
         // (`flowgate_telemetry::Metrics::schema_cache`): `hit` or `miss`.
         let span = tracing::info_span!(
             "Invoke",
+            flowgate.caller = caller.name(),
             flowgate.provider = field::Empty,
             flowgate.dialect = field::Empty,
             flowgate.workflow = field::Empty,
@@ -111,6 +179,12 @@ impl WorkflowGateway for GatewayService {
         async move {
             let (target, invocation) =
                 convert::invoke_request(request.into_inner()).map_err(|err| reject(&err))?;
+            // Before anything is fetched or started.
+            let provider = self.provider_name(&target);
+            let workflow = workflow_name(&target.workflow);
+            if !caller.capabilities().may_invoke(provider, workflow) {
+                return Err(reject(&denied(Required::Invoke(provider, workflow))));
+            }
             // Background work of an async run (polls, gateway-run calls)
             // links back to this call's trace.
             let trace_parent = invocation
@@ -143,7 +217,8 @@ impl WorkflowGateway for GatewayService {
                         span.record("flowgate.run.status", status.as_str());
                     }
                     let rate_limit = invoked.outcome.rate_limit.clone();
-                    let response = convert::invoke_response(invoked, self.gateway.run_ids());
+                    let response =
+                        convert::invoke_response(invoked, self.gateway.run_ids(), owner(&caller));
                     span.record("flowgate.run_id", response.run_id.as_str());
                     let mut response = Response::new(response);
                     insert_rate_limit(&rate_limit, response.metadata_mut());
@@ -163,7 +238,24 @@ impl WorkflowGateway for GatewayService {
         &self,
         request: Request<pb::StreamStatusRequest>,
     ) -> Result<Response<Self::StreamStatusStream>, Status> {
+        let caller = caller_of(&request)?;
+        let capabilities = caller.capabilities();
+        if !capabilities.may_stream_own() {
+            return Err(reject(&denied(Required::StreamRuns)));
+        }
         let run_id = request.into_inner().run_id;
+        // Another caller's run (or one started without a caller) is
+        // answered exactly like a run that does not exist.
+        if !capabilities.may_stream_all() {
+            let owner = self
+                .gateway
+                .run_ids()
+                .verify_owned(&run_id)
+                .and_then(|(_, owner)| owner);
+            if owner.as_deref() != Some(caller.name()) {
+                return Err(reject(&unknown_run(&run_id)));
+            }
+        }
         let stream = self
             .tracker
             .stream(&run_id)
@@ -184,11 +276,18 @@ impl WorkflowGateway for GatewayService {
         // dropped.
         let active = flowgate_telemetry::metrics().stream_opened();
         let run_ids = Arc::clone(self.gateway.run_ids());
+        // Events carry the id the caller asked with (it names the owner).
+        let run_id: Arc<str> = run_id.into();
         let events = futures::stream::unfold((stream, active), move |(mut stream, active)| {
             let run_ids = Arc::clone(&run_ids);
+            let run_id = Arc::clone(&run_id);
             async move {
                 let event = match stream.next().await? {
-                    Ok(record) => Ok(convert::run_event(record, &run_ids)),
+                    Ok(record) => {
+                        let mut event = convert::run_event(record, &run_ids);
+                        event.run_id = run_id.to_string();
+                        Ok(event)
+                    }
                     Err(err) => Err(reject(&err)),
                 };
                 Some((event, (stream, active)))
@@ -201,6 +300,9 @@ impl WorkflowGateway for GatewayService {
         &self,
         request: Request<pb::VerifyWebhookRequest>,
     ) -> Result<Response<pb::VerifyWebhookResponse>, Status> {
+        if !caller_of(&request)?.capabilities().may_verify_webhooks() {
+            return Err(reject(&denied(Required::VerifyWebhooks)));
+        }
         let request = request.into_inner();
         let scheme = convert::webhook_scheme(request.scheme());
         let provider = (!request.provider.is_empty()).then_some(request.provider.as_str());
@@ -239,14 +341,22 @@ impl WorkflowGateway for GatewayService {
         request: Request<pb::GetWorkflowSchemaRequest>,
     ) -> Result<Response<pb::GetWorkflowSchemaResponse>, Status> {
         let deadline = self.deadline(request.metadata());
+        let caller = caller_of(&request)?;
         let span = tracing::info_span!(
             "GetWorkflowSchema",
+            flowgate.caller = caller.name(),
             workflow = field::Empty,
             error = field::Empty,
         );
         async move {
             let target =
                 convert::schema_request(request.into_inner()).map_err(|err| reject(&err))?;
+            // Before the schema is looked up or fetched.
+            let provider = self.provider_name(&target);
+            let workflow = workflow_name(&target.workflow);
+            if !caller.capabilities().may_read_schema(provider, workflow) {
+                return Err(reject(&denied(Required::Schemas(provider, workflow))));
+            }
             tracing::Span::current().record("workflow", field::display(target.workflow.label()));
             match self.gateway.workflow_schema(&target, deadline).await {
                 Ok(schema) => Ok(Response::new(convert::schema_response(&schema))),

@@ -85,8 +85,17 @@ mod tests {
         let text = hash.to_config();
         assert!(text.starts_with("sha256:") && text.len() == 7 + 64);
         assert_eq!(KeyHash::parse(&text), Ok(hash));
-        assert_eq!(KeyHash::parse(&text.to_uppercase().replace("SHA256", "sha256")), Ok(hash));
-        for bad in ["", "sha256:", "sha256:zz", "md5:00", &text[..text.len() - 1]] {
+        assert_eq!(
+            KeyHash::parse(&text.to_uppercase().replace("SHA256", "sha256")),
+            Ok(hash)
+        );
+        for bad in [
+            "",
+            "sha256:",
+            "sha256:zz",
+            "md5:00",
+            &text[..text.len() - 1],
+        ] {
             assert!(KeyHash::parse(bad).is_err(), "{bad}");
         }
         assert!(hash.ct_eq(&KeyHash::of(b"fgk_abc")));

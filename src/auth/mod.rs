@@ -110,12 +110,16 @@ impl Identity {
             Some((scheme, rest))
                 if !scheme.is_empty()
                     && !rest.is_empty()
-                    && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+')
+                    && scheme
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'+')
                     && !text.chars().any(char::is_whitespace) =>
             {
                 Ok(Self::Uri(text.to_owned()))
             }
-            _ => Err("must be a URI SAN (e.g. spiffe://cluster.local/ns/ci/sa/runner) or dns:<name>"),
+            _ => {
+                Err("must be a URI SAN (e.g. spiffe://cluster.local/ns/ci/sa/runner) or dns:<name>")
+            }
         }
     }
 }
@@ -217,7 +221,10 @@ impl CallerRegistry {
             };
         }
         if let Some(peer) = peer {
-            let by_uri = peer.uris.iter().find_map(|uri| self.by_uri.get(uri.as_str()));
+            let by_uri = peer
+                .uris
+                .iter()
+                .find_map(|uri| self.by_uri.get(uri.as_str()));
             let found = by_uri.or_else(|| {
                 peer.dns_names
                     .iter()
@@ -272,17 +279,29 @@ mod tests {
         assert_eq!(auth("Bearer fgk_ops"), Ok("ops".into()));
         assert_eq!(auth("Bearer fgk_other"), Err(Unauthenticated));
         assert_eq!(auth("fgk_ops"), Err(Unauthenticated));
-        assert_eq!(name(registry.authenticate(None, None)), Err(Unauthenticated));
+        assert_eq!(
+            name(registry.authenticate(None, None)),
+            Err(Unauthenticated)
+        );
         let peer = |uris: &[&str], dns: &[&str]| PeerIdentity {
             uris: uris.iter().map(|s| s.to_string()).collect(),
             dns_names: dns.iter().map(|s| s.to_string()).collect(),
         };
         let spiffe = peer(&["spiffe://c.local/ns/ci/sa/runner"], &[]);
-        assert_eq!(name(registry.authenticate(None, Some(&spiffe))), Ok("ci".into()));
+        assert_eq!(
+            name(registry.authenticate(None, Some(&spiffe))),
+            Ok("ci".into())
+        );
         let dns = peer(&["spiffe://other"], &["CI.internal"]);
-        assert_eq!(name(registry.authenticate(None, Some(&dns))), Ok("ci".into()));
+        assert_eq!(
+            name(registry.authenticate(None, Some(&dns))),
+            Ok("ci".into())
+        );
         let stranger = peer(&["spiffe://other"], &["x.internal"]);
-        assert_eq!(name(registry.authenticate(None, Some(&stranger))), Err(Unauthenticated));
+        assert_eq!(
+            name(registry.authenticate(None, Some(&stranger))),
+            Err(Unauthenticated)
+        );
         // A bad key is refused even with a good certificate.
         assert_eq!(
             name(registry.authenticate(Some(b"Bearer nope"), Some(&spiffe))),
@@ -299,7 +318,10 @@ mod tests {
         assert!(caller.capabilities().may_stream_all());
         assert!(open.reflection_open());
         let migrating = registry(true);
-        assert_eq!(name(migrating.authenticate(None, None)), Ok(UNAUTHENTICATED.into()));
+        assert_eq!(
+            name(migrating.authenticate(None, None)),
+            Ok(UNAUTHENTICATED.into())
+        );
         assert_eq!(
             name(migrating.authenticate(Some(b"Bearer wrong"), None)),
             Err(Unauthenticated)
@@ -308,9 +330,19 @@ mod tests {
 
     #[test]
     fn identities() {
-        assert_eq!(Identity::parse("dns:Api.Internal"), Ok(Identity::Dns("api.internal".into())));
+        assert_eq!(
+            Identity::parse("dns:Api.Internal"),
+            Ok(Identity::Dns("api.internal".into()))
+        );
         assert!(Identity::parse("spiffe://cluster.local/ns/ci/sa/runner").is_ok());
-        for bad in ["dns:", "dns:a b", "api.internal", "://x", "spiffe://", "x://a b"] {
+        for bad in [
+            "dns:",
+            "dns:a b",
+            "api.internal",
+            "://x",
+            "spiffe://",
+            "x://a b",
+        ] {
             assert!(Identity::parse(bad).is_err(), "{bad}");
         }
     }

@@ -6,7 +6,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use crate::auth::{
-    Capabilities, Capability, CallerEntry, CallerRegistry, Identity, KeyHash, ReflectionAccess,
+    CallerEntry, CallerRegistry, Capabilities, Capability, Identity, KeyHash, ReflectionAccess,
     UNAUTHENTICATED,
 };
 
@@ -72,7 +72,10 @@ impl Config {
                     Ok(hash) => {
                         // The other caller is named, never the hash.
                         if let Some(other) = keys.insert(hash, name) {
-                            issue(path, format!("the same key hash is also listed for `{other}`"));
+                            issue(
+                                path,
+                                format!("the same key hash is also listed for `{other}`"),
+                            );
                         }
                     }
                 }
@@ -219,9 +222,22 @@ mod tests {
     #[test]
     fn exposure_needs_callers_or_an_explicit_opt_in() {
         let listen = |addr: &str| format!("[server]\nlisten = \"{addr}\"\n");
-        assert!(parse(&listen("127.0.0.1:1")).unwrap().exposure_issue().is_none());
-        assert!(parse(&listen("[::1]:1")).unwrap().exposure_issue().is_none());
-        let exposed = parse(&listen("0.0.0.0:1")).unwrap().exposure_issue().unwrap();
+        assert!(
+            parse(&listen("127.0.0.1:1"))
+                .unwrap()
+                .exposure_issue()
+                .is_none()
+        );
+        assert!(
+            parse(&listen("[::1]:1"))
+                .unwrap()
+                .exposure_issue()
+                .is_none()
+        );
+        let exposed = parse(&listen("0.0.0.0:1"))
+            .unwrap()
+            .exposure_issue()
+            .unwrap();
         assert_eq!(exposed.path, "server.listen");
         assert!(exposed.message.contains("allow_unauthenticated"));
         let opted_in = parse(&format!(

@@ -130,11 +130,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             AuthFutureProj::Inner { future } => future.poll(cx),
-            AuthFutureProj::Refused { response } => {
-                Poll::Ready(Ok(response.take().unwrap_or_else(|| {
-                    super::error_response(&unauthenticated())
-                })))
-            }
+            AuthFutureProj::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| super::error_response(&unauthenticated())))),
         }
     }
 }
