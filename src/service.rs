@@ -74,12 +74,13 @@ impl GatewayService {
 
 impl GatewayService {
     /// The provider a target names or resolves to, for capability checks:
-    /// a target that resolves to none is checked by the name it gives (or
-    /// none), and a caller allowed that far gets the engine's NOT_FOUND.
+    /// a target that resolves to none is checked by the name it gives (`*`
+    /// when it gives none: only a `*` provider pattern allows it), and a
+    /// caller allowed that far gets the engine's NOT_FOUND.
     fn provider_name<'a>(&'a self, target: &'a WorkflowTarget) -> &'a str {
         match self.gateway.resolve(target) {
             Ok(provider) => provider.name(),
-            Err(_) => target.provider.as_deref().unwrap_or_default(),
+            Err(_) => target.provider.as_deref().unwrap_or("*"),
         }
     }
 }
