@@ -14,6 +14,7 @@ use flowgate_core::{
     reason::Reason,
 };
 use flowgate_state::{RunTracker, Verification, VerifyKey};
+use flowgate_telemetry::CallRecord;
 use futures::Stream;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{Instrument as _, field};
@@ -82,6 +83,40 @@ impl GatewayService {
             Ok(provider) => provider.name(),
             Err(_) => target.provider.as_deref().unwrap_or("*"),
         }
+    }
+}
+
+/// This call's access log record (see [`CallRecord`]): what the service
+/// learns is written into it. Absent when served without the RPC layer.
+#[derive(Clone, Debug, Default)]
+struct Access(Option<Arc<CallRecord>>);
+
+impl Access {
+    fn of<T>(request: &Request<T>) -> Self {
+        Self(request.extensions().get::<Arc<CallRecord>>().cloned())
+    }
+
+    fn target(&self, provider: &str, workflow: &str) {
+        if let Some(record) = &self.0 {
+            record.update(|details| {
+                details.provider = Some(provider.to_owned());
+                details.workflow = Some(workflow.to_owned());
+            });
+        }
+    }
+
+    fn run_id(&self, run_id: &str) {
+        if let Some(record) = &self.0 {
+            record.update(|details| details.run_id = Some(run_id.to_owned()));
+        }
+    }
+
+    /// [`reject`], keeping the reason for the access log.
+    fn reject(&self, error: &GatewayError) -> Status {
+        if let Some(record) = &self.0 {
+            record.update(|details| details.reason = Some(error.reason.clone()));
+        }
+        reject(error)
     }
 }
 
@@ -163,6 +198,7 @@ impl WorkflowGateway for GatewayService {
     ) -> Result<Response<pb::InvokeResponse>, Status> {
         let deadline = self.deadline(request.metadata());
         let caller = caller_of(&request)?;
+        let access = Access::of(&request);
         // A child of the server span (`flowgate.v1.WorkflowGateway/Invoke`).
         // `flowgate.schema_cache` is recorded by the schema cache
         // (`flowgate_telemetry::Metrics::schema_cache`): `hit` or `miss`.
@@ -179,12 +215,13 @@ impl WorkflowGateway for GatewayService {
         );
         async move {
             let (target, invocation) =
-                convert::invoke_request(request.into_inner()).map_err(|err| reject(&err))?;
+                convert::invoke_request(request.into_inner()).map_err(|err| access.reject(&err))?;
             // Before anything is fetched or started.
             let provider = self.provider_name(&target);
             let workflow = workflow_name(&target.workflow);
+            access.target(provider, workflow);
             if !caller.capabilities().may_invoke(provider, workflow) {
-                return Err(reject(&denied(Required::Invoke(provider, workflow))));
+                return Err(access.reject(&denied(Required::Invoke(provider, workflow))));
             }
             // Background work of an async run (polls, gateway-run calls)
             // links back to this call's trace.
@@ -221,12 +258,13 @@ impl WorkflowGateway for GatewayService {
                     let response =
                         convert::invoke_response(invoked, self.gateway.run_ids(), owner(&caller));
                     span.record("flowgate.run_id", response.run_id.as_str());
+                    access.run_id(&response.run_id);
                     let mut response = Response::new(response);
                     insert_rate_limit(&rate_limit, response.metadata_mut());
                     tracing::debug!("invoked");
                     Ok(response)
                 }
-                Err(err) => Err(reject(&err)),
+                Err(err) => Err(access.reject(&err)),
             }
         }
         .instrument(span)
@@ -240,11 +278,13 @@ impl WorkflowGateway for GatewayService {
         request: Request<pb::StreamStatusRequest>,
     ) -> Result<Response<Self::StreamStatusStream>, Status> {
         let caller = caller_of(&request)?;
+        let access = Access::of(&request);
         let capabilities = caller.capabilities();
         if !capabilities.may_stream_own() {
-            return Err(reject(&denied(Required::StreamRuns)));
+            return Err(access.reject(&denied(Required::StreamRuns)));
         }
         let run_id = request.into_inner().run_id;
+        access.run_id(&run_id);
         // Another caller's run (or one started without a caller) is
         // answered exactly like a run that does not exist.
         if !capabilities.may_stream_all() {
@@ -254,14 +294,14 @@ impl WorkflowGateway for GatewayService {
                 .verify_owned(&run_id)
                 .and_then(|(_, owner)| owner);
             if owner.as_deref() != Some(caller.name()) {
-                return Err(reject(&unknown_run(&run_id)));
+                return Err(access.reject(&unknown_run(&run_id)));
             }
         }
         let stream = self
             .tracker
             .stream(&run_id)
             .await
-            .map_err(|err| reject(&err))?;
+            .map_err(|err| access.reject(&err))?;
         // The stream's server span links back to the trace that started the run.
         if let Some(link) = stream
             .trace_parent()
@@ -282,6 +322,7 @@ impl WorkflowGateway for GatewayService {
         let events = futures::stream::unfold((stream, active), move |(mut stream, active)| {
             let run_ids = Arc::clone(&run_ids);
             let run_id = Arc::clone(&run_id);
+            let access = access.clone();
             async move {
                 let event = match stream.next().await? {
                     Ok(record) => {
@@ -289,7 +330,7 @@ impl WorkflowGateway for GatewayService {
                         event.run_id = run_id.to_string();
                         Ok(event)
                     }
-                    Err(err) => Err(reject(&err)),
+                    Err(err) => Err(access.reject(&err)),
                 };
                 Some((event, (stream, active)))
             }
@@ -301,8 +342,9 @@ impl WorkflowGateway for GatewayService {
         &self,
         request: Request<pb::VerifyWebhookRequest>,
     ) -> Result<Response<pb::VerifyWebhookResponse>, Status> {
+        let access = Access::of(&request);
         if !caller_of(&request)?.capabilities().may_verify_webhooks() {
-            return Err(reject(&denied(Required::VerifyWebhooks)));
+            return Err(access.reject(&denied(Required::VerifyWebhooks)));
         }
         let request = request.into_inner();
         let scheme = convert::webhook_scheme(request.scheme());
@@ -321,7 +363,7 @@ impl WorkflowGateway for GatewayService {
             .tracker
             .verify(scheme, provider, &headers, &request.body, key)
             .await
-            .map_err(|err| reject(&err))?;
+            .map_err(|err| access.reject(&err))?;
         let response = match verification {
             Verification::Valid { event, run_id } => pb::VerifyWebhookResponse {
                 valid: true,
@@ -343,6 +385,7 @@ impl WorkflowGateway for GatewayService {
     ) -> Result<Response<pb::GetWorkflowSchemaResponse>, Status> {
         let deadline = self.deadline(request.metadata());
         let caller = caller_of(&request)?;
+        let access = Access::of(&request);
         let span = tracing::info_span!(
             "GetWorkflowSchema",
             flowgate.caller = caller.name(),
@@ -351,17 +394,18 @@ impl WorkflowGateway for GatewayService {
         );
         async move {
             let target =
-                convert::schema_request(request.into_inner()).map_err(|err| reject(&err))?;
+                convert::schema_request(request.into_inner()).map_err(|err| access.reject(&err))?;
             // Before the schema is looked up or fetched.
             let provider = self.provider_name(&target);
             let workflow = workflow_name(&target.workflow);
+            access.target(provider, workflow);
             if !caller.capabilities().may_read_schema(provider, workflow) {
-                return Err(reject(&denied(Required::Schemas(provider, workflow))));
+                return Err(access.reject(&denied(Required::Schemas(provider, workflow))));
             }
             tracing::Span::current().record("workflow", field::display(target.workflow.label()));
             match self.gateway.workflow_schema(&target, deadline).await {
                 Ok(schema) => Ok(Response::new(convert::schema_response(&schema))),
-                Err(err) => Err(reject(&err)),
+                Err(err) => Err(access.reject(&err)),
             }
         }
         .instrument(span)

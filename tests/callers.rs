@@ -487,6 +487,35 @@ async fn keys_and_hashes_appear_in_no_log_and_no_error_detail() {
     }
     let logged = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
     assert!(logged.contains("CALLER_"), "the refusals were logged");
+    // One access line per call, with the caller, never the key.
+    let access: Vec<&str> = logged
+        .lines()
+        .filter(|line| line.contains(r#""target":"flowgate::access""#))
+        .collect();
+    assert!(
+        access.iter().any(|line| line.contains(r#""caller":"ci""#)
+            && line.contains(r#""code":"PERMISSION_DENIED""#)
+            && line.contains(r#""reason":"CALLER_CAPABILITY_DENIED""#)
+            && line.contains(r#""provider":"kn-pro""#)
+            && line.contains(r#""workflow":"summarize-text""#)
+            && line.contains(r#""method":"flowgate.v1.WorkflowGateway/Invoke""#)
+            && line.contains(r#""duration_ms":"#)),
+        "{access:#?}"
+    );
+    assert!(
+        access
+            .iter()
+            .any(|line| line.contains(r#""caller":"unauthenticated""#)
+                && line.contains(r#""code":"UNAUTHENTICATED""#)
+                && line.contains(r#""reason":"CALLER_UNAUTHENTICATED""#)),
+        "{access:#?}"
+    );
+    assert!(
+        access.iter().any(|line| line.contains(r#""caller":"ci""#)
+            && line.contains(r#""code":"OK""#)
+            && line.contains(r#""run_id":"fgr_"#)),
+        "{access:#?}"
+    );
     for secret in &secrets {
         assert!(!logged.contains(secret.as_str()), "a secret in the logs");
     }

@@ -7,7 +7,8 @@
 //! Health (`grpc.health.v1.Health`) is always open for probes; reflection
 //! is open or authenticated by `auth.reflection`. The caller travels on as
 //! an `Arc<Caller>` request extension; its name is recorded as
-//! `flowgate.caller` on the server span. The `authorization` header is
+//! `flowgate.caller` on the server span and set on the call's access log
+//! record ([`CallRecord`]). The `authorization` header is
 //! removed once read, so nothing below can log the key.
 
 use std::{
@@ -20,6 +21,8 @@ use std::{
 use flowgate_core::{ErrorClass, GatewayError, reason::Reason};
 use http::{Request, Response, header::AUTHORIZATION};
 use tower::{Layer, Service};
+
+use flowgate_telemetry::CallRecord;
 
 use crate::auth::{CallerRegistry, PeerIdentity};
 
@@ -93,17 +96,28 @@ where
             authorization.as_ref().map(|value| value.as_bytes()),
             request.extensions().get::<PeerIdentity>(),
         );
+        let record = request.extensions().get::<Arc<CallRecord>>();
         match resolved {
             Ok(caller) => {
                 tracing::Span::current().record("flowgate.caller", caller.name());
+                if let Some(record) = record {
+                    record.set_caller(caller.shared_name());
+                }
                 request.extensions_mut().insert(caller);
                 AuthFuture::Inner {
                     future: self.inner.call(request),
                 }
             }
-            Err(_) => AuthFuture::Refused {
-                response: Some(super::error_response(&unauthenticated())),
-            },
+            Err(_) => {
+                if let Some(record) = record {
+                    record.update(|details| {
+                        details.reason = Some(Reason::CallerUnauthenticated.into());
+                    });
+                }
+                AuthFuture::Refused {
+                    response: Some(super::error_response(&unauthenticated())),
+                }
+            }
         }
     }
 }
