@@ -150,3 +150,135 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Ready;
+
+    use super::*;
+    use crate::auth::{Caller, CallerEntry, Capabilities, Identity, KeyHash, ReflectionAccess};
+
+    /// Answers with the caller's name in a header (`-` when none).
+    #[derive(Clone)]
+    struct Echo;
+
+    impl Service<Request<()>> for Echo {
+        type Response = Response<String>;
+        type Error = std::convert::Infallible;
+        type Future = Ready<Result<Response<String>, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: Request<()>) -> Self::Future {
+            assert!(
+                request.headers().get(AUTHORIZATION).is_none(),
+                "key removed"
+            );
+            let name = request
+                .extensions()
+                .get::<Arc<Caller>>()
+                .map_or("-".to_owned(), |caller| caller.name().to_owned());
+            std::future::ready(Ok(Response::new(name)))
+        }
+    }
+
+    fn layer(reflection: ReflectionAccess) -> Auth<Echo> {
+        let registry = CallerRegistry::new(
+            vec![CallerEntry {
+                name: "runner".into(),
+                keys: vec![KeyHash::of(b"fgk_runner")],
+                identities: vec![Identity::parse("spiffe://c.local/ns/ci/sa/runner").unwrap()],
+                capabilities: Capabilities::default(),
+            }],
+            false,
+            reflection,
+        );
+        AuthLayer::new(Arc::new(registry)).layer(Echo)
+    }
+
+    async fn call(
+        service: &mut Auth<Echo>,
+        path: &str,
+        key: Option<&str>,
+        peer: Option<PeerIdentity>,
+    ) -> (Option<String>, String) {
+        let mut request = Request::builder().uri(path).body(()).unwrap();
+        if let Some(key) = key {
+            request
+                .headers_mut()
+                .insert(AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+        }
+        if let Some(peer) = peer {
+            request.extensions_mut().insert(peer);
+        }
+        let record = CallRecord::new();
+        request.extensions_mut().insert(Arc::clone(&record));
+        let response = service.call(request).await.unwrap();
+        let status = response
+            .headers()
+            .get("grpc-status")
+            .map(|value| value.to_str().unwrap().to_owned());
+        assert_eq!(
+            record.caller().map(|name| name.to_string()),
+            (status.is_none() && response.body() != "-").then(|| response.body().clone())
+        );
+        (status, response.into_body())
+    }
+
+    #[tokio::test]
+    async fn keys_certificates_and_open_paths() {
+        let mut service = layer(ReflectionAccess::Authenticated);
+        let invoke = "/flowgate.v1.WorkflowGateway/Invoke";
+        assert_eq!(
+            call(&mut service, invoke, Some("fgk_runner"), None).await,
+            (None, "runner".into())
+        );
+        let spiffe = PeerIdentity {
+            uris: vec!["spiffe://c.local/ns/ci/sa/runner".into()],
+            dns_names: Vec::new(),
+        };
+        assert_eq!(
+            call(&mut service, invoke, None, Some(spiffe)).await,
+            (None, "runner".into())
+        );
+        let stranger = PeerIdentity {
+            uris: vec!["spiffe://c.local/ns/x/sa/y".into()],
+            dns_names: vec!["x.internal".into()],
+        };
+        // 16: UNAUTHENTICATED.
+        assert_eq!(
+            call(&mut service, invoke, None, Some(stranger))
+                .await
+                .0
+                .as_deref(),
+            Some("16")
+        );
+        assert_eq!(
+            call(&mut service, invoke, Some("fgk_x"), None)
+                .await
+                .0
+                .as_deref(),
+            Some("16")
+        );
+        let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+        assert_eq!(
+            call(&mut service, reflection, None, None)
+                .await
+                .0
+                .as_deref(),
+            Some("16")
+        );
+        let health = "/grpc.health.v1.Health/Check";
+        assert_eq!(
+            call(&mut service, health, None, None).await,
+            (None, "-".into())
+        );
+        let mut open = layer(ReflectionAccess::Open);
+        assert_eq!(
+            call(&mut open, reflection, None, None).await,
+            (None, "-".into())
+        );
+    }
+}
