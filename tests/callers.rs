@@ -2,6 +2,12 @@
 //! capabilities, key rotation, run ownership, the loopback-only default,
 //! `flowgate hash-key`, and no key or hash in logs or error details.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail loudly"
+)]
+
 mod common;
 
 use std::{
