@@ -138,8 +138,20 @@ async fn run(command: Command) -> Result<(), String> {
                 admin = ?admin.as_ref().map(|admin| admin.addr),
                 traces = telemetry.traces_enabled(),
                 providers = ?config.providers.keys().collect::<Vec<_>>(),
+                callers = ?config.callers.keys().collect::<Vec<_>>(),
                 "flowgate serving"
             );
+            if config.callers.is_empty() {
+                tracing::warn!(
+                    "no callers configured: every call is the caller `unauthenticated`, with \
+                     every capability (allowed on loopback, or by auth.allow_unauthenticated)"
+                );
+            } else if config.auth.allow_unauthenticated {
+                tracing::warn!(
+                    "auth.allow_unauthenticated = true: calls without credentials are the caller \
+                     `unauthenticated`, with every capability"
+                );
+            }
             let served = server::serve(app, listeners, shutdown_signal()).await;
             // Drained: stop scraping, then flush what telemetry buffered.
             if let Some(admin) = admin {
