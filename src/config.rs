@@ -18,7 +18,8 @@
 //! `[telemetry]`); `providers.rs` (whose resilience tables are the engine's
 //! policies, deserialized directly); `schemas.rs` (declared workflow
 //! schemas; `[schemas]` itself is the engine's [`SchemaCacheSettings`]);
-//! `webhooks.rs`; `runs.rs`; `idempotency.rs`; `secrets.rs` (reading every configured secret);
+//! `webhooks.rs`; `runs.rs`; `idempotency.rs`; `callers.rs` (`[callers.<name>]`, `[auth]`);
+//! `secrets.rs` (reading every configured secret);
 //! `env.rs` (the overrides). Section structs take missing keys from one
 //! `impl Default` each (container-level `#[serde(default)]`); durations are
 //! [`flowgate_core::duration`]. `sections.rs` reads the document one section
@@ -41,6 +42,7 @@ use flowgate_providers::{CircuitPolicy, LocalLimits, ProviderSettings, Resilienc
 use serde::Deserialize;
 use serde_json::Value;
 
+mod callers;
 mod env;
 mod idempotency;
 mod providers;
@@ -56,6 +58,7 @@ mod tests;
 mod validate;
 mod webhooks;
 
+pub use callers::{AuthConfig, CallerConfig};
 use flowgate_core::duration::{deserialize as duration, optional as optional_duration};
 pub use idempotency::IdempotencyConfig;
 pub use providers::{KindConfig, ProviderConfig};
@@ -90,6 +93,10 @@ pub struct Config {
     pub schemas: SchemaCacheSettings,
     /// `[idempotency]`: records of calls with an `idempotency_key`.
     pub idempotency: IdempotencyConfig,
+    /// `[callers.<name>]`: who may call, by name.
+    pub callers: BTreeMap<String, CallerConfig>,
+    /// `[auth]`: unauthenticated calls and reflection.
+    pub auth: AuthConfig,
 }
 
 /// One configuration problem, at a path.

@@ -293,14 +293,20 @@ pub fn schema_response(schema: &WorkflowSchema) -> pb::GetWorkflowSchemaResponse
 }
 
 /// Builds the `InvokeResponse` of a finished invocation.
-pub fn invoke_response(invoked: Invoked, run_ids: &RunIdSigner) -> pb::InvokeResponse {
+/// The run id is signed for `owner`, the caller that started it (see
+/// [`RunIdSigner::sign_owned`]).
+pub fn invoke_response(
+    invoked: Invoked,
+    run_ids: &RunIdSigner,
+    owner: Option<&str>,
+) -> pb::InvokeResponse {
     let Invoked {
         provider,
         run_id,
         outcome,
     } = invoked;
     pb::InvokeResponse {
-        run_id: run_ids.sign(&run_id),
+        run_id: run_ids.sign_owned(&run_id, owner),
         upstream_run_id: outcome.upstream_run_id.unwrap_or_default(),
         status: run_status(outcome.status).into(),
         output: outcome.output.map(json_to_value),

@@ -7,17 +7,36 @@ use std::collections::HashMap;
 
 use flowgate_emulator::{Emulator, EmulatorConfig, keys};
 use serde_json::json;
-use tonic::{Request, transport::Channel};
+use tonic::{
+    Request, Status,
+    metadata::MetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
 use tonic_types::StatusExt;
 
 use crate::{
+    auth::{KeyHash, key::generate_key},
     config::{Config, LogFormat},
     convert, logging,
     pb::{self, workflow_gateway_client::WorkflowGatewayClient, workflow_target::Workflow},
     server,
 };
 
-type Client = WorkflowGatewayClient<Channel>;
+type Client = WorkflowGatewayClient<InterceptedService<Channel, BearerKey>>;
+
+/// Sends the demo caller's key as `authorization: Bearer …` on every call.
+#[derive(Debug, Clone)]
+struct BearerKey(MetadataValue<tonic::metadata::Ascii>);
+
+impl Interceptor for BearerKey {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
 
 #[expect(
     clippy::print_stdout,
@@ -35,10 +54,18 @@ pub async fn run() -> Result<(), String> {
     let emulator = Emulator::start(EmulatorConfig::default(), loopback)
         .await
         .map_err(|err| format!("starting the emulator: {err}"))?;
+    // The demo's one caller: a fresh key, of which the config holds only
+    // the hash (what `flowgate hash-key --generate` prints).
+    let key = generate_key();
+    let key_hash = KeyHash::of(key.as_bytes()).to_config();
     let config_text = format!(
         r#"
         [server]
         listen = "127.0.0.1:0"
+
+        [callers.demo]
+        key_hashes = ["{key_hash}"]
+        capabilities = ["invoke:*/*", "schemas:read", "runs:stream", "webhooks:verify"]
 
         [runs]
         poll_initial = "200ms"
@@ -84,9 +111,17 @@ pub async fn run() -> Result<(), String> {
         running.addr,
         emulator.addr()
     ));
-    let mut client = Client::connect(format!("http://{}", running.addr))
+    let channel = Channel::from_shared(format!("http://{}", running.addr))
+        .map_err(|err| format!("connecting to the gateway: {err}"))?
+        .connect()
         .await
         .map_err(|err| format!("connecting to the gateway: {err}"))?;
+    let bearer = MetadataValue::try_from(format!("Bearer {key}"))
+        .map_err(|err| format!("the demo key is not a header value: {err}"))?;
+    say(
+        "calling as the caller `demo` (an API key generated for this run; the config holds its sha256)",
+    );
+    let mut client = WorkflowGatewayClient::with_interceptor(channel, BearerKey(bearer));
 
     let result = calls(&mut client).await;
     drop(client);

@@ -10,6 +10,7 @@
 //! `flowgate-telemetry`; [`admin`] serves its `/metrics` page.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod convert;
 #[cfg(feature = "emulator")]

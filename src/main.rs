@@ -1,5 +1,5 @@
-//! The `flowgate` command: serve, check-config, emulator, demo (the last
-//! two with the default `emulator` feature).
+//! The `flowgate` command: serve, check-config, hash-key, emulator, demo
+//! (the last two with the default `emulator` feature).
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -11,7 +11,12 @@ use clap::{Parser, Subcommand};
 /// round trip per call in the Invoke benchmark).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use flowgate::{admin, config::Config, logging, server};
+use flowgate::{
+    admin,
+    auth::{KeyHash, key::generate_key},
+    config::Config,
+    logging, server,
+};
 #[cfg(feature = "emulator")]
 use flowgate::{config::LogFormat, demo};
 use flowgate_telemetry_setup::Telemetry;
@@ -37,6 +42,14 @@ enum Command {
     CheckConfig {
         /// Configuration file (TOML).
         config: PathBuf,
+    },
+    /// Print the `sha256:<hex>` of a caller API key read from stdin, for
+    /// `callers.<name>.key_hashes`; with `--generate`, make a new key and
+    /// print it and its hash.
+    HashKey {
+        /// Generate a new high-entropy key instead of reading one.
+        #[arg(long)]
+        generate: bool,
     },
     #[cfg(feature = "emulator")]
     /// Run the provider emulator (Fetch Hive, AI Tutor and Knouds on one port).
@@ -125,8 +138,20 @@ async fn run(command: Command) -> Result<(), String> {
                 admin = ?admin.as_ref().map(|admin| admin.addr),
                 traces = telemetry.traces_enabled(),
                 providers = ?config.providers.keys().collect::<Vec<_>>(),
+                callers = ?config.callers.keys().collect::<Vec<_>>(),
                 "flowgate serving"
             );
+            if config.callers.is_empty() {
+                tracing::warn!(
+                    "no callers configured: every call is the caller `unauthenticated`, with \
+                     every capability (allowed on loopback, or by auth.allow_unauthenticated)"
+                );
+            } else if config.auth.allow_unauthenticated {
+                tracing::warn!(
+                    "auth.allow_unauthenticated = true: calls without credentials are the caller \
+                     `unauthenticated`, with every capability"
+                );
+            }
             let served = server::serve(app, listeners, shutdown_signal()).await;
             // Drained: stop scraping, then flush what telemetry buffered.
             if let Some(admin) = admin {
@@ -155,6 +180,31 @@ async fn run(command: Command) -> Result<(), String> {
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
+            Ok(())
+        }
+        Command::HashKey { generate } => {
+            if generate {
+                let key = generate_key();
+                say(&format!(
+                    "key (give it to the caller, who sends `authorization: Bearer <key>`; it is \
+                     shown only now):\n{key}\n\
+                     hash (put it in the config, callers.<name>.key_hashes):\n{}",
+                    KeyHash::of(key.as_bytes()).to_config()
+                ));
+                return Ok(());
+            }
+            let mut key = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut key)
+                .map_err(|err| format!("cannot read the key from stdin: {err}"))?;
+            let key = key.trim_end_matches(['\r', '\n']);
+            if key.is_empty() || key.chars().any(char::is_whitespace) {
+                return Err(
+                    "expected one key on stdin (no spaces), e.g. `flowgate hash-key < key.txt`; \
+                     `flowgate hash-key --generate` makes one"
+                        .into(),
+                );
+            }
+            say(&KeyHash::of(key.as_bytes()).to_config());
             Ok(())
         }
         #[cfg(feature = "emulator")]

@@ -2,8 +2,8 @@
 //!
 //! The gRPC stack, outermost first:
 //! 1. tonic's HTTP/2 server (keepalive, per-connection settings);
-//! 2. the edge layers of [`edge_stack`]: panics caught, telemetry, load
-//!    shedding, malformed requests (see there, one comment a layer);
+//! 2. the edge layers of [`edge_stack`]: panics caught, telemetry, callers
+//!    authenticated, load shedding, malformed requests (see there, one comment a layer);
 //! 3. the routes: `WorkflowGateway` (message size capped by
 //!    `server.max_request_bytes`), `grpc.health.v1.Health`, and server
 //!    reflection v1 and v1alpha (with the health descriptor registered).
@@ -43,10 +43,14 @@ use tower::{
 };
 
 use crate::{
+    auth::CallerRegistry,
     config::{Config, ConfigError, ConfigIssue, ServerConfig},
     health::DrainingHealth,
     ingress,
-    layers::{malformed::MalformedRequestLayer, panic::CatchPanicLayer, shed::LoadShedLayer},
+    layers::{
+        auth::AuthLayer, malformed::MalformedRequestLayer, panic::CatchPanicLayer,
+        shed::LoadShedLayer,
+    },
     proto::{FILE_DESCRIPTOR_SET, pb::workflow_gateway_server::WorkflowGatewayServer},
     service::GatewayService,
 };
@@ -69,13 +73,16 @@ pub const SERVED_METHODS: &[&str] = &[
 pub type EdgeStack = ServiceBuilder<
     Stack<
         MalformedRequestLayer,
-        Stack<LoadShedLayer, Stack<RpcTelemetryLayer, Stack<CatchPanicLayer, Identity>>>,
+        Stack<
+            LoadShedLayer,
+            Stack<AuthLayer, Stack<RpcTelemetryLayer, Stack<CatchPanicLayer, Identity>>>,
+        >,
     >,
 >;
 
 /// The one place the gRPC edge's tower stack is built, outermost first.
 /// [`serve`] puts it around the routes; tests put it around their own.
-pub fn edge_stack(server: &ServerConfig) -> EdgeStack {
+pub fn edge_stack(server: &ServerConfig, callers: Arc<CallerRegistry>) -> EdgeStack {
     ServiceBuilder::new()
         // A panic anywhere below (a layer, a handler, a stream item) becomes
         // INTERNAL / INTERNAL_PANIC; outermost, so nothing escapes it.
@@ -83,6 +90,12 @@ pub fn edge_stack(server: &ServerConfig) -> EdgeStack {
         // Server span and RPC metrics per call (health and reflection too);
         // outside the limit, so time spent queued and shed calls show.
         .layer(RpcTelemetryLayer::new(SERVED_METHODS))
+        // Who is calling: a bearer key or a client certificate becomes an
+        // `Arc<Caller>` extension, or the call ends UNAUTHENTICATED /
+        // CALLER_UNAUTHENTICATED; health always open. Inside telemetry
+        // (refusals are counted, labelled by caller), outside the limit (a
+        // stranger takes no slot).
+        .layer(AuthLayer::new(callers))
         // At most `max_concurrent_requests` calls at once, up to
         // `max_queued_requests` more wait (each within its deadline), the
         // rest are shed with RESOURCE_EXHAUSTED / OVERLOADED; health exempt.
@@ -135,6 +148,10 @@ pub struct App {
 /// webhook secrets through `env` (the process environment in production).
 /// Must run inside a Tokio runtime (the forwarder starts its workers).
 pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<App, ServeError> {
+    // No callers and no opt-in: loopback only (check-config says so too).
+    if let Some(issue) = config.exposure_issue() {
+        return Err(ConfigError::from(issue).into());
+    }
     let http = HttpClient::new()?;
     let providers = config
         .provider_settings(&env)?
@@ -374,8 +391,8 @@ pub async fn serve(
     let router = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // Panics, telemetry, load shedding, malformed requests.
-        .layer(edge_stack(&server))
+        // Panics, telemetry, callers, load shedding, malformed requests.
+        .layer(edge_stack(&server, app.config.caller_registry()))
         .add_service(gateway_server)
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -13,17 +13,23 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use flowgate_core::{Deadline, Gateway, GatewayError, Invocation, SecretString, WorkflowTarget};
+use flowgate_core::{
+    Deadline, ErrorClass, Gateway, GatewayError, Invocation, SecretString, WorkflowRef,
+    WorkflowTarget, reason::Reason,
+};
 use flowgate_state::{
     Idempotency, MemoryIdempotencyStore, RunTracker, Verification, VerifyKey,
-    idempotency::{IdempotencyKey, RequestHash, SHARED_SCOPE, Settlement, records_error},
+    idempotency::{IdempotencyKey, RequestHash, Settlement, records_error},
 };
+use flowgate_telemetry::CallRecord;
 use futures::Stream;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{Instrument as _, field};
 
 use crate::{
+    auth::{Caller, Required, UNAUTHENTICATED},
     convert,
+    layers::auth::unauthenticated,
     proto::pb::{self, workflow_gateway_server::WorkflowGateway},
     recorded,
     status::{insert_rate_limit, to_status},
@@ -101,6 +107,7 @@ impl GatewayService {
         invocation: Invocation,
         deadline: Deadline,
         trace_parent: Option<String>,
+        owner: Option<&str>,
     ) -> Result<Response<pb::InvokeResponse>, GatewayError> {
         let span = tracing::Span::current();
         let invoked = if invocation.async_delivery.is_some() {
@@ -120,7 +127,7 @@ impl GatewayService {
             span.record("flowgate.run.status", status.as_str());
         }
         let rate_limit = invoked.outcome.rate_limit.clone();
-        let response = convert::invoke_response(invoked, self.gateway.run_ids());
+        let response = convert::invoke_response(invoked, self.gateway.run_ids(), owner);
         span.record("flowgate.run_id", response.run_id.as_str());
         let mut response = Response::new(response);
         insert_rate_limit(&rate_limit, response.metadata_mut());
@@ -135,13 +142,13 @@ impl GatewayService {
     /// timed out can retry with the key and get the answer.
     async fn invoke_once(
         &self,
-        key: String,
+        key: IdempotencyKey,
         target: WorkflowTarget,
         invocation: Invocation,
         deadline: Deadline,
         trace_parent: Option<String>,
+        owner: Option<String>,
     ) -> Result<Response<pb::InvokeResponse>, Status> {
-        let key = IdempotencyKey::new(SHARED_SCOPE, key).map_err(|err| reject(&err))?;
         let hash = RequestHash::of(&target, &invocation);
         let work_deadline = match deadline.remaining() {
             Some(left) if left < self.default_deadline => Deadline::after(self.default_deadline),
@@ -150,7 +157,13 @@ impl GatewayService {
         let service = self.clone();
         let work = async move {
             let answer = service
-                .invoke_now(target, invocation, work_deadline, trace_parent)
+                .invoke_now(
+                    target,
+                    invocation,
+                    work_deadline,
+                    trace_parent,
+                    owner.as_deref(),
+                )
                 .await;
             // Errors that prove no run started are answered, not recorded.
             let keep = answer.as_ref().err().is_none_or(records_error);
@@ -174,6 +187,102 @@ impl GatewayService {
         }
         response
     }
+}
+
+impl GatewayService {
+    /// The provider a target names or resolves to, for capability checks:
+    /// a target that resolves to none is checked by the name it gives (`*`
+    /// when it gives none: only a `*` provider pattern allows it), and a
+    /// caller allowed that far gets the engine's NOT_FOUND.
+    fn provider_name<'a>(&'a self, target: &'a WorkflowTarget) -> &'a str {
+        match self.gateway.resolve(target) {
+            Ok(provider) => provider.name(),
+            Err(_) => target.provider.as_deref().unwrap_or("*"),
+        }
+    }
+}
+
+/// This call's access log record (see [`CallRecord`]): what the service
+/// learns is written into it. Absent when served without the RPC layer.
+#[derive(Clone, Debug, Default)]
+struct Access(Option<Arc<CallRecord>>);
+
+impl Access {
+    fn of<T>(request: &Request<T>) -> Self {
+        Self(request.extensions().get::<Arc<CallRecord>>().cloned())
+    }
+
+    fn target(&self, provider: &str, workflow: &str) {
+        if let Some(record) = &self.0 {
+            record.update(|details| {
+                details.provider = Some(provider.to_owned());
+                details.workflow = Some(workflow.to_owned());
+            });
+        }
+    }
+
+    fn run_id(&self, run_id: &str) {
+        if let Some(record) = &self.0 {
+            record.update(|details| details.run_id = Some(run_id.to_owned()));
+        }
+    }
+
+    /// [`reject`], keeping the reason for the access log.
+    fn reject(&self, error: &GatewayError) -> Status {
+        if let Some(record) = &self.0 {
+            record.update(|details| details.reason = Some(error.reason.clone()));
+        }
+        reject(error)
+    }
+}
+
+/// The caller the auth layer resolved; none means the service is served
+/// without it, and nothing is allowed.
+fn caller_of<T>(request: &Request<T>) -> Result<Arc<Caller>, Status> {
+    request
+        .extensions()
+        .get::<Arc<Caller>>()
+        .cloned()
+        .ok_or_else(|| reject(&unauthenticated()))
+}
+
+/// The owner written into the run ids a caller gets: none for the caller
+/// `unauthenticated` (an open gateway's ids stay as they were).
+fn owner(caller: &Caller) -> Option<&str> {
+    (caller.name() != UNAUTHENTICATED).then_some(caller.name())
+}
+
+/// The name capability patterns match a workflow by: the Fetch Hive
+/// deployment (any variant), the AI Tutor workflow id, the Knouds slug.
+fn workflow_name(workflow: &WorkflowRef) -> &str {
+    match workflow {
+        WorkflowRef::Deployment { name, .. } => name,
+        WorkflowRef::WorkflowId(id) => id,
+        WorkflowRef::Slug(slug) => slug,
+    }
+}
+
+/// PERMISSION_DENIED / `CALLER_CAPABILITY_DENIED`, naming the capability
+/// that would allow the call.
+fn denied(required: Required<'_>) -> GatewayError {
+    let required = required.to_string();
+    GatewayError::new(
+        ErrorClass::PermissionDenied,
+        Reason::CallerCapabilityDenied,
+        format!("this caller lacks the capability {required}"),
+    )
+    .with_metadata("required_capability", required)
+}
+
+/// What StreamStatus answers for a run it does not know (the run tracker's
+/// answer, repeated so another caller's run looks the same).
+fn unknown_run(run_id: &str) -> GatewayError {
+    GatewayError::not_found(
+        Reason::UnknownRun,
+        "flowgate.run",
+        run_id,
+        "no run with this id is known to the gateway or its provider",
+    )
 }
 
 /// Parses a `grpc-timeout` header: up to 8 digits and a unit
@@ -204,11 +313,14 @@ impl WorkflowGateway for GatewayService {
         request: Request<pb::InvokeRequest>,
     ) -> Result<Response<pb::InvokeResponse>, Status> {
         let deadline = self.deadline(request.metadata());
+        let caller = caller_of(&request)?;
+        let access = Access::of(&request);
         // A child of the server span (`flowgate.v1.WorkflowGateway/Invoke`).
         // `flowgate.schema_cache` is recorded by the schema cache
         // (`flowgate_telemetry::Metrics::schema_cache`): `hit` or `miss`.
         let span = tracing::info_span!(
             "Invoke",
+            flowgate.caller = caller.name(),
             flowgate.provider = field::Empty,
             flowgate.dialect = field::Empty,
             flowgate.workflow = field::Empty,
@@ -219,7 +331,14 @@ impl WorkflowGateway for GatewayService {
         );
         async move {
             let (target, invocation) =
-                convert::invoke_request(request.into_inner()).map_err(|err| reject(&err))?;
+                convert::invoke_request(request.into_inner()).map_err(|err| access.reject(&err))?;
+            // Before anything is fetched or started.
+            let provider = self.provider_name(&target);
+            let workflow = workflow_name(&target.workflow);
+            access.target(provider, workflow);
+            if !caller.capabilities().may_invoke(provider, workflow) {
+                return Err(access.reject(&denied(Required::Invoke(provider, workflow))));
+            }
             // Background work of an async run (polls, gateway-run calls)
             // links back to this call's trace.
             let trace_parent = invocation
@@ -231,16 +350,25 @@ impl WorkflowGateway for GatewayService {
             let span = tracing::Span::current();
             span.record("flowgate.dialect", target.workflow.kind().as_str());
             span.record("flowgate.workflow", field::display(&target.workflow));
-            match invocation.idempotency_key.clone() {
+            // The caller's keys are its own: the scope is the caller's name
+            // (unique, and `unauthenticated` is reserved for the open gateway).
+            let owner = owner(&caller).map(str::to_owned);
+            let answer = match invocation.idempotency_key.clone() {
                 Some(key) => {
-                    self.invoke_once(key, target, invocation, deadline, trace_parent)
+                    let key = IdempotencyKey::new(caller.name(), key)
+                        .map_err(|err| access.reject(&err))?;
+                    self.invoke_once(key, target, invocation, deadline, trace_parent, owner)
                         .await
                 }
                 None => self
-                    .invoke_now(target, invocation, deadline, trace_parent)
+                    .invoke_now(target, invocation, deadline, trace_parent, owner.as_deref())
                     .await
-                    .map_err(|err| reject(&err)),
+                    .map_err(|err| access.reject(&err)),
+            };
+            if let Ok(response) = &answer {
+                access.run_id(&response.get_ref().run_id);
             }
+            answer
         }
         .instrument(span)
         .await
@@ -252,12 +380,31 @@ impl WorkflowGateway for GatewayService {
         &self,
         request: Request<pb::StreamStatusRequest>,
     ) -> Result<Response<Self::StreamStatusStream>, Status> {
+        let caller = caller_of(&request)?;
+        let access = Access::of(&request);
+        let capabilities = caller.capabilities();
+        if !capabilities.may_stream_own() {
+            return Err(access.reject(&denied(Required::StreamRuns)));
+        }
         let run_id = request.into_inner().run_id;
+        access.run_id(&run_id);
+        // Another caller's run (or one started without a caller) is
+        // answered exactly like a run that does not exist.
+        if !capabilities.may_stream_all() {
+            let owner = self
+                .gateway
+                .run_ids()
+                .verify_owned(&run_id)
+                .and_then(|(_, owner)| owner);
+            if owner.as_deref() != Some(caller.name()) {
+                return Err(access.reject(&unknown_run(&run_id)));
+            }
+        }
         let stream = self
             .tracker
             .stream(&run_id)
             .await
-            .map_err(|err| reject(&err))?;
+            .map_err(|err| access.reject(&err))?;
         // The stream's server span links back to the trace that started the run.
         if let Some(link) = stream
             .trace_parent()
@@ -273,12 +420,20 @@ impl WorkflowGateway for GatewayService {
         // dropped.
         let active = flowgate_telemetry::metrics().stream_opened();
         let run_ids = Arc::clone(self.gateway.run_ids());
+        // Events carry the id the caller asked with (it names the owner).
+        let run_id: Arc<str> = run_id.into();
         let events = futures::stream::unfold((stream, active), move |(mut stream, active)| {
             let run_ids = Arc::clone(&run_ids);
+            let run_id = Arc::clone(&run_id);
+            let access = access.clone();
             async move {
                 let event = match stream.next().await? {
-                    Ok(record) => Ok(convert::run_event(record, &run_ids)),
-                    Err(err) => Err(reject(&err)),
+                    Ok(record) => {
+                        let mut event = convert::run_event(record, &run_ids);
+                        event.run_id = run_id.to_string();
+                        Ok(event)
+                    }
+                    Err(err) => Err(access.reject(&err)),
                 };
                 Some((event, (stream, active)))
             }
@@ -290,6 +445,10 @@ impl WorkflowGateway for GatewayService {
         &self,
         request: Request<pb::VerifyWebhookRequest>,
     ) -> Result<Response<pb::VerifyWebhookResponse>, Status> {
+        let access = Access::of(&request);
+        if !caller_of(&request)?.capabilities().may_verify_webhooks() {
+            return Err(access.reject(&denied(Required::VerifyWebhooks)));
+        }
         let request = request.into_inner();
         let scheme = convert::webhook_scheme(request.scheme());
         let provider = (!request.provider.is_empty()).then_some(request.provider.as_str());
@@ -307,7 +466,7 @@ impl WorkflowGateway for GatewayService {
             .tracker
             .verify(scheme, provider, &headers, &request.body, key)
             .await
-            .map_err(|err| reject(&err))?;
+            .map_err(|err| access.reject(&err))?;
         let response = match verification {
             Verification::Valid { event, run_id } => pb::VerifyWebhookResponse {
                 valid: true,
@@ -328,18 +487,28 @@ impl WorkflowGateway for GatewayService {
         request: Request<pb::GetWorkflowSchemaRequest>,
     ) -> Result<Response<pb::GetWorkflowSchemaResponse>, Status> {
         let deadline = self.deadline(request.metadata());
+        let caller = caller_of(&request)?;
+        let access = Access::of(&request);
         let span = tracing::info_span!(
             "GetWorkflowSchema",
+            flowgate.caller = caller.name(),
             workflow = field::Empty,
             error = field::Empty,
         );
         async move {
             let target =
-                convert::schema_request(request.into_inner()).map_err(|err| reject(&err))?;
+                convert::schema_request(request.into_inner()).map_err(|err| access.reject(&err))?;
+            // Before the schema is looked up or fetched.
+            let provider = self.provider_name(&target);
+            let workflow = workflow_name(&target.workflow);
+            access.target(provider, workflow);
+            if !caller.capabilities().may_read_schema(provider, workflow) {
+                return Err(access.reject(&denied(Required::Schemas(provider, workflow))));
+            }
             tracing::Span::current().record("workflow", field::display(target.workflow.label()));
             match self.gateway.workflow_schema(&target, deadline).await {
                 Ok(schema) => Ok(Response::new(convert::schema_response(&schema))),
-                Err(err) => Err(reject(&err)),
+                Err(err) => Err(access.reject(&err)),
             }
         }
         .instrument(span)

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 
-use super::{Config, ConfigError, ConfigIssue, ProviderConfig, env::Overrides};
+use super::{Config, ConfigError, ConfigIssue, env::Overrides};
 
 /// The top-level sections, in the order messages list them.
 const SECTIONS: &[&str] = &[
@@ -25,6 +25,8 @@ const SECTIONS: &[&str] = &[
     "runs",
     "schemas",
     "idempotency",
+    "callers",
+    "auth",
 ];
 
 /// The document being read, with the issues found so far.
@@ -56,11 +58,13 @@ impl<'a> Sections<'a> {
             server: self.section("server"),
             log: self.section("log"),
             telemetry: self.section("telemetry"),
-            providers: self.providers(),
+            providers: self.named("providers"),
             webhooks: self.section("webhooks"),
             runs: self.section("runs"),
             schemas: self.section("schemas"),
             idempotency: self.section("idempotency"),
+            callers: self.named("callers"),
+            auth: self.section("auth"),
         }
     }
 
@@ -110,17 +114,18 @@ impl<'a> Sections<'a> {
         self.value(&[name]).unwrap_or_default()
     }
 
-    /// Every provider that can be read, each on its own.
-    fn providers(&mut self) -> BTreeMap<String, ProviderConfig> {
-        if self.tree.get("providers").is_none() {
+    /// Every entry of the named table `section` (`[providers.<name>]`,
+    /// `[callers.<name>]`) that can be read, each on its own.
+    fn named<T: DeserializeOwned>(&mut self, section: &str) -> BTreeMap<String, T> {
+        if self.tree.get(section).is_none() {
             return BTreeMap::new();
         }
-        let names: BTreeMap<String, IgnoredAny> = self.value(&["providers"]).unwrap_or_default();
+        let names: BTreeMap<String, IgnoredAny> = self.value(&[section]).unwrap_or_default();
         names
             .into_keys()
             .filter_map(|name| {
-                let provider = self.value(&["providers", &name])?;
-                Some((name, provider))
+                let entry = self.value(&[section, &name])?;
+                Some((name, entry))
             })
             .collect()
     }

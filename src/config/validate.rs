@@ -164,6 +164,7 @@ impl Config {
             }
         }
         issues.extend(self.range_issues());
+        issues.extend(self.caller_issues());
         // Grouped by section, in a stable order whatever found them.
         issues.sort_by(|a, b| a.path.cmp(&b.path));
         if issues.is_empty() {

@@ -3,6 +3,8 @@
 //!
 //! - [`panic`]: a panic anywhere in a call becomes INTERNAL with reason
 //!   `INTERNAL_PANIC`;
+//! - [`auth`]: every call is resolved to a caller or refused with
+//!   UNAUTHENTICATED / `CALLER_UNAUTHENTICATED` (health always open);
 //! - [`shed`]: the concurrency limit with a bounded, deadline-aware queue
 //!   that sheds load with RESOURCE_EXHAUSTED / `OVERLOADED`;
 //! - [`malformed`]: a request tonic cannot decode becomes INVALID_ARGUMENT
@@ -12,6 +14,7 @@
 //! from a [`flowgate_core::GatewayError`] by [`crate::status::to_status`],
 //! so it carries the same details as the service's own errors.
 
+pub mod auth;
 pub mod malformed;
 pub mod panic;
 pub mod shed;

@@ -145,7 +145,10 @@ async fn a_panic_in_a_call_or_a_stream_answers_internal_panic_and_the_server_kee
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .layer(edge_stack(&ServerConfig::default()))
+            .layer(edge_stack(
+                &ServerConfig::default(),
+                std::sync::Arc::new(flowgate::auth::CallerRegistry::open()),
+            ))
             .add_service(WorkflowGatewayServer::new(PanickingGateway))
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
                 let _ = stopped.await;

@@ -136,6 +136,13 @@ reasons! {
     InternalPanic => "INTERNAL_PANIC",
     /// The request could not be decoded.
     MalformedRequest => "MALFORMED_REQUEST",
+
+    // Callers.
+    /// The call carries no valid caller credentials (missing, malformed,
+    /// unknown or revoked key, or an unknown client certificate).
+    CallerUnauthenticated => "CALLER_UNAUTHENTICATED",
+    /// The caller lacks the capability (ErrorInfo `required_capability`).
+    CallerCapabilityDenied => "CALLER_CAPABILITY_DENIED",
 }
 
 impl fmt::Display for Reason {
@@ -237,6 +244,8 @@ mod tests {
                 "OVERLOADED",
                 "INTERNAL_PANIC",
                 "MALFORMED_REQUEST",
+                "CALLER_UNAUTHENTICATED",
+                "CALLER_CAPABILITY_DENIED",
             ]
         );
     }

@@ -146,7 +146,19 @@ impl RunIdSigner {
 
     /// The signed, URL-safe id given to callers.
     pub fn sign(&self, id: &RunId) -> String {
-        let payload = id.payload();
+        self.sign_owned(id, None)
+    }
+
+    /// The signed id of a run started by the caller `owner`: the owner's
+    /// name is part of the signed text (`fgr_<payload>.<owner>.<tag>`, the
+    /// owner base64url), so every replica knows whose run it is without
+    /// shared state, and no caller can claim another's run.
+    pub fn sign_owned(&self, id: &RunId, owner: Option<&str>) -> String {
+        let mut payload = id.payload();
+        if let Some(owner) = owner {
+            payload.push(TAG_SEPARATOR);
+            payload.push_str(&URL_SAFE_NO_PAD.encode(owner));
+        }
         let tag = self
             .keys
             .first()
@@ -159,20 +171,36 @@ impl RunIdSigner {
     /// The run a caller's id names, when the gateway (with any of its
     /// secrets) signed it; `None` for anything else.
     pub fn verify(&self, text: &str) -> Option<RunId> {
+        self.verify_owned(text).map(|(id, _)| id)
+    }
+
+    /// [`RunIdSigner::verify`], with the owner the id was signed for
+    /// (`None`: signed without one, see [`RunIdSigner::sign_owned`]).
+    pub fn verify_owned(&self, text: &str) -> Option<(RunId, Option<String>)> {
         if text.len() > MAX_ID_CHARS {
             return None;
         }
-        let (payload, tag) = text.strip_prefix(PREFIX)?.split_once(TAG_SEPARATOR)?;
+        let (signed, tag) = text.strip_prefix(PREFIX)?.rsplit_once(TAG_SEPARATOR)?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
         if tag.len() != TAG_BYTES {
             return None;
         }
         // Constant-time comparison per key (`verify_truncated_left`).
-        self.keys
+        if !self
+            .keys
             .iter()
-            .any(|key| Self::mac(key, payload).verify_truncated_left(&tag).is_ok())
-            .then(|| RunId::decode_payload(payload))
-            .flatten()
+            .any(|key| Self::mac(key, signed).verify_truncated_left(&tag).is_ok())
+        {
+            return None;
+        }
+        let (payload, owner) = match signed.split_once(TAG_SEPARATOR) {
+            Some((payload, owner)) => {
+                let owner = String::from_utf8(URL_SAFE_NO_PAD.decode(owner).ok()?).ok()?;
+                (payload, Some(owner))
+            }
+            None => (signed, None),
+        };
+        Some((RunId::decode_payload(payload)?, owner))
     }
 }
 
@@ -238,6 +266,35 @@ mod tests {
         assert_eq!(rotated.verify(&old.sign(&id)), Some(id.clone()));
         assert_eq!(old.verify(&rotated.sign(&id)), None, "the new secret signs");
         assert_eq!(signer(&["new-secret"]).verify(&rotated.sign(&id)), Some(id));
+    }
+
+    #[test]
+    fn owners_are_signed_into_the_id() {
+        let signer = signer(&["s3cret-run-ids"]);
+        let id = RunId::new("kn", "exec-1");
+        let owned = signer.sign_owned(&id, Some("ci-runner"));
+        assert!(
+            owned
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        );
+        assert_eq!(
+            signer.verify_owned(&owned),
+            Some((id.clone(), Some("ci-runner".into())))
+        );
+        assert_eq!(signer.verify(&owned), Some(id.clone()));
+        assert_eq!(
+            signer.verify_owned(&signer.sign(&id)),
+            Some((id.clone(), None))
+        );
+        // Another owner's name with this id's tag, or the tag of the
+        // unowned id with an owner added, is refused.
+        let (head, tag) = owned.rsplit_once('.').unwrap();
+        let (payload, _) = head.split_once('.').unwrap();
+        let other = format!("{payload}.{}.{tag}", URL_SAFE_NO_PAD.encode("ops"));
+        assert_eq!(signer.verify_owned(&other), None);
+        let unowned_tag = signer.sign(&id).rsplit_once('.').unwrap().1.to_owned();
+        assert_eq!(signer.verify_owned(&format!("{head}.{unowned_tag}")), None);
     }
 
     #[test]

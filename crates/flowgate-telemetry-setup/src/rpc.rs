@@ -3,9 +3,15 @@
 //! One span per call, named `package.Service/Method` (semantic conventions
 //! for RPC), kind SERVER, with `rpc.system = "grpc"`, `rpc.service`,
 //! `rpc.method` and, once known, `rpc.grpc.status_code` (from the headers
-//! of a trailers-only answer or from the trailers). A caller's
+//! of a trailers-only answer or from the trailers), and `flowgate.caller`
+//! (recorded by the gateway's auth layer). A caller's
 //! `traceparent` makes it a child of the caller's span. The span stays open
 //! until the response body ends, so streaming calls are timed whole.
+//!
+//! Each call also leaves one access log line (target `flowgate::access`,
+//! see [`flowgate_telemetry::CallRecord`]): caller, method, provider,
+//! workflow, gRPC code, reason, duration, run id, trace id; its RPC metrics
+//! carry a `caller` label (configured names or `unauthenticated`).
 //!
 //! Names come from a fixed list of served methods: any other path is
 //! labelled `_OTHER`, so scanners cannot blow up metric cardinality, and no
@@ -14,19 +20,23 @@
 use std::{
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll, ready},
     time::{Duration, Instant},
 };
 
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use opentelemetry::trace::TraceContextExt as _;
 use tower::{Layer, Service};
 use tracing::{Instrument as _, field};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use flowgate_telemetry::{extract, metrics};
+use flowgate_telemetry::{CallRecord, extract, metrics};
 
 const OTHER: &str = "_OTHER";
+/// Health checks are logged at debug (probes call every few seconds).
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 /// `UNKNOWN`: the service failed or the body ended without a status.
 const CODE_UNKNOWN: i32 = 2;
 /// `CANCELLED`: the response was dropped before it finished.
@@ -94,13 +104,42 @@ fn is_server_error(code: i32) -> bool {
     matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
 }
 
+/// The name of a gRPC status code, for the access log.
+fn code_name(code: i32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|index| NAMES.get(index).copied())
+        .unwrap_or("UNKNOWN")
+}
+
 /// Records the call's outcome once: on its status, or when dropped.
 #[derive(Debug)]
 struct Completion {
     span: tracing::Span,
     started: Instant,
+    name: &'static str,
     service: &'static str,
     method: &'static str,
+    record: Arc<CallRecord>,
     done: bool,
 }
 
@@ -114,7 +153,53 @@ impl Completion {
             self.span.record("otel.status_code", "error");
         }
         let elapsed: Duration = self.started.elapsed();
-        metrics().record_rpc(self.service, self.method, code, elapsed);
+        let caller = self.record.caller();
+        metrics().record_rpc(self.service, self.method, caller, code, elapsed);
+        self.log_access(code, elapsed);
+    }
+
+    /// The access log line (`flowgate::access`): health checks at debug,
+    /// every other call at info.
+    fn log_access(&self, code: i32, elapsed: Duration) {
+        let health = self.service == HEALTH_SERVICE;
+        if !(tracing::enabled!(target: "flowgate::access", tracing::Level::INFO)
+            || health && tracing::enabled!(target: "flowgate::access", tracing::Level::DEBUG))
+        {
+            return;
+        }
+        let details = self.record.take_details();
+        let caller = self
+            .record
+            .caller()
+            .map_or(flowgate_telemetry::UNAUTHENTICATED, |name| &**name);
+        let context = self.span.context();
+        let span_context = context.span().span_context().clone();
+        let trace_id = span_context
+            .is_valid()
+            .then(|| field::display(span_context.trace_id()));
+        macro_rules! access {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "flowgate::access",
+                    $level,
+                    caller,
+                    method = self.name,
+                    provider = details.provider.as_deref(),
+                    workflow = details.workflow.as_deref(),
+                    code = code_name(code),
+                    reason = details.reason.as_deref(),
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    run_id = details.run_id.as_deref(),
+                    trace_id,
+                    "access"
+                )
+            };
+        }
+        if health {
+            access!(tracing::Level::DEBUG);
+        } else {
+            access!(tracing::Level::INFO);
+        }
     }
 }
 
@@ -147,7 +232,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let (name, service, method) = rpc_name(self.methods, request.uri().path());
         let span = tracing::info_span!(
             "grpc.server",
@@ -158,18 +243,27 @@ where
             rpc.service = service,
             rpc.method = method,
             rpc.grpc.status_code = field::Empty,
+            flowgate.caller = field::Empty,
         );
         if let Some(parent) = extract(request.headers()) {
             let _ = span.set_parent(parent);
         }
+        // Filled in below (caller, provider, workflow, run id, reason) and
+        // logged when the call ends.
+        let record = CallRecord::new();
+        request.extensions_mut().insert(Arc::clone(&record));
         let mut completion = Completion {
             span: span.clone(),
             started: Instant::now(),
+            name,
             service,
             method,
+            record,
             done: false,
         };
-        let response = self.inner.call(request).instrument(span);
+        // Entered while the inner layers take the call, so they can record
+        // on it (the auth layer's `flowgate.caller`).
+        let response = span.in_scope(|| self.inner.call(request)).instrument(span);
         Box::pin(async move {
             match response.await {
                 Ok(response) => {

@@ -12,15 +12,20 @@
 //!   circuits, active streams): no-ops until the set-up crate installs a
 //!   meter, then exported over OTLP and/or as a Prometheus text page.
 //!
+//! - [`CallRecord`]: what one call did, filled in by the layers and the
+//!   service, logged once as the access log line (`flowgate::access`).
+//!
 //! Secrets never reach telemetry: span fields are chosen here and in the
 //! HTTP client (method, host, port, path without query), never headers or
 //! bodies; metric labels are low-cardinality names (provider, dialect,
-//! method, status), never run or workflow ids.
+//! method, status, configured caller names), never run or workflow ids.
 
+mod access;
 mod links;
 mod metrics;
 mod propagation;
 
+pub use access::{CallDetails, CallRecord, UNAUTHENTICATED};
 pub use links::{TraceLink, add_link, span_with_link};
 pub use metrics::{ActiveStream, Metrics, SchemaCacheOutcome, install_meter, metrics};
 pub use propagation::{extract, inject};

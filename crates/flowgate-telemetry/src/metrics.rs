@@ -20,7 +20,7 @@
 //! returns no-op instruments and the hooks cost a branch.
 
 use std::{
-    sync::{LazyLock, OnceLock},
+    sync::{Arc, LazyLock, OnceLock},
     time::Duration,
 };
 
@@ -165,20 +165,28 @@ impl Metrics {
     }
 
     /// One finished gRPC call (recorded by [`crate::RpcTelemetryLayer`]).
+    /// `caller` is a configured caller name (`None`: `unauthenticated`),
+    /// so the label stays bounded.
     pub fn record_rpc(
         &self,
         service: &'static str,
         method: &'static str,
+        caller: Option<&Arc<str>>,
         code: i32,
         elapsed: Duration,
     ) {
         if !self.enabled {
             return;
         }
+        let caller = match caller {
+            Some(name) => opentelemetry::Value::from(Arc::clone(name)),
+            None => opentelemetry::Value::from(crate::UNAUTHENTICATED),
+        };
         let labels = [
             KeyValue::new("rpc.service", service),
             KeyValue::new("rpc.method", method),
             KeyValue::new("rpc.grpc.status_code", i64::from(code)),
+            KeyValue::new("caller", caller),
         ];
         self.rpc_requests.add(1, &labels);
         self.rpc_duration.record(elapsed.as_secs_f64(), &labels);

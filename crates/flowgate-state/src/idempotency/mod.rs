@@ -50,7 +50,8 @@ pub use memory::MemoryIdempotencyStore;
 
 /// Longest accepted key, in bytes (Stripe's limit).
 pub const MAX_KEY_BYTES: usize = 255;
-/// The scope of every key until callers have identities.
+/// A scope for engine users without caller identities (the gRPC service
+/// scopes each key by its caller's name).
 pub const SHARED_SCOPE: &str = "-";
 /// How long a pending claim outlives the first call's own deadline in a
 /// store with leases, so a crashed owner's key becomes usable again.
@@ -82,7 +83,7 @@ impl IdempotencyKey {
         })
     }
 
-    /// Whose key it is ([`SHARED_SCOPE`] until callers have identities).
+    /// Whose key it is: the caller's name at the gRPC edge.
     pub fn scope(&self) -> &str {
         &self.scope
     }

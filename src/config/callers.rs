@@ -1,0 +1,258 @@
+//! `[callers.<name>]` and `[auth]`: who may call the gateway, and what
+//! unauthenticated calls may do. The grammar of identities and
+//! capabilities is [`crate::auth`]'s; this file reads and checks them,
+//! reporting every problem with its path.
+
+use std::{collections::HashMap, sync::Arc};
+
+use crate::auth::{
+    CallerEntry, CallerRegistry, Capabilities, Capability, Identity, KeyHash, ReflectionAccess,
+    UNAUTHENTICATED,
+};
+
+use super::*;
+
+/// `[callers.<name>]`: one caller. A missing key is empty.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallerConfig {
+    /// `sha256:<hex>` of each valid API key (several during a rotation);
+    /// `flowgate hash-key` prints one.
+    pub key_hashes: Vec<String>,
+    /// mTLS identities: a URI SAN such as `spiffe://…`, or `dns:<name>`
+    /// for a DNS SAN.
+    pub identities: Vec<String>,
+    /// What the caller may do (see [`crate::auth::capability`]).
+    pub capabilities: Vec<String>,
+}
+
+/// `[auth]`. A missing key takes its value from [`Default`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Let calls without credentials through as the caller
+    /// `unauthenticated`, with every capability. Default false. Needed to
+    /// listen beyond loopback without callers.
+    pub allow_unauthenticated: bool,
+    /// `"open"` or `"authenticated"` (the default): who may call server
+    /// reflection. Health is always open (probes).
+    pub reflection: ReflectionAccess,
+}
+
+impl Config {
+    /// Problems of `[callers]`, each with its path.
+    pub(super) fn caller_issues(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let mut issue = |path: String, message: String| issues.push(ConfigIssue { path, message });
+        let mut keys: HashMap<KeyHash, &str> = HashMap::new();
+        let mut identities: HashMap<Identity, &str> = HashMap::new();
+        for (name, caller) in &self.callers {
+            let at = |field: &str| format!("callers.{name}.{field}");
+            if !validate::is_valid_name(name) {
+                issue(
+                    format!("callers.{name}"),
+                    "caller names are 1 to 63 lowercase letters, digits, '_' or '-', starting with a letter".into(),
+                );
+            } else if name == UNAUTHENTICATED {
+                issue(
+                    format!("callers.{name}"),
+                    "`unauthenticated` is reserved for calls without credentials".into(),
+                );
+            }
+            if caller.key_hashes.is_empty() && caller.identities.is_empty() {
+                issue(
+                    format!("callers.{name}"),
+                    "set key_hashes or identities: this caller could never authenticate".into(),
+                );
+            }
+            for (index, text) in caller.key_hashes.iter().enumerate() {
+                let path = at(&format!("key_hashes[{index}]"));
+                match KeyHash::parse(text) {
+                    Err(message) => issue(path, message.into()),
+                    Ok(hash) => {
+                        // The other caller is named, never the hash.
+                        if let Some(other) = keys.insert(hash, name) {
+                            issue(
+                                path,
+                                format!("the same key hash is also listed for `{other}`"),
+                            );
+                        }
+                    }
+                }
+            }
+            for (index, text) in caller.identities.iter().enumerate() {
+                let path = at(&format!("identities[{index}]"));
+                match Identity::parse(text) {
+                    Err(message) => issue(path, message.into()),
+                    Ok(identity) => {
+                        if let Some(other) = identities.insert(identity, name) {
+                            issue(path, format!("{text:?} is also an identity of `{other}`"));
+                        }
+                    }
+                }
+            }
+            for (index, text) in caller.capabilities.iter().enumerate() {
+                if let Err(message) = Capability::parse(text) {
+                    issue(at(&format!("capabilities[{index}]")), message);
+                }
+            }
+        }
+        issues
+    }
+
+    /// Why `serve` must not listen as configured: no callers, no
+    /// `auth.allow_unauthenticated`, and a listen address beyond loopback.
+    pub fn exposure_issue(&self) -> Option<ConfigIssue> {
+        let exposed = !self.server.listen.ip().is_loopback();
+        (exposed && self.callers.is_empty() && !self.auth.allow_unauthenticated).then(|| {
+            ConfigIssue {
+                path: "server.listen".into(),
+                message: format!(
+                    "refusing to listen on {} with no callers configured: anyone who can reach \
+                     it could spend the providers' credits. Declare [callers.<name>] (see \
+                     `flowgate hash-key`), listen on loopback, or set \
+                     auth.allow_unauthenticated = true to accept unauthenticated calls",
+                    self.server.listen
+                ),
+            }
+        })
+    }
+
+    /// The callers, indexed for the auth layer. Entries that failed
+    /// validation are left out (a validated config has none).
+    pub fn caller_registry(&self) -> Arc<CallerRegistry> {
+        let callers = self
+            .callers
+            .iter()
+            .map(|(name, caller)| CallerEntry {
+                name: name.clone(),
+                keys: caller
+                    .key_hashes
+                    .iter()
+                    .filter_map(|text| KeyHash::parse(text).ok())
+                    .collect(),
+                identities: caller
+                    .identities
+                    .iter()
+                    .filter_map(|text| Identity::parse(text).ok())
+                    .collect(),
+                capabilities: Capabilities::new(
+                    caller
+                        .capabilities
+                        .iter()
+                        .filter_map(|text| Capability::parse(text).ok())
+                        .collect(),
+                ),
+            })
+            .collect();
+        Arc::new(CallerRegistry::new(
+            callers,
+            self.auth.allow_unauthenticated,
+            self.auth.reflection,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROVIDER: &str = "[providers.kn]\nkind = \"knouds\"\napi_key_env = \"KN\"\n";
+
+    fn parse(extra: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!("{PROVIDER}{extra}"), Vec::new())
+    }
+
+    fn hash(key: &str) -> String {
+        KeyHash::of(key.as_bytes()).to_config()
+    }
+
+    #[test]
+    fn callers_are_read_and_indexed() {
+        let config = parse(&format!(
+            "[auth]\nreflection = \"open\"\n[callers.ci]\nkey_hashes = [\"{}\", \"{}\"]\n\
+             identities = [\"spiffe://c.local/ns/ci/sa/runner\", \"dns:ci.internal\"]\n\
+             capabilities = [\"invoke:kn/render-*\", \"runs:stream\"]\n",
+            hash("a"),
+            hash("b")
+        ))
+        .unwrap();
+        assert_eq!(config.auth.reflection, ReflectionAccess::Open);
+        let registry = config.caller_registry();
+        let caller = registry.authenticate(Some(b"Bearer b"), None).unwrap();
+        assert_eq!(caller.name(), "ci");
+        assert!(caller.capabilities().may_invoke("kn", "render-x"));
+        assert!(!registry.allows_unauthenticated());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let err = parse(&format!(
+            "[callers.ci]\nkey_hashes = [\"sha256:00\", \"{h}\"]\nidentities = [\"api.internal\"]\n\
+             capabilities = [\"invoke:kn\", \"runs:stream\", \"admin\"]\n\
+             [callers.other]\nkey_hashes = [\"{h}\"]\n[callers.unauthenticated]\nkey_hashes = [\"{a}\"]\n\
+             [callers.Bad]\nidentities = [\"dns:x\"]\n[callers.empty]\n",
+            h = hash("k"),
+            a = hash("a"),
+        ))
+        .unwrap_err();
+        let paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "callers.Bad",
+                "callers.ci.capabilities[0]",
+                "callers.ci.capabilities[2]",
+                "callers.ci.identities[0]",
+                "callers.ci.key_hashes[0]",
+                "callers.empty",
+                "callers.other.key_hashes[0]",
+                "callers.unauthenticated",
+            ],
+            "{err}"
+        );
+        // A duplicate names the other caller, never the hash.
+        assert!(!err.to_string().contains(&hash("k")[7..]), "{err}");
+        let unknown = parse("[callers.ci]\nkeys = []\n").unwrap_err();
+        assert_eq!(unknown.issues[0].path, "callers.ci.keys", "{unknown}");
+        let bad_auth = parse("[auth]\nreflection = \"sometimes\"\n").unwrap_err();
+        assert_eq!(bad_auth.issues[0].path, "auth.reflection", "{bad_auth}");
+    }
+
+    #[test]
+    fn exposure_needs_callers_or_an_explicit_opt_in() {
+        let listen = |addr: &str| format!("[server]\nlisten = \"{addr}\"\n");
+        assert!(
+            parse(&listen("127.0.0.1:1"))
+                .unwrap()
+                .exposure_issue()
+                .is_none()
+        );
+        assert!(
+            parse(&listen("[::1]:1"))
+                .unwrap()
+                .exposure_issue()
+                .is_none()
+        );
+        let exposed = parse(&listen("0.0.0.0:1"))
+            .unwrap()
+            .exposure_issue()
+            .unwrap();
+        assert_eq!(exposed.path, "server.listen");
+        assert!(exposed.message.contains("allow_unauthenticated"));
+        let opted_in = parse(&format!(
+            "{}[auth]\nallow_unauthenticated = true\n",
+            listen("0.0.0.0:1")
+        ))
+        .unwrap();
+        assert!(opted_in.exposure_issue().is_none());
+        assert!(opted_in.caller_registry().allows_unauthenticated());
+        let with_callers = parse(&format!(
+            "{}[callers.ci]\nkey_hashes = [\"{}\"]\n",
+            listen("0.0.0.0:1"),
+            hash("k")
+        ))
+        .unwrap();
+        assert!(with_callers.exposure_issue().is_none());
+    }
+}
