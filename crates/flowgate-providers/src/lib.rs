@@ -19,6 +19,7 @@ pub mod fetchhive;
 mod guard;
 mod http;
 pub mod knouds;
+mod limits;
 pub mod numbers;
 pub mod ratelimit;
 mod settings;
@@ -30,6 +31,7 @@ use flowgate_core::{Provider, ProviderKind};
 pub use flowgate_core::depth;
 pub use guard::Guarded;
 pub use http::{HttpClient, HttpClientError};
+pub use limits::MemoryLimitStore;
 pub use settings::{CircuitPolicy, LocalLimits, ProviderSettings, Resilience, RetryPolicy};
 
 /// Builds the provider `settings` describe, sharing `http`, with the
