@@ -209,6 +209,7 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
             public_url: config.webhooks.public_url.clone(),
             provider_secrets: secrets.providers.into_iter().collect(),
             tolerance: config.webhooks.tolerance,
+            ..IngressConfig::default()
         },
         forwarding,
     );

@@ -147,10 +147,14 @@ impl RunTracker {
         forwarding: Option<Forwarding>,
     ) -> Arc<Self> {
         let verifier = || {
-            Verifier::new(VerifierConfig {
+            let verifier = Verifier::new(VerifierConfig {
                 tolerance: ingress.tolerance,
                 ..VerifierConfig::default()
-            })
+            });
+            match &ingress.replay_store {
+                Some(store) => verifier.with_shared_replay(Arc::clone(store)),
+                None => verifier,
+            }
         };
         Arc::new(Self {
             background: Arc::new(Semaphore::new(config.max_background_runs.max(1))),

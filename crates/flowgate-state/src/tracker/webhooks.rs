@@ -72,7 +72,8 @@ impl RunTracker {
         };
         let verified = self
             .ingress_verifier
-            .verify(scheme, headers, body, &secrets, SystemTime::now())
+            .verify_shared(scheme, headers, body, &secrets, SystemTime::now())
+            .await
             .map_err(|failure: WebhookFailure| {
                 tracing::warn!(
                     provider = provider_name,
@@ -166,7 +167,8 @@ impl RunTracker {
         }
         match self
             .rpc_verifier
-            .verify(scheme, headers, body, &secrets, SystemTime::now())
+            .verify_shared(scheme, headers, body, &secrets, SystemTime::now())
+            .await
         {
             Ok(verified) => {
                 let event = verified.event;
