@@ -26,7 +26,9 @@ impl ReplayStore for Switchable {
     }
 }
 
-fn delivery(execution: &str) -> (http::HeaderMap, Vec<u8>, SecretString, SystemTime) {
+type Delivery = (http::HeaderMap, Vec<u8>, SecretString, SystemTime);
+
+fn delivery(execution: &str) -> Result<Delivery, http::header::InvalidHeaderValue> {
     let secret = SecretString::new("knouds-webhook-secret");
     let body = format!(
         r#"{{"event":"execution.completed","executionId":"{execution}","status":"completed","result":{{"ok":true}}}}"#
@@ -36,9 +38,9 @@ fn delivery(execution: &str) -> (http::HeaderMap, Vec<u8>, SecretString, SystemT
     let mut headers = http::HeaderMap::new();
     headers.insert(
         "x-knouds-signature",
-        sign_knouds(&secret, now, &body).parse().unwrap(),
+        sign_knouds(&secret, now, &body).parse()?,
     );
-    (headers, body, secret, now)
+    Ok((headers, body, secret, now))
 }
 
 #[tokio::test]
@@ -49,7 +51,7 @@ async fn an_id_accepted_by_one_verifier_is_replayed_on_another() {
     });
     let a = Verifier::default().with_shared_replay(Arc::clone(&store) as Arc<dyn ReplayStore>);
     let b = Verifier::default().with_shared_replay(Arc::clone(&store) as Arc<dyn ReplayStore>);
-    let (headers, body, secret, now) = delivery("ex-1");
+    let (headers, body, secret, now) = delivery("ex-1").unwrap();
     let secrets = [secret];
     a.verify_shared(WebhookScheme::Knouds, &headers, &body, &secrets, now)
         .await
@@ -76,7 +78,7 @@ async fn while_the_store_is_down_each_verifier_guards_itself_then_recovers() {
     });
     let a = Verifier::default().with_shared_replay(Arc::clone(&store) as Arc<dyn ReplayStore>);
     let b = Verifier::default().with_shared_replay(Arc::clone(&store) as Arc<dyn ReplayStore>);
-    let (headers, body, secret, now) = delivery("ex-2");
+    let (headers, body, secret, now) = delivery("ex-2").unwrap();
     let secrets = [secret];
     store.down.store(true, Ordering::SeqCst);
     a.verify_shared(WebhookScheme::Knouds, &headers, &body, &secrets, now)
@@ -94,7 +96,7 @@ async fn while_the_store_is_down_each_verifier_guards_itself_then_recovers() {
         "B cannot know while the store is down"
     );
     store.down.store(false, Ordering::SeqCst);
-    let (headers, body, secret, now) = delivery("ex-3");
+    let (headers, body, secret, now) = delivery("ex-3").unwrap();
     let secrets = [secret];
     a.verify_shared(WebhookScheme::Knouds, &headers, &body, &secrets, now)
         .await
