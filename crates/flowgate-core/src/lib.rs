@@ -53,6 +53,6 @@ pub use schema::{SchemaField, ValueType, WorkflowSchema, json_type_name};
 pub use secret::SecretString;
 pub use shared_limits::{
     LimitFailurePolicy, LimitRequest, LimitStore, LimitVerdict, RateQuota, ReplayStore, RunSlot,
-    SlotQuota, StateStoreUnavailable, WindowNote,
+    SharedLimitsSettings, SlotQuota, StateStoreUnavailable, WindowNote,
 };
 pub use target::{ProviderKind, WorkflowRef, WorkflowTarget};

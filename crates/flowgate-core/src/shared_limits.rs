@@ -156,10 +156,62 @@ pub enum LimitFailurePolicy {
     Closed,
 }
 
+/// How provider limits are shared; meant to be read directly from the
+/// state section of the configuration (e.g. `[state.limits]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SharedLimitsSettings {
+    /// What the limits do while the shared store cannot answer.
+    pub on_unavailable: LimitFailurePolicy,
+    /// How long a run slot stays taken after its holder stopped renewing
+    /// it (a crashed replica's slots come back after this). Renewed every
+    /// third of it; keep it well above the store's per-operation timeout.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub slot_lease: Duration,
+}
+
+impl SharedLimitsSettings {
+    /// The default lease.
+    pub const DEFAULT_SLOT_LEASE: Duration = Duration::from_secs(30);
+    /// The shortest lease accepted.
+    pub const MIN_SLOT_LEASE: Duration = Duration::from_secs(1);
+    /// The longest lease accepted.
+    pub const MAX_SLOT_LEASE: Duration = Duration::from_secs(600);
+}
+
+impl Default for SharedLimitsSettings {
+    fn default() -> Self {
+        Self {
+            on_unavailable: LimitFailurePolicy::default(),
+            slot_lease: Self::DEFAULT_SLOT_LEASE,
+        }
+    }
+}
+
 /// Webhook event ids seen, shared by whoever holds the same store.
 #[async_trait]
 pub trait ReplayStore: Send + Sync + fmt::Debug {
     /// `true` the first time `id` is offered within `ttl` (and remembers it
     /// for `ttl`), `false` for every later offer: SET NX with expiry.
     async fn first_seen(&self, id: &str, ttl: Duration) -> Result<bool, StateStoreUnavailable>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_read_with_defaults_and_refuse_unknown_keys() {
+        let read: SharedLimitsSettings =
+            serde_json::from_str(r#"{"on_unavailable": "closed", "slot_lease": "45s"}"#).unwrap();
+        assert_eq!(read.on_unavailable, LimitFailurePolicy::Closed);
+        assert_eq!(read.slot_lease, Duration::from_secs(45));
+        let default: SharedLimitsSettings = serde_json::from_str("{}").unwrap();
+        assert_eq!(default, SharedLimitsSettings::default());
+        assert_eq!(default.on_unavailable, LimitFailurePolicy::Local);
+        assert!(serde_json::from_str::<SharedLimitsSettings>(r#"{"lease": "1s"}"#).is_err());
+        assert!(
+            serde_json::from_str::<SharedLimitsSettings>(r#"{"on_unavailable": "maybe"}"#).is_err()
+        );
+    }
 }

@@ -38,10 +38,29 @@ pub use settings::{CircuitPolicy, LocalLimits, ProviderSettings, Resilience, Ret
 /// configured protections ([`Guarded`]) around it.
 pub fn build_provider(settings: ProviderSettings, http: &HttpClient) -> Arc<dyn Provider> {
     let resilience = settings.resilience.clone();
-    let dialect: Arc<dyn Provider> = match settings.kind {
+    Arc::new(Guarded::new(dialect(settings, http), resilience))
+}
+
+/// The bare dialect `settings` describe.
+fn dialect(settings: ProviderSettings, http: &HttpClient) -> Arc<dyn Provider> {
+    match settings.kind {
         ProviderKind::FetchHive => Arc::new(fetchhive::FetchHive::new(settings, http.clone())),
         ProviderKind::AiTutor => Arc::new(aitutor::AiTutor::new(settings, http.clone())),
         ProviderKind::Knouds => Arc::new(knouds::Knouds::new(settings, http.clone())),
-    };
-    Arc::new(Guarded::new(dialect, resilience))
+    }
+}
+
+/// [`build_provider`], with the window, rate and run-slot limits kept in
+/// `store`, shared by every replica that uses it (see
+/// [`Guarded::with_shared_limits`]).
+pub fn build_provider_sharing_limits(
+    settings: ProviderSettings,
+    http: &HttpClient,
+    store: Arc<dyn flowgate_core::LimitStore>,
+    on_unavailable: flowgate_core::LimitFailurePolicy,
+) -> Arc<dyn Provider> {
+    let resilience = settings.resilience.clone();
+    Arc::new(
+        Guarded::new(dialect(settings, http), resilience).with_shared_limits(store, on_unavailable),
+    )
 }

@@ -32,7 +32,7 @@ use tokio::{task::JoinHandle, time::Instant};
 use crate::{RedisConnection, StoreUnavailable};
 
 /// How long a run slot is leased unless configured.
-pub const DEFAULT_SLOT_LEASE: Duration = Duration::from_secs(30);
+pub const DEFAULT_SLOT_LEASE: Duration = flowgate_core::SharedLimitsSettings::DEFAULT_SLOT_LEASE;
 
 /// First pause between two tries for a busy slot; doubles up to
 /// [`SLOT_RETRY_MAX`].
