@@ -26,8 +26,10 @@ pub mod duration;
 mod error;
 mod gateway;
 mod invocation;
+pub mod numbers;
 mod outcome;
 mod provider;
+pub mod reason;
 mod run_id;
 mod schema;
 mod secret;
@@ -46,8 +48,9 @@ pub use error::{
 };
 pub use gateway::{Gateway, Invoked};
 pub use invocation::{AsyncDelivery, Invocation};
+pub use numbers::id_text;
 pub use outcome::{RateLimitInfo, RunError, RunOutcome, RunStatus, Usage, decode_output};
-pub use provider::Provider;
+pub use provider::{AsyncMode, Provider};
 pub use run_id::{RunId, RunIdSigner};
 pub use schema::{SchemaField, ValueType, WorkflowSchema, json_type_name};
 pub use secret::SecretString;
@@ -55,4 +58,4 @@ pub use shared_limits::{
     LimitFailurePolicy, LimitRequest, LimitStore, LimitVerdict, RateQuota, ReplayStore, RunSlot,
     SharedLimitsSettings, SlotQuota, StateStoreUnavailable, WindowNote,
 };
-pub use target::{ProviderKind, WorkflowRef, WorkflowTarget};
+pub use target::{Addressing, ProviderKind, WorkflowRef, WorkflowTarget};

@@ -54,9 +54,10 @@ use std::{
 
 use async_trait::async_trait;
 use flowgate_core::{
-    Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, LimitFailurePolicy,
+    AsyncMode, Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, LimitFailurePolicy,
     LimitRequest, LimitStore, LimitVerdict, Provider, ProviderKind, RateLimitInfo, RateQuota,
     RunOutcome, RunSlot, SlotQuota, UpstreamContext, WindowNote, WorkflowRef, WorkflowSchema,
+    reason::Reason,
 };
 use rand::Rng as _;
 use tokio::time::Instant;
@@ -205,7 +206,7 @@ impl Guarded {
             Ok(LimitVerdict::NoSlot) => Err(self.no_run_slot()),
             Err(error) => Err(GatewayError::new(
                 ErrorClass::Unavailable,
-                "STATE_STORE_UNAVAILABLE",
+                Reason::StateStoreUnavailable,
                 format!(
                     "the shared limits for {} cannot be checked ({error}); refusing, as configured",
                     self.inner.name()
@@ -228,7 +229,7 @@ impl Guarded {
         let name = self.inner.name();
         let error = GatewayError::new(
             ErrorClass::RateLimited,
-            "RATE_LIMIT_WINDOW_EXHAUSTED",
+            Reason::RateLimitWindowExhausted,
             format!(
                 "{name}'s rate-limit window is exhausted; not calling upstream until it resets"
             ),
@@ -249,7 +250,7 @@ impl Guarded {
         let limits = &self.policy.limits;
         GatewayError::new(
             ErrorClass::RateLimited,
-            "LOCAL_RATE_LIMIT",
+            Reason::LocalRateLimit,
             format!(
                 "the gateway's limit for {name} ({} requests per {} s) is reached",
                 limits.requests_per_window.unwrap_or_default(),
@@ -264,7 +265,7 @@ impl Guarded {
     fn no_run_slot(&self) -> GatewayError {
         GatewayError::new(
             ErrorClass::RateLimited,
-            "LOCAL_CONCURRENCY_LIMIT",
+            Reason::LocalConcurrencyLimit,
             format!(
                 "{} runs of {} are already in flight (the configured maximum); retry later or use async mode",
                 self.policy.limits.max_concurrent_runs.unwrap_or_default(),
@@ -285,7 +286,7 @@ impl Guarded {
             Breaker::Open { until } if until > now => {
                 return Err(GatewayError::new(
                     ErrorClass::Unavailable,
-                    "CIRCUIT_OPEN",
+                    Reason::CircuitOpen,
                     format!("{name} is failing; calls fail fast while its circuit is open"),
                 )
                 .with_upstream(self.context())
@@ -305,7 +306,7 @@ impl Guarded {
             } => {
                 return Err(GatewayError::new(
                     ErrorClass::Unavailable,
-                    "CIRCUIT_OPEN",
+                    Reason::CircuitOpen,
                     format!("{name} is failing; a probe call is checking whether it recovered"),
                 )
                 .with_upstream(self.context())
@@ -406,7 +407,7 @@ impl Guarded {
         }
         let error = GatewayError::new(
             ErrorClass::ProtocolError,
-            "UPSTREAM_PROTOCOL_ERROR",
+            Reason::UpstreamProtocolError,
             format!(
                 "{} answered with an output nested deeper than {MAX_OUTPUT_DEPTH} levels, more than protobuf clients accept",
                 self.inner.name()
@@ -449,7 +450,7 @@ impl Guarded {
             && (matches!(
                 error.class,
                 ErrorClass::Unavailable | ErrorClass::UpstreamFailure
-            ) || error.reason == "UPSTREAM_TIMEOUT")
+            ) || error.has_reason(Reason::UpstreamTimeout))
         {
             backoff(policy, attempt)
         } else {
@@ -488,8 +489,16 @@ impl Provider for Guarded {
         self.inner.validate(invocation)
     }
 
-    fn native_async(&self) -> bool {
-        self.inner.native_async()
+    fn async_mode(&self) -> AsyncMode {
+        self.inner.async_mode()
+    }
+
+    fn callback_run_id(&self, body: &[u8]) -> Option<String> {
+        self.inner.callback_run_id(body)
+    }
+
+    fn safe_run_error(&self, error: flowgate_core::RunError) -> flowgate_core::RunError {
+        self.inner.safe_run_error(error)
     }
 
     /// Status polls skip the local limits and retries (the tracker paces
