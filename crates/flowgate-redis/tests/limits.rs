@@ -304,7 +304,7 @@ async fn a_replay_id_seen_through_one_instance_is_replayed_through_another() {
     // Through the Verifier: accepted on A, Replayed on B.
     let shared = |store: &RedisReplayStore| {
         flowgate_webhook::Verifier::default()
-            .with_shared_replay(Arc::new(store.clone()) as Arc<dyn ReplayStore>)
+            .with_shared_replay(Arc::new(store.clone()) as Arc<dyn ReplayStore>, "ingress")
     };
     let (va, vb) = (shared(&a), shared(&b));
     let secret = flowgate_core::SecretString::new("knouds-webhook-secret");

@@ -64,7 +64,8 @@ pub struct Verifier {
     tolerance: Duration,
     ttl: Duration,
     seen: MemoryReplayStore,
-    shared: Option<Arc<dyn ReplayStore>>,
+    /// The shared store and this guard's namespace in it.
+    shared: Option<(Arc<dyn ReplayStore>, String)>,
     last_warning: Mutex<Option<Instant>>,
 }
 
@@ -87,9 +88,16 @@ impl Verifier {
         }
     }
 
-    /// Claims event ids in `store` too (see [`Verifier::verify_shared`]).
-    pub fn with_shared_replay(mut self, store: Arc<dyn ReplayStore>) -> Self {
-        self.shared = Some(store);
+    /// Claims event ids in `store` too (see [`Verifier::verify_shared`]),
+    /// under `namespace`: verifiers with the same namespace on every replica
+    /// form one guard (the ingress is one, VerifyWebhook another, as the two
+    /// separate in-process guards always were).
+    pub fn with_shared_replay(
+        mut self,
+        store: Arc<dyn ReplayStore>,
+        namespace: impl Into<String>,
+    ) -> Self {
+        self.shared = Some((store, namespace.into()));
         self
     }
 
@@ -133,11 +141,14 @@ impl Verifier {
         secrets: &[SecretString],
         now: SystemTime,
     ) -> Result<VerifiedDelivery, WebhookFailure> {
-        let Some(shared) = &self.shared else {
+        let Some((shared, namespace)) = &self.shared else {
             return self.verify(scheme, headers, body, secrets, now);
         };
         let (key, delivery) = self.authenticate(scheme, headers, body, secrets, now)?;
-        let fresh = match shared.first_seen(&key, self.ttl).await {
+        let fresh = match shared
+            .first_seen(&format!("{namespace}:{key}"), self.ttl)
+            .await
+        {
             Ok(fresh) => {
                 // Kept locally too, so an outage later still knows it.
                 self.seen.first_seen_now(&key, self.ttl);

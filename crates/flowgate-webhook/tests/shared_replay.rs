@@ -49,8 +49,10 @@ async fn an_id_accepted_by_one_verifier_is_replayed_on_another() {
         inner: MemoryReplayStore::new(100),
         down: AtomicBool::new(false),
     });
-    let a = Verifier::default().with_shared_replay(Arc::clone(&store) as Arc<dyn ReplayStore>);
-    let b = Verifier::default().with_shared_replay(Arc::clone(&store) as Arc<dyn ReplayStore>);
+    let a = Verifier::default()
+        .with_shared_replay(Arc::clone(&store) as Arc<dyn ReplayStore>, "ingress");
+    let b = Verifier::default()
+        .with_shared_replay(Arc::clone(&store) as Arc<dyn ReplayStore>, "ingress");
     let (headers, body, secret, now) = delivery("ex-1").unwrap();
     let secrets = [secret];
     a.verify_shared(WebhookScheme::Knouds, &headers, &body, &secrets, now)
@@ -61,6 +63,14 @@ async fn an_id_accepted_by_one_verifier_is_replayed_on_another() {
         .await
         .unwrap_err();
     assert_eq!(again.reason(), FailureReason::Replayed);
+    // Another guard (VerifyWebhook's) in the same store is separate.
+    let rpc = Verifier::default()
+        .with_shared_replay(Arc::clone(&store) as Arc<dyn ReplayStore>, "verify_webhook");
+    assert!(
+        rpc.verify_shared(WebhookScheme::Knouds, &headers, &body, &secrets, now)
+            .await
+            .is_ok()
+    );
     // A verifier without the shared store knows nothing of it.
     assert!(
         Verifier::default()
@@ -76,8 +86,10 @@ async fn while_the_store_is_down_each_verifier_guards_itself_then_recovers() {
         inner: MemoryReplayStore::new(100),
         down: AtomicBool::new(false),
     });
-    let a = Verifier::default().with_shared_replay(Arc::clone(&store) as Arc<dyn ReplayStore>);
-    let b = Verifier::default().with_shared_replay(Arc::clone(&store) as Arc<dyn ReplayStore>);
+    let a = Verifier::default()
+        .with_shared_replay(Arc::clone(&store) as Arc<dyn ReplayStore>, "ingress");
+    let b = Verifier::default()
+        .with_shared_replay(Arc::clone(&store) as Arc<dyn ReplayStore>, "ingress");
     let (headers, body, secret, now) = delivery("ex-2").unwrap();
     let secrets = [secret];
     store.down.store(true, Ordering::SeqCst);

@@ -146,20 +146,20 @@ impl RunTracker {
         ingress: IngressConfig,
         forwarding: Option<Forwarding>,
     ) -> Arc<Self> {
-        let verifier = || {
+        let verifier = |namespace: &str| {
             let verifier = Verifier::new(VerifierConfig {
                 tolerance: ingress.tolerance,
                 ..VerifierConfig::default()
             });
             match &ingress.replay_store {
-                Some(store) => verifier.with_shared_replay(Arc::clone(store)),
+                Some(store) => verifier.with_shared_replay(Arc::clone(store), namespace),
                 None => verifier,
             }
         };
         Arc::new(Self {
             background: Arc::new(Semaphore::new(config.max_background_runs.max(1))),
-            ingress_verifier: verifier(),
-            rpc_verifier: verifier(),
+            ingress_verifier: verifier("ingress"),
+            rpc_verifier: verifier("verify_webhook"),
             gateway,
             store,
             config,
