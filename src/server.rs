@@ -27,8 +27,10 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use flowgate_core::{Gateway, RunIdSigner, SchemaCatalog};
 use flowgate_providers::{HttpClient, build_provider};
+use flowgate_redis::RedisConnection;
 use flowgate_state::{
-    Forwarding, IngressConfig, MemoryRunStore, RunTracker, StoreLimits, TrackerConfig,
+    Forwarding, IngressConfig, MemoryRunStore, RedisRunStore, RunStore, RunTracker, StoreLimits,
+    StoreUnavailable, TrackerConfig,
 };
 use flowgate_telemetry::SchemaCacheOutcome;
 use flowgate_telemetry_setup::RpcTelemetryLayer;
@@ -194,10 +196,25 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         None => None,
     };
     let runs = &config.runs;
-    let store = Arc::new(MemoryRunStore::new(StoreLimits {
-        capacity: runs.capacity,
-        ttl: runs.ttl,
-    }));
+    let store: Arc<dyn RunStore> = match config.state.redis(&env)? {
+        None => Arc::new(MemoryRunStore::new(StoreLimits {
+            capacity: runs.capacity,
+            ttl: runs.ttl,
+        })),
+        // Connects lazily: a Redis that is down at start is a degraded
+        // state (async runs and streams unavailable), not a failed start.
+        Some(redis) => {
+            let unusable = |error: StoreUnavailable| {
+                ConfigError::from(ConfigIssue {
+                    path: "state".into(),
+                    message: error.to_string(),
+                })
+            };
+            let commands = RedisConnection::open(&redis).map_err(unusable)?;
+            tracing::info!(redis = ?commands, "run state in Redis");
+            Arc::new(RedisRunStore::open(commands, &redis, runs.ttl).map_err(unusable)?)
+        }
+    };
     let tracker = RunTracker::new(
         Arc::clone(&gateway),
         store,

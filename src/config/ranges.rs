@@ -66,6 +66,7 @@ pub const RANGES: &[Range] = &[
     duration("runs.poll_max", MS, HOUR),
     duration("runs.max_watch", SECOND, Duration::from_secs(7 * 24 * 3600)),
     count("runs.max_background_runs", 1, 100_000),
+    duration("state.op_timeout", Duration::from_millis(10), MINUTE),
     duration("schemas.ttl", MS, Duration::from_secs(30 * 24 * 3600)),
     count("schemas.capacity", 1, 10_000_000),
     duration(
@@ -177,6 +178,7 @@ impl Config {
                 "runs.max_background_runs",
                 C(to_u64(runs.max_background_runs)),
             ),
+            ("state.op_timeout", D(self.state.op_timeout)),
             ("schemas.ttl", D(schemas.ttl)),
             ("schemas.capacity", C(schemas.capacity)),
             ("schemas.negative_ttl", D(schemas.negative_ttl)),

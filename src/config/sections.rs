@@ -23,6 +23,7 @@ const SECTIONS: &[&str] = &[
     "providers",
     "webhooks",
     "runs",
+    "state",
     "schemas",
 ];
 
@@ -58,6 +59,7 @@ impl<'a> Sections<'a> {
             providers: self.providers(),
             webhooks: self.section("webhooks"),
             runs: self.section("runs"),
+            state: self.section("state"),
             schemas: self.section("schemas"),
         }
     }
