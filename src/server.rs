@@ -26,8 +26,9 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use flowgate_core::{Gateway, RunIdSigner, SchemaCatalog};
-use flowgate_providers::{HttpClient, build_provider};
-use flowgate_redis::RedisConnection;
+use flowgate_core::{LimitStore, ReplayStore};
+use flowgate_providers::{Dialects, HttpClient};
+use flowgate_redis::{RedisConnection, RedisLimitStore, RedisReplayStore};
 use flowgate_state::{
     Forwarding, IngressConfig, MemoryRunStore, RedisRunStore, RunStore, RunTracker, StoreLimits,
     StoreUnavailable, TrackerConfig,
@@ -130,15 +131,48 @@ pub struct App {
     config: Config,
 }
 
+/// With `store = "redis"`: the provider limits and webhook replay ids every
+/// replica shares, on their own connection (admissions never queue behind
+/// run-store traffic). Connects lazily, like the run store.
+fn shared_limits_and_replay(
+    config: &Config,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<(Arc<dyn LimitStore>, Arc<dyn ReplayStore>)>, ServeError> {
+    let Some(redis) = config.state.redis(env)? else {
+        return Ok(None);
+    };
+    let connection = RedisConnection::open(&redis).map_err(|error| {
+        ConfigError::from(ConfigIssue {
+            path: "state".into(),
+            message: error.to_string(),
+        })
+    })?;
+    let limits = RedisLimitStore::new(connection.clone(), config.state.limits.slot_lease);
+    Ok(Some((
+        Arc::new(limits),
+        Arc::new(RedisReplayStore::new(connection)),
+    )))
+}
+
 /// Builds the engine from a configuration, loading provider keys and
 /// webhook secrets through `env` (the process environment in production).
 /// Must run inside a Tokio runtime (the forwarder starts its workers).
 pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<App, ServeError> {
     let http = HttpClient::new()?;
+    let shared = shared_limits_and_replay(config, &env)?;
+    let dialects = Dialects::builtin();
     let providers = config
         .provider_settings(&env)?
         .into_iter()
-        .map(|settings| build_provider(settings, &http))
+        .map(|settings| match &shared {
+            Some((limits, _)) => dialects.build_sharing_limits(
+                settings,
+                &http,
+                Arc::clone(limits),
+                config.state.limits.on_unavailable,
+            ),
+            None => dialects.build(settings, &http),
+        })
         .collect::<Result<_, _>>()?;
     let schemas = SchemaCatalog::new(config.schemas, config.declared_schemas()).with_observer(
         Arc::new(|provider: &str, hit: bool| {
@@ -229,7 +263,7 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
             public_url: config.webhooks.public_url.clone(),
             provider_secrets: secrets.providers.into_iter().collect(),
             tolerance: config.webhooks.tolerance,
-            ..IngressConfig::default()
+            replay_store: shared.map(|(_, replay)| replay),
         },
         forwarding,
     );

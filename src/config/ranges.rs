@@ -67,6 +67,11 @@ pub const RANGES: &[Range] = &[
     duration("runs.max_watch", SECOND, Duration::from_secs(7 * 24 * 3600)),
     count("runs.max_background_runs", 1, 100_000),
     duration("state.op_timeout", Duration::from_millis(10), MINUTE),
+    duration(
+        "state.limits.slot_lease",
+        flowgate_core::SharedLimitsSettings::MIN_SLOT_LEASE,
+        flowgate_core::SharedLimitsSettings::MAX_SLOT_LEASE,
+    ),
     duration("schemas.ttl", MS, Duration::from_secs(30 * 24 * 3600)),
     count("schemas.capacity", 1, 10_000_000),
     duration(
@@ -179,6 +184,7 @@ impl Config {
                 C(to_u64(runs.max_background_runs)),
             ),
             ("state.op_timeout", D(self.state.op_timeout)),
+            ("state.limits.slot_lease", D(self.state.limits.slot_lease)),
             ("schemas.ttl", D(schemas.ttl)),
             ("schemas.capacity", C(schemas.capacity)),
             ("schemas.negative_ttl", D(schemas.negative_ttl)),

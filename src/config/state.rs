@@ -1,6 +1,7 @@
 //! `[state]`: where run state lives: in this process (`memory`, one
 //! replica) or in Redis (`redis`, several replicas share runs and events).
 
+use flowgate_core::SharedLimitsSettings;
 use flowgate_redis::{RedisConfig, RedisEndpoint};
 
 use super::*;
@@ -34,6 +35,12 @@ pub struct StateConfig {
     /// Bounds every Redis operation. Default `500ms`.
     #[serde(deserialize_with = "duration")]
     pub op_timeout: Duration,
+    /// `[state.limits]`: provider limits (vendor windows, request rate,
+    /// run slots) with `store = "redis"`: what they do while Redis cannot
+    /// answer (`on_unavailable = "local" | "open" | "closed"`, default
+    /// `local`) and how long a run slot's lease lasts (`slot_lease`,
+    /// default `30s`).
+    pub limits: SharedLimitsSettings,
 }
 
 impl Default for StateConfig {
@@ -45,6 +52,7 @@ impl Default for StateConfig {
             password_env: None,
             key_prefix: flowgate_redis::DEFAULT_KEY_PREFIX.to_owned(),
             op_timeout: flowgate_redis::DEFAULT_OP_TIMEOUT,
+            limits: SharedLimitsSettings::default(),
         }
     }
 }

@@ -445,3 +445,41 @@ fn a_bad_state_section_is_reported_with_its_paths() {
     );
     assert_eq!(paths("op_timeout = \"1h\""), ["state.op_timeout"]);
 }
+
+#[test]
+fn state_limits_set_the_failure_policy_and_the_slot_lease() {
+    let config = Config::parse(EXAMPLE, env(&[])).unwrap();
+    assert_eq!(
+        config.state.limits,
+        flowgate_core::SharedLimitsSettings::default()
+    );
+    assert_eq!(
+        config.state.limits.on_unavailable,
+        flowgate_core::LimitFailurePolicy::Local
+    );
+    let text =
+        format!("{EXAMPLE}\n[state.limits]\non_unavailable = \"closed\"\nslot_lease = \"45s\"\n");
+    let config = Config::parse(&text, env(&[])).unwrap();
+    assert_eq!(
+        config.state.limits.on_unavailable,
+        flowgate_core::LimitFailurePolicy::Closed
+    );
+    assert_eq!(config.state.limits.slot_lease, Duration::from_secs(45));
+
+    for bad in [
+        "on_unavailable = \"maybe\"",
+        "slot_lease = \"100ms\"",
+        "slot_lease = \"1h\"",
+        "lease = \"1s\"",
+    ] {
+        let text = format!("{EXAMPLE}\n[state.limits]\n{bad}\n");
+        let issues = Config::parse(&text, env(&[])).unwrap_err().issues;
+        assert!(
+            issues
+                .iter()
+                .all(|issue| issue.path.starts_with("state.limits")),
+            "{bad}: {issues:?}"
+        );
+        assert!(!issues.is_empty());
+    }
+}
