@@ -131,13 +131,19 @@ pub struct App {
     config: Config,
 }
 
+/// The shared provider limits and webhook replay ids.
+struct SharedStores {
+    limits: Arc<dyn LimitStore>,
+    replay: Arc<dyn ReplayStore>,
+}
+
 /// With `store = "redis"`: the provider limits and webhook replay ids every
 /// replica shares, on their own connection (admissions never queue behind
 /// run-store traffic). Connects lazily, like the run store.
 fn shared_limits_and_replay(
     config: &Config,
     env: impl Fn(&str) -> Option<String>,
-) -> Result<Option<(Arc<dyn LimitStore>, Arc<dyn ReplayStore>)>, ServeError> {
+) -> Result<Option<SharedStores>, ServeError> {
     let Some(redis) = config.state.redis(env)? else {
         return Ok(None);
     };
@@ -148,10 +154,10 @@ fn shared_limits_and_replay(
         })
     })?;
     let limits = RedisLimitStore::new(connection.clone(), config.state.limits.slot_lease);
-    Ok(Some((
-        Arc::new(limits),
-        Arc::new(RedisReplayStore::new(connection)),
-    )))
+    Ok(Some(SharedStores {
+        limits: Arc::new(limits),
+        replay: Arc::new(RedisReplayStore::new(connection)),
+    }))
 }
 
 /// Builds the engine from a configuration, loading provider keys and
@@ -165,10 +171,10 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         .provider_settings(&env)?
         .into_iter()
         .map(|settings| match &shared {
-            Some((limits, _)) => dialects.build_sharing_limits(
+            Some(shared) => dialects.build_sharing_limits(
                 settings,
                 &http,
-                Arc::clone(limits),
+                Arc::clone(&shared.limits),
                 config.state.limits.on_unavailable,
             ),
             None => dialects.build(settings, &http),
@@ -263,7 +269,7 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
             public_url: config.webhooks.public_url.clone(),
             provider_secrets: secrets.providers.into_iter().collect(),
             tolerance: config.webhooks.tolerance,
-            replay_store: shared.map(|(_, replay)| replay),
+            replay_store: shared.map(|shared| shared.replay),
         },
         forwarding,
     );
