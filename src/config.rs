@@ -18,8 +18,8 @@
 //! `[telemetry]`); `providers.rs` (whose resilience tables are the engine's
 //! policies, deserialized directly); `schemas.rs` (declared workflow
 //! schemas; `[schemas]` itself is the engine's [`SchemaCacheSettings`]);
-//! `webhooks.rs`; `runs.rs`; `idempotency.rs`; `callers.rs` (`[callers.<name>]`, `[auth]`);
-//! `secrets.rs` (reading every configured secret);
+//! `webhooks.rs`; `runs.rs`; `state.rs` (`[state]`, the run store); `idempotency.rs`;
+//! `callers.rs` (`[callers.<name>]`, `[auth]`); `secrets.rs` (reading every configured secret);
 //! `env.rs` (the overrides). Section structs take missing keys from one
 //! `impl Default` each (container-level `#[serde(default)]`); durations are
 //! [`flowgate_core::duration`]. `sections.rs` reads the document one section
@@ -52,6 +52,7 @@ mod schemas;
 mod secrets;
 mod sections;
 mod server;
+mod state;
 mod telemetry;
 #[cfg(test)]
 mod tests;
@@ -68,6 +69,7 @@ pub use schemas::{InputConfig, InputType, WorkflowSchemaConfig};
 pub use secrets::{LoadedSecrets, MIN_RUN_ID_SECRET_BYTES};
 use secrets::{SecretProblem, read_secret};
 pub use server::ServerConfig;
+pub use state::{StateConfig, StoreKind};
 pub use telemetry::{LogConfig, LogFormat, TelemetryConfig};
 pub use webhooks::WebhooksConfig;
 
@@ -89,6 +91,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// `[runs]`: run tracking.
     pub runs: RunsConfig,
+    /// `[state]`: the run store (memory or Redis).
+    pub state: StateConfig,
     /// `[schemas]`: the workflow schema cache.
     pub schemas: SchemaCacheSettings,
     /// `[idempotency]`: records of calls with an `idempotency_key`.

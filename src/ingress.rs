@@ -16,7 +16,7 @@ use axum::{
     routing::post,
 };
 use bytes::Bytes;
-use flowgate_state::{CallbackRejection, RunTracker};
+use flowgate_state::{CallbackRejection, REASON_STATE_STORE_UNAVAILABLE, RunTracker};
 use serde_json::json;
 
 /// The ingress routes.
@@ -43,6 +43,13 @@ async fn callback(
         Err(CallbackRejection::Unverified(reason)) => (
             StatusCode::UNAUTHORIZED,
             Json(json!({"error": "the delivery did not verify", "reason": reason.as_str()})),
+        )
+            .into_response(),
+        // Not recorded: the provider delivers again later.
+        Err(CallbackRejection::StoreUnavailable) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(http::header::RETRY_AFTER, "1")],
+            Json(json!({"error": "the run state store is unreachable", "reason": REASON_STATE_STORE_UNAVAILABLE})),
         )
             .into_response(),
     }

@@ -26,10 +26,13 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use flowgate_core::{Gateway, RunIdSigner, SchemaCatalog};
-use flowgate_providers::{HttpClient, build_provider};
+use flowgate_core::{LimitStore, ReplayStore};
+use flowgate_providers::{Dialects, HttpClient};
+use flowgate_redis::{RedisConnection, RedisLimitStore, RedisReplayStore};
 use flowgate_state::{
-    Forwarding, Idempotency, IngressConfig, MemoryIdempotencyStore, MemoryRunStore, RunTracker,
-    StoreLimits, TrackerConfig,
+    Forwarding, Idempotency, IdempotencyStore, IngressConfig, MemoryIdempotencyStore,
+    MemoryRunStore, RedisRunStore, RunStore, RunTracker, StoreLimits, StoreUnavailable,
+    TrackerConfig, idempotency::RedisIdempotencyStore,
 };
 use flowgate_telemetry::SchemaCacheOutcome;
 use flowgate_telemetry_setup::RpcTelemetryLayer;
@@ -144,6 +147,35 @@ pub struct App {
     config: Config,
 }
 
+/// The shared provider limits and webhook replay ids.
+struct SharedStores {
+    limits: Arc<dyn LimitStore>,
+    replay: Arc<dyn ReplayStore>,
+}
+
+/// With `store = "redis"`: the provider limits and webhook replay ids every
+/// replica shares, on their own connection (admissions never queue behind
+/// run-store traffic). Connects lazily, like the run store.
+fn shared_limits_and_replay(
+    config: &Config,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<SharedStores>, ServeError> {
+    let Some(redis) = config.state.redis(env)? else {
+        return Ok(None);
+    };
+    let connection = RedisConnection::open(&redis).map_err(|error| {
+        ConfigError::from(ConfigIssue {
+            path: "state".into(),
+            message: error.to_string(),
+        })
+    })?;
+    let limits = RedisLimitStore::new(connection.clone(), config.state.limits.slot_lease);
+    Ok(Some(SharedStores {
+        limits: Arc::new(limits),
+        replay: Arc::new(RedisReplayStore::new(connection)),
+    }))
+}
+
 /// Builds the engine from a configuration, loading provider keys and
 /// webhook secrets through `env` (the process environment in production).
 /// Must run inside a Tokio runtime (the forwarder starts its workers).
@@ -153,10 +185,20 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         return Err(ConfigError::from(issue).into());
     }
     let http = HttpClient::new()?;
+    let shared = shared_limits_and_replay(config, &env)?;
+    let dialects = Dialects::builtin();
     let providers = config
         .provider_settings(&env)?
         .into_iter()
-        .map(|settings| build_provider(settings, &http))
+        .map(|settings| match &shared {
+            Some(shared) => dialects.build_sharing_limits(
+                settings,
+                &http,
+                Arc::clone(&shared.limits),
+                config.state.limits.on_unavailable,
+            ),
+            None => dialects.build(settings, &http),
+        })
         .collect::<Result<_, _>>()?;
     let schemas = SchemaCatalog::new(config.schemas, config.declared_schemas()).with_observer(
         Arc::new(|provider: &str, hit: bool| {
@@ -214,10 +256,38 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         None => None,
     };
     let runs = &config.runs;
-    let store = Arc::new(MemoryRunStore::new(StoreLimits {
-        capacity: runs.capacity,
-        ttl: runs.ttl,
-    }));
+    // Connects lazily: a Redis that is down at start is a degraded state
+    // (async runs, streams and keyed Invokes unavailable), not a failed start.
+    let (store, idempotency_store): (Arc<dyn RunStore>, Arc<dyn IdempotencyStore>) =
+        match config.state.redis(&env)? {
+            None => (
+                Arc::new(MemoryRunStore::new(StoreLimits {
+                    capacity: runs.capacity,
+                    ttl: runs.ttl,
+                })),
+                Arc::new(MemoryIdempotencyStore::new(
+                    config.idempotency.ttl,
+                    usize::try_from(config.idempotency.capacity).unwrap_or(usize::MAX),
+                )),
+            ),
+            Some(redis) => {
+                let unusable = |error: StoreUnavailable| {
+                    ConfigError::from(ConfigIssue {
+                        path: "state".into(),
+                        message: error.to_string(),
+                    })
+                };
+                let commands = RedisConnection::open(&redis).map_err(unusable)?;
+                tracing::info!(redis = ?commands, "run state and idempotency records in Redis");
+                (
+                    Arc::new(
+                        RedisRunStore::open(commands.clone(), &redis, runs.ttl)
+                            .map_err(unusable)?,
+                    ),
+                    Arc::new(RedisIdempotencyStore::new(commands, config.idempotency.ttl)),
+                )
+            }
+        };
     let tracker = RunTracker::new(
         Arc::clone(&gateway),
         store,
@@ -232,13 +302,11 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
             public_url: config.webhooks.public_url.clone(),
             provider_secrets: secrets.providers.into_iter().collect(),
             tolerance: config.webhooks.tolerance,
+            replay_store: shared.map(|shared| shared.replay),
         },
         forwarding,
     );
-    let idempotency = Idempotency::new(Arc::new(MemoryIdempotencyStore::new(
-        config.idempotency.ttl,
-        usize::try_from(config.idempotency.capacity).unwrap_or(usize::MAX),
-    )));
+    let idempotency = Idempotency::new(idempotency_store);
     Ok(App {
         gateway,
         tracker,

@@ -321,10 +321,8 @@ async fn one_key_sent_to_two_replicas_sharing_redis_starts_one_run() {
     use std::sync::Arc;
 
     use flowgate::{config::Config, server};
-    use flowgate_redis::{
-        RedisConfig, RedisConnection, RedisIdempotencyStore, testing::RedisServer,
-    };
-    use flowgate_state::Idempotency;
+    use flowgate_redis::{RedisConfig, RedisConnection, testing::RedisServer};
+    use flowgate_state::{Idempotency, idempotency::RedisIdempotencyStore};
 
     let redis = RedisServer::start().unwrap();
     let h = common::start().await;

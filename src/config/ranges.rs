@@ -72,6 +72,12 @@ pub const RANGES: &[Range] = &[
         Duration::from_secs(30 * 24 * 3600),
     ),
     count("idempotency.capacity", 1, 10_000_000),
+    duration("state.op_timeout", Duration::from_millis(10), MINUTE),
+    duration(
+        "state.limits.slot_lease",
+        flowgate_core::SharedLimitsSettings::MIN_SLOT_LEASE,
+        flowgate_core::SharedLimitsSettings::MAX_SLOT_LEASE,
+    ),
     duration("schemas.ttl", MS, Duration::from_secs(30 * 24 * 3600)),
     count("schemas.capacity", 1, 10_000_000),
     duration(
@@ -185,6 +191,8 @@ impl Config {
             ),
             ("idempotency.ttl", D(self.idempotency.ttl)),
             ("idempotency.capacity", C(self.idempotency.capacity)),
+            ("state.op_timeout", D(self.state.op_timeout)),
+            ("state.limits.slot_lease", D(self.state.limits.slot_lease)),
             ("schemas.ttl", D(schemas.ttl)),
             ("schemas.capacity", C(schemas.capacity)),
             ("schemas.negative_ttl", D(schemas.negative_ttl)),

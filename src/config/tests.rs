@@ -376,3 +376,110 @@ fn a_section_that_is_not_a_table_is_named() {
     let paths: Vec<_> = err.issues.iter().map(|i| i.path.as_str()).collect();
     assert_eq!(paths, vec!["providers", "server"], "{err}");
 }
+
+#[test]
+fn the_state_section_selects_the_store_and_checks_it() {
+    let config = Config::parse(EXAMPLE, env(&[])).unwrap();
+    assert_eq!(config.state.store, StoreKind::Memory);
+    assert!(config.state.redis(|_| None).unwrap().is_none());
+
+    let text = format!(
+        "{EXAMPLE}\n[state]\nstore = \"redis\"\nurl = \"redis://redis:6379/2\"\npassword_env = \"REDIS_PW\"\nkey_prefix = \"fg-a:\"\nop_timeout = \"250ms\"\n"
+    );
+    let config = Config::parse(&text, env(&[])).unwrap();
+    let redis = config
+        .state
+        .redis(|name| (name == "REDIS_PW").then(|| "s3cret".to_owned()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        redis.endpoint,
+        flowgate_redis::RedisEndpoint::Node("redis://:s3cret@redis:6379/2".into())
+    );
+    assert_eq!(redis.key_prefix, "fg-a:");
+    assert_eq!(redis.op_timeout, Duration::from_millis(250));
+    let missing = config.state.redis(|_| None).unwrap_err();
+    assert_eq!(missing.issues[0].path, "state.password_env");
+
+    let text = format!(
+        "{EXAMPLE}\n[state]\nstore = \"redis\"\ncluster_nodes = [\"redis://a:7000\", \"redis://b:7000\"]\n"
+    );
+    let config = Config::parse(&text, env(&[])).unwrap();
+    let redis = config.state.redis(|_| None).unwrap().unwrap();
+    assert!(
+        matches!(redis.endpoint, flowgate_redis::RedisEndpoint::Cluster(seeds) if seeds.len() == 2)
+    );
+}
+
+#[test]
+fn a_bad_state_section_is_reported_with_its_paths() {
+    let paths = |state: &str| {
+        let text = format!("{EXAMPLE}\n[state]\n{state}\n");
+        let mut paths: Vec<String> = Config::parse(&text, env(&[]))
+            .unwrap_err()
+            .issues
+            .into_iter()
+            .map(|issue| issue.path)
+            .collect();
+        paths.dedup();
+        paths
+    };
+    assert_eq!(paths("store = \"redis\""), ["state.store"]);
+    assert_eq!(
+        paths("store = \"redis\"\nurl = \"redis://a:1\"\ncluster_nodes = [\"redis://b:2\"]"),
+        ["state.store"]
+    );
+    assert_eq!(paths("url = \"redis://a:1\""), ["state.store"]);
+    assert_eq!(paths("store = \"etcd\""), ["state.store"]);
+    assert_eq!(
+        paths("store = \"redis\"\nurl = \"rediss://a:1\""),
+        ["state.url"]
+    );
+    assert_eq!(
+        paths("store = \"redis\"\nurl = \"redis://:pw@a:1\""),
+        ["state.url"]
+    );
+    assert_eq!(
+        paths("store = \"redis\"\ncluster_nodes = [\"http://a:1\"]\nkey_prefix = \"{x}\""),
+        ["state.cluster_nodes", "state.key_prefix"]
+    );
+    assert_eq!(paths("op_timeout = \"1h\""), ["state.op_timeout"]);
+}
+
+#[test]
+fn state_limits_set_the_failure_policy_and_the_slot_lease() {
+    let config = Config::parse(EXAMPLE, env(&[])).unwrap();
+    assert_eq!(
+        config.state.limits,
+        flowgate_core::SharedLimitsSettings::default()
+    );
+    assert_eq!(
+        config.state.limits.on_unavailable,
+        flowgate_core::LimitFailurePolicy::Local
+    );
+    let text =
+        format!("{EXAMPLE}\n[state.limits]\non_unavailable = \"closed\"\nslot_lease = \"45s\"\n");
+    let config = Config::parse(&text, env(&[])).unwrap();
+    assert_eq!(
+        config.state.limits.on_unavailable,
+        flowgate_core::LimitFailurePolicy::Closed
+    );
+    assert_eq!(config.state.limits.slot_lease, Duration::from_secs(45));
+
+    for bad in [
+        "on_unavailable = \"maybe\"",
+        "slot_lease = \"100ms\"",
+        "slot_lease = \"1h\"",
+        "lease = \"1s\"",
+    ] {
+        let text = format!("{EXAMPLE}\n[state.limits]\n{bad}\n");
+        let issues = Config::parse(&text, env(&[])).unwrap_err().issues;
+        assert!(
+            issues
+                .iter()
+                .all(|issue| issue.path.starts_with("state.limits")),
+            "{bad}: {issues:?}"
+        );
+        assert!(!issues.is_empty());
+    }
+}

@@ -65,6 +65,8 @@ impl Config {
                 issue(problem.path, problem.message);
             }
         }
+        issues.extend(self.state.issues());
+        let mut issue = |path: String, message: String| issues.push(ConfigIssue { path, message });
         if self.runs.poll_initial > self.runs.poll_max {
             issue(
                 "runs.poll_initial".into(),

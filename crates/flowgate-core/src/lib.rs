@@ -12,6 +12,8 @@
 //!   place at the edge.
 //! - [`Provider`]: the trait every dialect implements; [`Gateway`] routes
 //!   invocations to providers.
+//! - [`LimitStore`], [`ReplayStore`]: the state replicas share (provider
+//!   limits, webhook replay ids), in memory for one replica or on Redis.
 //! - [`WorkflowSchema`]: a workflow's input fields and their validation;
 //!   [`SchemaCatalog`]: declared schemas plus the moka cache of discovered
 //!   ones, consulted by [`Gateway::invoke`] before any upstream call.
@@ -31,6 +33,7 @@ pub mod reason;
 mod run_id;
 mod schema;
 mod secret;
+mod shared_limits;
 mod target;
 
 pub use callback::{CallbackPolicy, InvalidAllowEntry, MAX_CALLBACK_URL_BYTES, is_forbidden_ip};
@@ -51,4 +54,8 @@ pub use provider::{AsyncMode, Provider};
 pub use run_id::{RunId, RunIdSigner};
 pub use schema::{SchemaField, ValueType, WorkflowSchema, json_type_name};
 pub use secret::SecretString;
+pub use shared_limits::{
+    LimitFailurePolicy, LimitRequest, LimitStore, LimitVerdict, RateQuota, ReplayStore, RunSlot,
+    SharedLimitsSettings, SlotQuota, StateStoreUnavailable, WindowNote,
+};
 pub use target::{Addressing, ProviderKind, WorkflowRef, WorkflowTarget};

@@ -104,6 +104,10 @@ reasons! {
     LocalRateLimit => "LOCAL_RATE_LIMIT",
     /// Every local run slot of the provider is busy.
     LocalConcurrencyLimit => "LOCAL_CONCURRENCY_LIMIT",
+    /// The shared state store cannot answer (Redis down or slow) and the
+    /// call needs it (a keyed Invoke, an async run, a stream, or limits
+    /// configured to fail closed); nothing was sent upstream.
+    StateStoreUnavailable => "STATE_STORE_UNAVAILABLE",
 
     // Runs.
     /// A FAILED run whose upstream error had no code.
@@ -126,8 +130,6 @@ reasons! {
     IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
     /// The first call with the key was still running at this call's deadline.
     IdempotentRequestInFlight => "IDEMPOTENT_REQUEST_IN_FLIGHT",
-    /// The shared state store could not be asked; nothing was sent.
-    StateStoreUnavailable => "STATE_STORE_UNAVAILABLE",
 
     // The edge.
     /// The call was shed because the queue was full.
@@ -231,6 +233,7 @@ mod tests {
                 "CIRCUIT_OPEN",
                 "LOCAL_RATE_LIMIT",
                 "LOCAL_CONCURRENCY_LIMIT",
+                "STATE_STORE_UNAVAILABLE",
                 "RUN_FAILED",
                 "BACKGROUND_RUNS_EXHAUSTED",
                 "NO_WEBHOOK_SECRET",
@@ -240,7 +243,6 @@ mod tests {
                 "SHUTTING_DOWN",
                 "IDEMPOTENCY_KEY_REUSED",
                 "IDEMPOTENT_REQUEST_IN_FLIGHT",
-                "STATE_STORE_UNAVAILABLE",
                 "OVERLOADED",
                 "INTERNAL_PANIC",
                 "MALFORMED_REQUEST",

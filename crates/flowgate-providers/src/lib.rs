@@ -28,6 +28,7 @@ pub mod fetchhive;
 mod guard;
 mod http;
 pub mod knouds;
+mod limits;
 pub mod ratelimit;
 mod redaction;
 pub mod registry;
@@ -41,6 +42,7 @@ pub use dialect::{Dialect, HttpProvider};
 pub use flowgate_core::{depth, numbers};
 pub use guard::Guarded;
 pub use http::{HttpClient, HttpClientError, UpstreamResponse};
+pub use limits::MemoryLimitStore;
 pub use registry::{Dialects, Registration, UnknownDialect, check_workflow_key};
 pub use settings::{CircuitPolicy, LocalLimits, ProviderSettings, Resilience, RetryPolicy};
 

@@ -104,6 +104,26 @@ impl Dialects {
         let dialect = (registration.build)(settings, http.clone());
         Ok(Arc::new(Guarded::new(dialect, resilience)))
     }
+
+    /// [`Dialects::build`], with the window, rate and run-slot limits kept
+    /// in `store`, shared by every replica that uses it (see
+    /// [`Guarded::with_shared_limits`]).
+    pub fn build_sharing_limits(
+        &self,
+        settings: ProviderSettings,
+        http: &HttpClient,
+        store: Arc<dyn flowgate_core::LimitStore>,
+        on_unavailable: flowgate_core::LimitFailurePolicy,
+    ) -> Result<Arc<dyn Provider>, UnknownDialect> {
+        let registration = self
+            .get(settings.kind)
+            .ok_or(UnknownDialect(settings.kind))?;
+        let resilience = settings.resilience.clone();
+        let dialect = (registration.build)(settings, http.clone());
+        Ok(Arc::new(
+            Guarded::new(dialect, resilience).with_shared_limits(store, on_unavailable),
+        ))
+    }
 }
 
 /// The built-in registration of `kind`.

@@ -75,8 +75,12 @@ pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Reconnect backoff of a single-node connection: from this...
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
-/// ...doubling up to this.
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+/// ...doubling up to this...
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+/// ...for this many attempts (days at the longest delay): a reconnect runs
+/// in the background until Redis is back, so a pub/sub connection, which
+/// sends no requests that would start a new one, comes back by itself.
+const RECONNECT_ATTEMPTS: usize = 1_000_000;
 
 /// Why Redis could not answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,7 +213,8 @@ impl RedisConnection {
                     .set_connection_timeout(Some(config.op_timeout))
                     .set_response_timeout(Some(config.op_timeout))
                     .set_min_delay(RECONNECT_MIN_DELAY)
-                    .set_max_delay(RECONNECT_MAX_DELAY);
+                    .set_max_delay(RECONNECT_MAX_DELAY)
+                    .set_number_of_retries(RECONNECT_ATTEMPTS);
                 if let Some(pushes) = pushes {
                     manager = manager
                         .set_push_sender(ArcPushSender(pushes))

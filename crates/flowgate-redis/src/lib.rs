@@ -8,8 +8,9 @@
 //!   one [`StoreUnavailable`] that never carries a password.
 //! - Keys are `<prefix><kind>:{<id>}` ([`RedisConnection::key`]): the id is
 //!   the cluster hash tag, so one id's keys and channels share a slot.
-//! - [`RedisIdempotencyStore`]: `idempotency_key` records shared by every
-//!   replica (one hash per key, Lua scripts, TTL on every key).
+//! - [`RedisLimitStore`], [`RedisReplayStore`]: the shared provider limits
+//!   (vendor windows, request rate, leased run slots; one Lua script per
+//!   admission) and webhook replay ids (`SET NX PX`).
 //! - `testing` (feature `test-support`): real `redis-server` processes for
 //!   tests, a single node or a three-master cluster.
 //!
@@ -17,7 +18,8 @@
 //! configuration error.
 
 mod connection;
-mod idempotency;
+mod limits;
+mod replay;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
@@ -25,6 +27,18 @@ pub use connection::{
     DEFAULT_KEY_PREFIX, DEFAULT_OP_TIMEOUT, RedisConfig, RedisConnection, RedisEndpoint,
     StoreUnavailable, UnavailableKind,
 };
-pub use idempotency::RedisIdempotencyStore;
+pub use limits::{DEFAULT_SLOT_LEASE, RedisLimitStore};
+pub use replay::RedisReplayStore;
+
+/// `id` made safe as a hash tag: `{` and `}` (which would end or split the
+/// tag) become `_`.
+fn hash_tag(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.contains(['{', '}']) {
+        std::borrow::Cow::Owned(id.replace(['{', '}'], "_"))
+    } else {
+        std::borrow::Cow::Borrowed(id)
+    }
+}
+
 /// redis-rs, for building commands and scripts.
 pub use redis;

@@ -3,8 +3,8 @@
 //! - [`RunStore`]: the run registry and event bus behind one trait. Every
 //!   change to a run is published to its subscribers; terminal states are
 //!   sticky. [`MemoryRunStore`] (moka: TTL and capacity bounded) is the
-//!   default; a shared backend (Redis) implements the same trait for
-//!   several replicas.
+//!   default; [`RedisRunStore`] implements the same trait for several
+//!   replicas (runs in Redis, events over Redis pub/sub).
 //! - [`RunTracker`]: what makes async runs work the same for every dialect:
 //!   it records runs, runs AI Tutor workflows in the background (the
 //!   dialect has no async mode), polls providers that have a status
@@ -19,9 +19,13 @@ mod store;
 mod tracker;
 
 pub use idempotency::{Idempotency, IdempotencyStore, MemoryIdempotencyStore};
-pub use store::{MemoryRunStore, RunChange, RunRecord, RunStore, StoreLimits, Subscription};
+pub use store::{
+    MemoryRunStore, RedisRunStore, RunChange, RunRecord, RunStore, StoreLimits, StoreUnavailable,
+    Subscription,
+};
 pub use tracker::{
     CallbackRejection, Forwarding, IngressConfig, REASON_POLL_GAVE_UP, REASON_SHUTTING_DOWN,
-    REASON_WATCH_FAILED, REASON_WATCH_LIMIT, RunStream, RunTracker, ShutdownReport, TrackerConfig,
-    Verification, VerifyKey, WatchEnd, shutting_down,
+    REASON_STATE_STORE_UNAVAILABLE, REASON_WATCH_FAILED, REASON_WATCH_LIMIT, RunStream, RunTracker,
+    ShutdownReport, TrackerConfig, Verification, VerifyKey, WatchEnd, shutting_down,
+    store_unavailable,
 };

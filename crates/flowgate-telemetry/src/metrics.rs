@@ -11,6 +11,7 @@
 //! | `flowgate.circuit.open` | `flowgate_circuit_open` | gauge (0/1) | `flowgate_provider` |
 //! | `flowgate.streams.active` | `flowgate_streams_active` | up-down counter | none |
 //! | `flowgate.shutdown.abandoned` | `flowgate_shutdown_abandoned_total` | counter | `kind` (`background_run`, `run_watch`, `forward`) |
+//! | `flowgate.state_store.degraded` | `flowgate_state_store_degraded_total` | counter | `component` (`limits`, `replay`), `policy` (`local`, `open`, `closed`) |
 //!
 //! Labels are low-cardinality by construction: configured provider names,
 //! dialects, known RPC names (others are `_OTHER`) and status codes; never
@@ -50,6 +51,7 @@ pub struct Metrics {
     circuit_open: Gauge<i64>,
     streams_active: UpDownCounter<i64>,
     shutdown_abandoned: Counter<u64>,
+    state_store_degraded: Counter<u64>,
 }
 
 static INSTALLED: OnceLock<Metrics> = OnceLock::new();
@@ -149,6 +151,12 @@ impl Metrics {
             streams_active: meter
                 .i64_up_down_counter("flowgate.streams.active")
                 .with_description("StreamStatus streams currently open")
+                .build(),
+            state_store_degraded: meter
+                .u64_counter("flowgate.state_store.degraded")
+                .with_description(
+                    "decisions taken without the shared state store (it was unavailable), by component and failure policy",
+                )
                 .build(),
             shutdown_abandoned: meter
                 .u64_counter("flowgate.shutdown.abandoned")
@@ -255,6 +263,20 @@ impl Metrics {
         if self.enabled {
             self.shutdown_abandoned
                 .add(count, &[KeyValue::new("kind", kind)]);
+        }
+    }
+
+    /// One decision of `component` (`limits`, `replay`) taken without the
+    /// shared state store, under failure `policy` (`local`, `open`, `closed`).
+    pub fn state_store_degraded(&self, component: &'static str, policy: &'static str) {
+        if self.enabled {
+            self.state_store_degraded.add(
+                1,
+                &[
+                    KeyValue::new("component", component),
+                    KeyValue::new("policy", policy),
+                ],
+            );
         }
     }
 

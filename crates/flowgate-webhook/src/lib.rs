@@ -10,7 +10,10 @@
 //! - [`verify_signature`]: the pure check (constant-time HMAC comparison,
 //!   timestamp tolerance, several active secrets for rotation).
 //! - [`Verifier`]: signature, then body, then a moka replay guard keyed on
-//!   the event id: [`VerifiedDelivery`] or [`WebhookFailure`].
+//!   the event id: [`VerifiedDelivery`] or [`WebhookFailure`]; with a
+//!   shared [`ReplayStore`](flowgate_core::ReplayStore), replays are caught
+//!   across replicas ([`Verifier::verify_shared`]).
+//! - [`MemoryReplayStore`]: the in-memory replay guard.
 //! - [`sign_knouds`], [`sign_fetchhive`], [`sign_standard`],
 //!   [`standard_headers`]: the sending side of each scheme (emulators, tests,
 //!   the forwarder).
@@ -51,6 +54,7 @@ mod forwarded;
 mod forwarder;
 mod knouds;
 mod mac;
+mod replay;
 mod scheme;
 mod signature;
 mod standard;
@@ -66,6 +70,7 @@ pub use forwarder::{
     ForwarderConfig, ForwarderStats,
 };
 pub use knouds::sign_knouds;
+pub use replay::MemoryReplayStore;
 pub use scheme::{WebhookScheme, verify_signature};
 pub use signature::SignatureMatch;
 pub use standard::{

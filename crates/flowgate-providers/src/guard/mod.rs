@@ -14,6 +14,9 @@
 //!    probe goes through and its answer closes or reopens the circuit.
 //! 3. **Local limits**: a token bucket (`requests_per_window`) and a run-slot
 //!    semaphore (`max_concurrent_runs`, waiting up to `concurrency_wait`).
+//!    With these the window is checked again, in the same step: all three
+//!    live in a [`LimitStore`](flowgate_core::LimitStore), this replica's
+//!    memory or one shared by every replica (see [`limits`]).
 //! 4. **Retries** (see [`RetryPolicy`]): never-sent requests, 429s whose
 //!    Retry-After fits in the deadline, and — only with an idempotency key —
 //!    5xx and upstream timeouts; all drawn from a retry budget.
@@ -42,7 +45,7 @@
 //! across an await.
 
 mod breaker;
-mod bucket;
+mod limits;
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
@@ -51,33 +54,23 @@ use std::{
 
 use async_trait::async_trait;
 use flowgate_core::{
-    AsyncMode, Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, Provider,
-    ProviderKind, RateLimitInfo, RunOutcome, UpstreamContext, WorkflowRef, WorkflowSchema,
+    AsyncMode, Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, LimitFailurePolicy,
+    LimitRequest, LimitStore, LimitVerdict, Provider, ProviderKind, RateLimitInfo, RateQuota,
+    RunOutcome, RunSlot, SlotQuota, UpstreamContext, WindowNote, WorkflowRef, WorkflowSchema,
     reason::Reason,
 };
 use rand::Rng as _;
-use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore},
-    time::Instant,
-};
+use tokio::time::Instant;
 use tower::retry::budget::{Budget as _, TpsBudget};
 
+use crate::limits::later;
 use crate::{
     Resilience, RetryPolicy,
     depth::{MAX_OUTPUT_DEPTH, exceeds_depth},
     numbers::{MAX_RESET_AHEAD, MAX_RETRY_AFTER},
 };
 use breaker::{Breaker, trips_breaker};
-use bucket::TokenBucket;
-
-/// `now + by`, or — when that overflows the clock — as late as the clock
-/// allows within `by`, never a panic. Every deadline the guard keeps goes
-/// through here.
-fn later(now: Instant, by: Duration) -> Instant {
-    now.checked_add(by)
-        .or_else(|| now.checked_add(MAX_RESET_AHEAD))
-        .unwrap_or(now)
-}
+use limits::GuardLimits;
 
 /// How long a retry-budget deposit counts.
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
@@ -89,17 +82,14 @@ pub struct Guarded {
     policy: Resilience,
     state: Mutex<GuardState>,
     budget: TpsBudget,
-    run_slots: Option<Arc<Semaphore>>,
+    limits: GuardLimits,
 }
 
 #[derive(Debug)]
 struct GuardState {
-    /// Until when the upstream window is known to be spent.
-    exhausted_until: Option<Instant>,
     /// The last non-empty rate-limit report.
     last_rate_limit: RateLimitInfo,
     breaker: Breaker,
-    bucket: Option<TokenBucket>,
 }
 
 /// A call let through; a half-open probe is released if the call is dropped
@@ -132,29 +122,31 @@ impl Guarded {
             retry.min_retries_per_second.min(1_000_000),
             (retry.budget_percent / 100.0).clamp(0.0, 1000.0),
         );
-        let run_slots = policy
-            .limits
-            .max_concurrent_runs
-            .map(|runs| Arc::new(Semaphore::new(runs.max(1) as usize)));
-        let bucket = policy
-            .limits
-            .requests_per_window
-            .map(|requests| TokenBucket::new(requests, policy.limits.window));
         Self {
             inner,
             state: Mutex::new(GuardState {
-                exhausted_until: None,
                 last_rate_limit: RateLimitInfo::default(),
                 breaker: Breaker::Closed {
                     consecutive_failures: 0,
                 },
-                bucket,
             }),
             budget,
-            run_slots,
+            limits: GuardLimits::default(),
             policy,
         }
         .with_closed_circuit_reported()
+    }
+
+    /// Keeps the window, rate and run-slot limits in `store`, shared with
+    /// every replica that uses the same store; `on_unavailable` says what
+    /// happens while it cannot answer.
+    pub fn with_shared_limits(
+        mut self,
+        store: Arc<dyn LimitStore>,
+        on_unavailable: LimitFailurePolicy,
+    ) -> Self {
+        self.limits = GuardLimits::shared(store, on_unavailable);
+        self
     }
 
     /// Reports the circuit closed, so the `flowgate.circuit.open` series
@@ -181,53 +173,113 @@ impl Guarded {
         }
     }
 
-    /// Checks the window, the circuit and the token bucket, in one lock.
-    fn admit(&self) -> Result<Admission<'_>, GatewayError> {
-        let now = Instant::now();
-        let mut state = self.lock();
-        self.check_window(&mut state, now)?;
-        self.admit_locked(&mut state, now)
-    }
-
-    /// A status poll: checks the remembered window only.
-    fn admit_poll(&self) -> Result<(), GatewayError> {
-        let now = Instant::now();
-        let mut state = self.lock();
-        self.check_window(&mut state, now)
-    }
-
-    /// Fails fast while the upstream window is known to be spent.
-    fn check_window(&self, state: &mut GuardState, now: Instant) -> Result<(), GatewayError> {
-        let name = self.inner.name();
-        if let Some(until) = state.exhausted_until {
-            if until > now {
-                let mut error = GatewayError::new(
-                    ErrorClass::RateLimited,
-                    Reason::RateLimitWindowExhausted,
-                    format!(
-                        "{name}'s rate-limit window is exhausted; not calling upstream until it resets"
-                    ),
-                )
-                .with_upstream(self.context())
-                .with_retry_after(Some(until - now))
-                .with_quota(format!("provider:{name}"), "upstream request rate");
-                if !state.last_rate_limit.is_empty() {
-                    error = error.with_rate_limit(state.last_rate_limit.clone());
-                }
-                return Err(error);
-            }
-            state.exhausted_until = None;
-        }
-        Ok(())
-    }
-
-    /// The circuit and the token bucket, for an Invoke.
-    fn admit_locked(
+    /// The remembered window (this replica's copy, free), the circuit, then
+    /// the limits in one [`LimitStore`] step: the window again (the shared
+    /// one, if shared), a rate token and a run slot (waiting up to
+    /// `concurrency_wait` and the deadline).
+    async fn admit(
         &self,
-        state: &mut GuardState,
-        now: Instant,
-    ) -> Result<Admission<'_>, GatewayError> {
+        deadline: Deadline,
+    ) -> Result<(Admission<'_>, Option<RunSlot>), GatewayError> {
+        self.admit_poll()?;
+        let admission = self.admit_circuit(Instant::now())?;
+        let limits = &self.policy.limits;
+        let request = LimitRequest {
+            rate: limits.requests_per_window.map(|requests| RateQuota {
+                requests,
+                window: limits.window,
+            }),
+            slot: limits.max_concurrent_runs.map(|max| SlotQuota {
+                max,
+                wait: deadline.budget(limits.concurrency_wait),
+            }),
+        };
+        // A refusal drops `admission`, which releases a half-open probe.
+        match self.limits.admit(self.inner.name(), request).await {
+            Ok(LimitVerdict::Admitted(slot)) => Ok((admission, slot)),
+            Ok(LimitVerdict::WindowExhausted { retry_after }) => {
+                Err(self.window_exhausted(retry_after))
+            }
+            Ok(LimitVerdict::RateLimited { retry_after }) => {
+                Err(self.local_rate_limit(retry_after))
+            }
+            Ok(LimitVerdict::NoSlot) => Err(self.no_run_slot()),
+            Err(error) => Err(GatewayError::new(
+                ErrorClass::Unavailable,
+                Reason::StateStoreUnavailable,
+                format!(
+                    "the shared limits for {} cannot be checked ({error}); refusing, as configured",
+                    self.inner.name()
+                ),
+            )
+            .with_retry_after(Some(Duration::from_secs(1)))),
+        }
+    }
+
+    /// Fails fast while the upstream window is known to be spent (this
+    /// replica's copy; a status poll checks only this).
+    fn admit_poll(&self) -> Result<(), GatewayError> {
+        match self.limits.window(self.inner.name()) {
+            Some(retry_after) => Err(self.window_exhausted(retry_after)),
+            None => Ok(()),
+        }
+    }
+
+    fn window_exhausted(&self, retry_after: Duration) -> GatewayError {
         let name = self.inner.name();
+        let error = GatewayError::new(
+            ErrorClass::RateLimited,
+            Reason::RateLimitWindowExhausted,
+            format!(
+                "{name}'s rate-limit window is exhausted; not calling upstream until it resets"
+            ),
+        )
+        .with_upstream(self.context())
+        .with_retry_after(Some(retry_after))
+        .with_quota(format!("provider:{name}"), "upstream request rate");
+        let last = self.lock().last_rate_limit.clone();
+        if last.is_empty() {
+            error
+        } else {
+            error.with_rate_limit(last)
+        }
+    }
+
+    fn local_rate_limit(&self, retry_after: Duration) -> GatewayError {
+        let name = self.inner.name();
+        let limits = &self.policy.limits;
+        GatewayError::new(
+            ErrorClass::RateLimited,
+            Reason::LocalRateLimit,
+            format!(
+                "the gateway's limit for {name} ({} requests per {} s) is reached",
+                limits.requests_per_window.unwrap_or_default(),
+                limits.window.as_secs_f64()
+            ),
+        )
+        .with_upstream(self.context())
+        .with_retry_after(Some(retry_after))
+        .with_quota(format!("provider:{name}"), "local request rate")
+    }
+
+    fn no_run_slot(&self) -> GatewayError {
+        GatewayError::new(
+            ErrorClass::RateLimited,
+            Reason::LocalConcurrencyLimit,
+            format!(
+                "{} runs of {} are already in flight (the configured maximum); retry later or use async mode",
+                self.policy.limits.max_concurrent_runs.unwrap_or_default(),
+                self.inner.name()
+            ),
+        )
+        .with_upstream(self.context())
+        .with_quota(format!("provider:{}", self.inner.name()), "concurrent runs")
+    }
+
+    /// The circuit, for an Invoke.
+    fn admit_circuit(&self, now: Instant) -> Result<Admission<'_>, GatewayError> {
+        let name = self.inner.name();
+        let mut state = self.lock();
         let mut probe = false;
         match state.breaker {
             Breaker::Closed { .. } => {}
@@ -261,75 +313,36 @@ impl Guarded {
                 .with_retry_after(Some(Duration::from_secs(1))));
             }
         }
-        if let Some(bucket) = state.bucket.as_mut()
-            && let Err(wait) = bucket.take(now)
-        {
-            if probe {
-                state.breaker = Breaker::HalfOpen {
-                    probe_in_flight: false,
-                };
-            }
-            let limits = &self.policy.limits;
-            return Err(GatewayError::new(
-                ErrorClass::RateLimited,
-                Reason::LocalRateLimit,
-                format!(
-                    "the gateway's limit for {name} ({} requests per {} s) is reached",
-                    limits.requests_per_window.unwrap_or_default(),
-                    limits.window.as_secs_f64()
-                ),
-            )
-            .with_upstream(self.context())
-            .with_retry_after(Some(wait))
-            .with_quota(format!("provider:{name}"), "local request rate"));
-        }
         Ok(Admission {
             guarded: self,
             probe,
         })
     }
 
-    /// A run slot, waiting up to `concurrency_wait` (and the deadline).
-    async fn run_slot(
-        &self,
-        deadline: Deadline,
-    ) -> Result<Option<OwnedSemaphorePermit>, GatewayError> {
-        let Some(slots) = &self.run_slots else {
-            return Ok(None);
-        };
-        let wait = deadline.budget(self.policy.limits.concurrency_wait);
-        match tokio::time::timeout(wait, Arc::clone(slots).acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(Some(permit)),
-            _ => Err(GatewayError::new(
-                ErrorClass::RateLimited,
-                Reason::LocalConcurrencyLimit,
-                format!(
-                    "{} runs of {} are already in flight (the configured maximum); retry later or use async mode",
-                    self.policy.limits.max_concurrent_runs.unwrap_or_default(),
-                    self.inner.name()
-                ),
-            )
-            .with_upstream(self.context())
-            .with_quota(format!("provider:{}", self.inner.name()), "concurrent runs")),
-        }
-    }
-
     /// Updates the window and the circuit from one Invoke attempt's result.
-    fn record(&self, admission: &mut Admission<'_>, result: Result<&RunOutcome, &GatewayError>) {
-        let now = Instant::now();
-        let mut state = self.lock();
-        Self::record_window(&mut state, now, result);
-        self.record_breaker(&mut state, now, result);
-        admission.probe = false;
-    }
-
-    /// Remembers an exhausted window from one answer: `remaining: 0` until
-    /// its reset, or a 429's Retry-After; never beyond [`MAX_RESET_AHEAD`].
-    fn record_window(
-        state: &mut GuardState,
-        now: Instant,
+    async fn record(
+        &self,
+        admission: &mut Admission<'_>,
         result: Result<&RunOutcome, &GatewayError>,
     ) {
+        let note = {
+            let now = Instant::now();
+            let mut state = self.lock();
+            self.record_breaker(&mut state, now, result);
+            admission.probe = false;
+            Self::window_note(&mut state, result)
+        };
+        self.limits.note_window(self.inner.name(), note).await;
+    }
+
+    /// What one answer says about the window: `remaining: 0` until its
+    /// reset, or a 429's Retry-After; never beyond [`MAX_RESET_AHEAD`]. Also
+    /// keeps the last non-empty rate-limit report.
+    fn window_note(
+        state: &mut GuardState,
+        result: Result<&RunOutcome, &GatewayError>,
+    ) -> WindowNote {
+        let mut note = WindowNote::default();
         let rate_limit = match result {
             Ok(outcome) => Some(&outcome.rate_limit),
             Err(error) => error.rate_limit.as_ref(),
@@ -341,7 +354,7 @@ impl Guarded {
                     .reset_at
                     .and_then(|at| at.duration_since(SystemTime::now()).ok())
             {
-                state.exhausted_until = Some(later(now, reset.min(MAX_RESET_AHEAD)));
+                note.spent_for = Some(reset.min(MAX_RESET_AHEAD));
             }
         }
         if let Err(error) = result
@@ -352,9 +365,9 @@ impl Guarded {
                 .is_some_and(|up| up.http_status.is_some())
             && let Some(wait) = error.retry_after
         {
-            let until = later(now, wait.min(MAX_RETRY_AFTER));
-            state.exhausted_until = Some(state.exhausted_until.map_or(until, |at| at.max(until)));
+            note.at_least = Some(wait.min(MAX_RETRY_AFTER));
         }
+        note
     }
 
     /// Counts an Invoke attempt towards (or against) opening the circuit.
@@ -502,11 +515,12 @@ impl Provider for Guarded {
             Ok(Some(outcome)) => self.checked_depth(outcome).map(Some),
             other => other,
         };
-        if let Ok(Some(outcome)) = &result {
-            Self::record_window(&mut self.lock(), Instant::now(), Ok(outcome));
-        } else if let Err(error) = &result {
-            Self::record_window(&mut self.lock(), Instant::now(), Err(error));
-        }
+        let note = match &result {
+            Ok(Some(outcome)) => Self::window_note(&mut self.lock(), Ok(outcome)),
+            Ok(None) => WindowNote::default(),
+            Err(error) => Self::window_note(&mut self.lock(), Err(error)),
+        };
+        self.limits.note_window(self.inner.name(), note).await;
         result
     }
 
@@ -530,8 +544,7 @@ impl Provider for Guarded {
         invocation: &Invocation,
         deadline: Deadline,
     ) -> Result<RunOutcome, GatewayError> {
-        let mut admission = self.admit()?;
-        let _slot = self.run_slot(deadline).await?;
+        let (mut admission, _slot) = self.admit(deadline).await?;
         self.budget.deposit();
         let mut attempt = 1;
         loop {
@@ -539,7 +552,7 @@ impl Provider for Guarded {
                 .scope(attempt, self.inner.invoke(invocation, deadline))
                 .await
                 .and_then(|outcome| self.checked_depth(outcome));
-            self.record(&mut admission, result.as_ref());
+            self.record(&mut admission, result.as_ref()).await;
             let error = match result {
                 Ok(outcome) => return Ok(outcome),
                 Err(error) => error,

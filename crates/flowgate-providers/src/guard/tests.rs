@@ -570,3 +570,5 @@ async fn over_deep_outputs_are_protocol_errors_on_invoke_and_poll() {
     let fine = guard.invoke(&invocation(None), deadline()).await.unwrap();
     assert_eq!(fine.output, Some(nested(MAX_OUTPUT_DEPTH)));
 }
+
+mod shared;

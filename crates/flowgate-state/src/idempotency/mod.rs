@@ -33,6 +33,7 @@
 
 mod fingerprint;
 mod memory;
+mod redis;
 
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;
@@ -47,6 +48,7 @@ use tracing::Instrument as _;
 
 pub use fingerprint::RequestHash;
 pub use memory::MemoryIdempotencyStore;
+pub use redis::RedisIdempotencyStore;
 
 /// Longest accepted key, in bytes (Stripe's limit).
 pub const MAX_KEY_BYTES: usize = 255;

@@ -7,7 +7,7 @@
 //! run lost: its streams, and any stream opened on it later, end with
 //! UNAVAILABLE, reason `RUN_WATCH_FAILED`, instead of waiting.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use flowgate_core::{
     Deadline, ErrorClass, GatewayError, Invocation, Invoked, Provider, RunError, RunId, RunOutcome,
@@ -18,6 +18,13 @@ use tracing::Instrument as _;
 
 use super::{POLL_TIMEOUT, RunTracker, WatchEnd, change, linked_span};
 use crate::{RunChange, RunRecord};
+
+/// Tries to record a background run's outcome while the store is out of
+/// reach: this many times, waiting from the first delay, doubling up to the
+/// last (about 30 s in all).
+const PUBLISH_ATTEMPTS: u32 = 8;
+const PUBLISH_RETRY_FIRST: Duration = Duration::from_millis(250);
+const PUBLISH_RETRY_MAX: Duration = Duration::from_secs(8);
 
 /// Marks the run lost unless the task published its outcome.
 struct BackgroundGuard {
@@ -72,7 +79,10 @@ impl RunTracker {
         record.callback_url = callback_url;
         let trace_link = trace_parent.clone();
         record.trace_parent = trace_parent;
-        self.store.insert(record).await;
+        self.store
+            .insert(record)
+            .await
+            .map_err(super::store_unavailable)?;
         let (fate, _) = watch::channel(None);
         self.background_fates
             .lock()
@@ -115,8 +125,24 @@ impl RunTracker {
                         usage: Default::default(),
                     },
                 };
-                tracker.apply(&background_id, update).await;
-                guard.published = true;
+                // The outcome was paid for: keep trying a store that is
+                // briefly out of reach (bounded; then the run is lost).
+                let mut delay = PUBLISH_RETRY_FIRST;
+                for attempt in 1..=PUBLISH_ATTEMPTS {
+                    match tracker.apply(&background_id, update.clone()).await {
+                        Ok(()) => {
+                            guard.published = true;
+                            break;
+                        }
+                        Err(error) => {
+                            super::log_store_failure(&error);
+                            if attempt < PUBLISH_ATTEMPTS {
+                                tokio::time::sleep(delay).await;
+                                delay = (delay * 2).min(PUBLISH_RETRY_MAX);
+                            }
+                        }
+                    }
+                }
             }
             .instrument(span),
         );

@@ -1,8 +1,8 @@
 //! The tracker's settings: pacing and bounds, callback ingress, forwarding.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use flowgate_core::SecretString;
+use flowgate_core::{ReplayStore, SecretString};
 use flowgate_webhook::{Forwarder, StandardSecret};
 
 /// Pacing and bounds of the tracker's background work.
@@ -50,6 +50,9 @@ pub struct IngressConfig {
     pub provider_secrets: HashMap<String, Vec<SecretString>>,
     /// Signature timestamp tolerance.
     pub tolerance: Duration,
+    /// Where accepted webhook event ids are claimed across replicas (the
+    /// ingress and VerifyWebhook); `None` keeps them per process.
+    pub replay_store: Option<Arc<dyn ReplayStore>>,
 }
 
 /// Forwarding of completion events to callers.

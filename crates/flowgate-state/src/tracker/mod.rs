@@ -41,8 +41,8 @@ use std::{
 };
 
 use flowgate_core::{
-    AsyncMode, Deadline, FieldViolation, Gateway, GatewayError, Invocation, Invoked, ProviderKind,
-    RunId, RunOutcome, RunStatus, WorkflowTarget,
+    AsyncMode, Deadline, ErrorClass, FieldViolation, Gateway, GatewayError, Invocation, Invoked,
+    ProviderKind, RunId, RunOutcome, RunStatus, WorkflowTarget,
 };
 use flowgate_webhook::{Delivery, ForwardedEvent, Verifier, VerifierConfig};
 use tokio::sync::Semaphore;
@@ -56,7 +56,7 @@ pub use stream::{
 };
 pub use webhooks::{CallbackRejection, Verification, VerifyKey};
 
-use crate::{RunChange, RunRecord, RunStore};
+use crate::{RunChange, RunRecord, RunStore, StoreUnavailable};
 use stream::Fate;
 
 /// The fates of running background runs, by encoded run id.
@@ -128,6 +128,47 @@ fn instant_after(after: Duration) -> tokio::time::Instant {
         .unwrap_or(now)
 }
 
+/// The reason of every answer caused by an unreachable shared state store.
+pub const REASON_STATE_STORE_UNAVAILABLE: &str = "STATE_STORE_UNAVAILABLE";
+/// What callers are told to wait before retrying then.
+const STORE_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// At most one log line per this long about an unreachable store.
+const STORE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// UNAVAILABLE, reason [`REASON_STATE_STORE_UNAVAILABLE`], retry after a
+/// second; the cause goes to a rate-limited log line, not to the caller.
+pub fn store_unavailable(error: StoreUnavailable) -> GatewayError {
+    log_store_failure(&error);
+    GatewayError::new(
+        ErrorClass::Unavailable,
+        REASON_STATE_STORE_UNAVAILABLE,
+        "the shared run state store is unreachable; retry shortly",
+    )
+    .with_retry_after(Some(STORE_RETRY_AFTER))
+}
+
+/// Logs a store failure, at most once per [`STORE_LOG_EVERY`] (counting the
+/// ones left out).
+fn log_store_failure(error: &StoreUnavailable) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_LOGGED: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let last = LAST_LOGGED.load(Ordering::Relaxed);
+    if now >= last + STORE_LOG_EVERY.as_secs()
+        && LAST_LOGGED
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+        tracing::warn!(%error, suppressed, "state store unavailable");
+    } else {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 fn change(outcome: RunOutcome, status: RunStatus) -> RunChange {
     RunChange {
         status,
@@ -146,16 +187,20 @@ impl RunTracker {
         ingress: IngressConfig,
         forwarding: Option<Forwarding>,
     ) -> Arc<Self> {
-        let verifier = || {
-            Verifier::new(VerifierConfig {
+        let verifier = |namespace: &str| {
+            let verifier = Verifier::new(VerifierConfig {
                 tolerance: ingress.tolerance,
                 ..VerifierConfig::default()
-            })
+            });
+            match &ingress.replay_store {
+                Some(store) => verifier.with_shared_replay(Arc::clone(store), namespace),
+                None => verifier,
+            }
         };
         Arc::new(Self {
             background: Arc::new(Semaphore::new(config.max_background_runs.max(1))),
-            ingress_verifier: verifier(),
-            rpc_verifier: verifier(),
+            ingress_verifier: verifier("ingress"),
+            rpc_verifier: verifier("verify_webhook"),
             gateway,
             store,
             config,
@@ -198,6 +243,9 @@ impl RunTracker {
             return Err(GatewayError::invalid_argument(refused));
         }
         let provider = Arc::clone(self.gateway.resolve(target)?);
+        // A run that cannot be recorded is not started (it would cost
+        // credits and nobody could follow it).
+        self.store.check().await.map_err(store_unavailable)?;
         let caller_url = delivery.callback_url;
         let ingress_url = self.ingress.public_url.as_deref().map(|base| {
             format!(
@@ -266,19 +314,24 @@ impl RunTracker {
         record.trace_parent = trace_parent;
         let terminal = record.status.is_terminal();
         let forward = terminal.then(|| record.clone());
-        self.store.insert(record).await;
+        if let Err(error) = self.store.insert(record).await {
+            // The run started upstream: the caller gets its id anyway (a
+            // retry would pay twice); a pollable run can still be found.
+            tracing::error!(run_id = %invoked.run_id.encode(), %error, "started run not recorded");
+        }
         if let Some(record) = forward {
             self.forward(&record);
         }
     }
 
     /// Applies a change; forwards the completion event once terminal.
-    async fn apply(&self, run_id: &RunId, change: RunChange) {
-        if let Some(updated) = self.store.update(run_id, change).await
+    async fn apply(&self, run_id: &RunId, change: RunChange) -> Result<(), StoreUnavailable> {
+        if let Some(updated) = self.store.update(run_id, change).await?
             && updated.status.is_terminal()
         {
             self.forward(&updated);
         }
+        Ok(())
     }
 
     /// Queues the terminal event of `record` for the caller's callback URL.
@@ -329,28 +382,33 @@ impl RunTracker {
             )
         };
         let id = self.gateway.run_ids().verify(run_id).ok_or_else(unknown)?;
-        let (first, subscription) = match self.store.subscribe(&id).await {
-            Some(found) => found,
-            None => {
-                // Not seen by this replica: runs of pollable dialects can be
-                // found upstream, since the id names provider and upstream id.
-                if id.is_local() {
-                    return Err(unknown());
+        let (first, subscription) =
+            match self.store.subscribe(&id).await.map_err(store_unavailable)? {
+                Some(found) => found,
+                None => {
+                    // Not seen by this replica: runs of pollable dialects can be
+                    // found upstream, since the id names provider and upstream id.
+                    if id.is_local() {
+                        return Err(unknown());
+                    }
+                    let provider = self.gateway.provider(&id.provider).ok_or_else(unknown)?;
+                    let outcome = provider
+                        .run_status(&id.upstream_id, Deadline::after(POLL_TIMEOUT))
+                        .await?
+                        .ok_or_else(unknown)?;
+                    let status = outcome.status.unwrap_or(RunStatus::Running);
+                    let mut record = RunRecord::new(id.clone(), status);
+                    record.output = outcome.output;
+                    record.error = outcome.error;
+                    record.usage = outcome.usage;
+                    self.store.insert(record).await.map_err(store_unavailable)?;
+                    self.store
+                        .subscribe(&id)
+                        .await
+                        .map_err(store_unavailable)?
+                        .ok_or_else(unknown)?
                 }
-                let provider = self.gateway.provider(&id.provider).ok_or_else(unknown)?;
-                let outcome = provider
-                    .run_status(&id.upstream_id, Deadline::after(POLL_TIMEOUT))
-                    .await?
-                    .ok_or_else(unknown)?;
-                let status = outcome.status.unwrap_or(RunStatus::Running);
-                let mut record = RunRecord::new(id.clone(), status);
-                record.output = outcome.output;
-                record.error = outcome.error;
-                record.usage = outcome.usage;
-                self.store.insert(record).await;
-                self.store.subscribe(&id).await.ok_or_else(unknown)?
-            }
-        };
+            };
         let fate = if first.status.is_terminal() {
             None
         } else if id.is_local() {

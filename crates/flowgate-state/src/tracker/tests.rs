@@ -160,7 +160,8 @@ async fn running_run(tracker: &RunTracker) -> String {
     tracker
         .store
         .insert(RunRecord::new(id.clone(), RunStatus::Running))
-        .await;
+        .await
+        .unwrap();
     tracker.gateway.run_ids().sign(&id)
 }
 
@@ -361,7 +362,12 @@ async fn a_shared_poller_that_gives_up_ends_every_stream_and_a_new_stream_polls_
     assert_eq!(tracker.watchers.len(), 0);
     // The run itself is not failed: it is still RUNNING as far as anyone
     // knows, and a new stream resumes polling (and gives up again).
-    let record = tracker.store.get(&RunId::new("kn", "e-1")).await.unwrap();
+    let record = tracker
+        .store
+        .get(&RunId::new("kn", "e-1"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(record.status, RunStatus::Running);
     let mut again = tracker.stream(&run_id).await.unwrap();
     let error = first_then_error(&mut again).await;
@@ -415,7 +421,7 @@ async fn a_run_that_owes_a_forward_is_polled_with_nobody_watching() {
     let id = RunId::new("kn", "e-1");
     let mut record = RunRecord::new(id.clone(), RunStatus::Running);
     record.callback_url = Some("https://caller.example/done".into());
-    tracker.store.insert(record).await;
+    tracker.store.insert(record).await.unwrap();
     let run_id = tracker.gateway.run_ids().sign(&id);
     drop(tracker.stream(&run_id).await.unwrap());
     // The completion event is owed to the caller's callback URL: the
@@ -423,7 +429,7 @@ async fn a_run_that_owes_a_forward_is_polled_with_nobody_watching() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(polls(&provider), 21);
     assert_eq!(
-        tracker.store.get(&id).await.map(|r| r.status),
+        tracker.store.get(&id).await.unwrap().map(|r| r.status),
         Some(RunStatus::Completed)
     );
     assert_eq!(tracker.watchers.len(), 0);
@@ -454,9 +460,10 @@ async fn a_terminal_state_is_never_overwritten_by_a_later_event() {
                     usage: Default::default(),
                 },
             )
-            .await;
+            .await
+            .unwrap();
     }
-    let record = tracker.store.get(&id).await.unwrap();
+    let record = tracker.store.get(&id).await.unwrap().unwrap();
     assert_eq!(
         (record.status, record.output, record.error),
         (RunStatus::Completed, Some(json!("done")), None)

@@ -141,6 +141,8 @@ impl RunTracker {
                 .store
                 .get(&run_id)
                 .await
+                .ok()
+                .flatten()
                 .and_then(|record| record.trace_parent);
             let span = linked_span("flowgate.poll", trace_parent.as_deref());
             let exit = tracker.poll(&run_id, &guard).instrument(span).await;
@@ -151,6 +153,8 @@ impl RunTracker {
                         .store
                         .get(&run_id)
                         .await
+                        .ok()
+                        .flatten()
                         .is_some_and(|r| r.callback_url.is_some() && !r.status.is_terminal())
                     {
                         tracker
@@ -198,8 +202,18 @@ impl RunTracker {
                 () = self.shutdown.cancelled() => return PollExit::ShuttingDown,
                 () = tokio::time::sleep(interval) => {}
             }
-            let Some(record) = self.store.get(run_id).await else {
-                return PollExit::Ended(WatchEnd::RunLost);
+            let record = match self.store.get(run_id).await {
+                Ok(Some(record)) => record,
+                Ok(None) => return PollExit::Ended(WatchEnd::RunLost),
+                Err(error) => {
+                    // The store is out of reach: try again next round, within
+                    // the watch's bound.
+                    super::log_store_failure(&error);
+                    if tokio::time::Instant::now() >= until {
+                        return PollExit::Ended(WatchEnd::Limit);
+                    }
+                    continue;
+                }
             };
             if record.status.is_terminal()
                 || self.release_if_unwanted(run_id, guard, record.callback_url.is_some())
@@ -217,8 +231,11 @@ impl RunTracker {
             match polled {
                 Ok(Some(outcome)) => {
                     failures = 0;
-                    if let Some(status) = outcome.status {
-                        self.apply(run_id, change(outcome, status)).await;
+                    if let Some(status) = outcome.status
+                        && let Err(error) = self.apply(run_id, change(outcome, status)).await
+                    {
+                        // Polled again next round.
+                        super::log_store_failure(&error);
                     }
                 }
                 // No status endpoint: callbacks (or nothing) will tell.

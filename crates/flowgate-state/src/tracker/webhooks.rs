@@ -10,8 +10,14 @@ use flowgate_core::{
 use flowgate_webhook::{FailureReason, WebhookEvent, WebhookFailure, WebhookScheme};
 use http::HeaderMap;
 
-use super::RunTracker;
-use crate::{RunChange, RunRecord};
+use super::{RunTracker, log_store_failure};
+use crate::{RunChange, RunRecord, StoreUnavailable};
+
+/// A callback the store could not take: the provider should deliver again.
+fn rejected(error: StoreUnavailable) -> CallbackRejection {
+    log_store_failure(&error);
+    CallbackRejection::StoreUnavailable
+}
 
 /// Why a provider callback was refused.
 #[derive(Debug)]
@@ -20,6 +26,9 @@ pub enum CallbackRejection {
     UnknownProvider,
     /// The delivery did not verify (or no secret can verify it).
     Unverified(FailureReason),
+    /// The shared state store is unreachable: the delivery was not recorded
+    /// and should be retried (the ingress answers 503).
+    StoreUnavailable,
 }
 
 /// The outcome of VerifyWebhook.
@@ -59,6 +68,7 @@ impl RunTracker {
                     .store
                     .get(&RunId::new(provider_name, upstream))
                     .await
+                    .map_err(rejected)?
                     .and_then(|record| record.webhook_secret)
                     .into_iter()
                     .collect(),
@@ -73,7 +83,8 @@ impl RunTracker {
         };
         let verified = self
             .ingress_verifier
-            .verify(scheme, headers, body, &secrets, SystemTime::now())
+            .verify_shared(scheme, headers, body, &secrets, SystemTime::now())
+            .await
             .map_err(|failure: WebhookFailure| {
                 tracing::warn!(
                     provider = provider_name,
@@ -88,10 +99,11 @@ impl RunTracker {
             return Ok(());
         };
         let run_id = RunId::new(provider_name, upstream);
-        if self.store.get(&run_id).await.is_none() {
+        if self.store.get(&run_id).await.map_err(rejected)?.is_none() {
             self.store
                 .insert(RunRecord::new(run_id.clone(), RunStatus::Running))
-                .await;
+                .await
+                .map_err(rejected)?;
         }
         self.apply(
             &run_id,
@@ -103,8 +115,8 @@ impl RunTracker {
                 usage: Default::default(),
             },
         )
-        .await;
-        Ok(())
+        .await
+        .map_err(rejected)
     }
 
     /// VerifyWebhook: checks a delivery the caller received.
@@ -168,7 +180,8 @@ impl RunTracker {
         }
         match self
             .rpc_verifier
-            .verify(scheme, headers, body, &secrets, SystemTime::now())
+            .verify_shared(scheme, headers, body, &secrets, SystemTime::now())
+            .await
         {
             Ok(verified) => {
                 let event = verified.event;
@@ -211,7 +224,12 @@ impl RunTracker {
             )
         };
         let id = self.gateway.run_ids().verify(run_id).ok_or_else(unknown)?;
-        let record = self.store.get(&id).await.ok_or_else(unknown)?;
+        let record = self
+            .store
+            .get(&id)
+            .await
+            .map_err(super::store_unavailable)?
+            .ok_or_else(unknown)?;
         Ok(match record.webhook_secret {
             Some(secret) => vec![secret],
             None => self

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flowgate_redis::{
-    RedisConfig, RedisConnection, RedisIdempotencyStore,
+    RedisConfig, RedisConnection,
     testing::{RedisCluster, RedisServer},
 };
 use flowgate_state::idempotency::{
-    Claim, IdempotencyKey, IdempotencyStore, RecordedAnswer, RequestHash, SHARED_SCOPE, contract,
+    Claim, IdempotencyKey, IdempotencyStore, RecordedAnswer, RedisIdempotencyStore, RequestHash,
+    SHARED_SCOPE, contract,
 };
 
 fn store(config: RedisConfig, ttl: Duration) -> RedisIdempotencyStore {

@@ -16,15 +16,16 @@ use std::{fmt, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use flowgate_state::idempotency::{
-    Claim, IdempotencyKey, IdempotencyStore, RecordedAnswer, RequestHash, Settled,
-    StoreUnavailable as IdempotencyUnavailable,
-};
-use redis::Script;
+use flowgate_redis::redis::Script;
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-use crate::{RedisConnection, StoreUnavailable};
+use flowgate_redis::{RedisConnection, StoreUnavailable};
+
+use super::{
+    Claim, IdempotencyKey, IdempotencyStore, RecordedAnswer, RequestHash, Settled,
+    StoreUnavailable as IdempotencyUnavailable,
+};
 
 /// First and longest pause between two looks at an in-flight key.
 const POLL_FIRST: Duration = Duration::from_millis(50);
@@ -184,7 +185,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
             let (stored, state, answer): (Option<Vec<u8>>, Option<String>, Option<Vec<u8>>) = self
                 .redis
                 .query(
-                    redis::cmd("HMGET")
+                    flowgate_redis::redis::cmd("HMGET")
                         .arg(&redis_key)
                         .arg("h")
                         .arg("s")

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 #[derive(Debug)]
-pub(super) struct TokenBucket {
+pub(crate) struct TokenBucket {
     window: Duration,
     capacity: f64,
     per_second: f64,
@@ -15,7 +15,7 @@ pub(super) struct TokenBucket {
 }
 
 impl TokenBucket {
-    pub(super) fn new(requests: u32, window: Duration) -> Self {
+    pub(crate) fn new(requests: u32, window: Duration) -> Self {
         let capacity = f64::from(requests.max(1));
         Self {
             window,
@@ -27,7 +27,7 @@ impl TokenBucket {
     }
 
     /// Takes a token, or says how long until one is there.
-    pub(super) fn take(&mut self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn take(&mut self, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
         self.refilled = now;
