@@ -72,6 +72,17 @@ else
   echo "ok: flowgate-emulator is not in the production dependency tree"
 fi
 
+step "the engine crates do not depend on the gRPC stack"
+for crate in flowgate-core flowgate-providers flowgate-state flowgate-redis flowgate-webhook flowgate-telemetry; do
+  engine_tree=$(cargo tree --locked -e normal -p "$crate")
+  if grep -Eq '(^|[^a-z-])(tonic|prost)( |-)' <<<"$engine_tree"; then
+    echo "$crate depends on tonic or prost"
+    gates_failed+=("engine free of tonic ($crate)")
+  else
+    echo "ok: $crate"
+  fi
+done
+
 step "cargo test (workspace, with the official Python SDK check)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

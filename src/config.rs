@@ -60,7 +60,6 @@ use flowgate_core::duration::{deserialize as duration, optional as optional_dura
 pub use providers::{KindConfig, ProviderConfig};
 pub use ranges::{Bounds, RANGES, Range};
 pub use runs::RunsConfig;
-use schemas::check_workflow_key;
 pub use schemas::{InputConfig, InputType, WorkflowSchemaConfig};
 pub use secrets::{LoadedSecrets, MIN_RUN_ID_SECRET_BYTES};
 use secrets::{SecretProblem, read_secret};

@@ -106,6 +106,9 @@ pub enum ServeError {
     /// The HTTP client could not be built.
     #[error(transparent)]
     Http(#[from] flowgate_providers::HttpClientError),
+    /// A provider's dialect is not registered.
+    #[error(transparent)]
+    Dialect(#[from] flowgate_providers::UnknownDialect),
     /// Binding or serving failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -136,7 +139,7 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         .provider_settings(&env)?
         .into_iter()
         .map(|settings| build_provider(settings, &http))
-        .collect();
+        .collect::<Result<_, _>>()?;
     let schemas = SchemaCatalog::new(config.schemas, config.declared_schemas()).with_observer(
         Arc::new(|provider: &str, hit: bool| {
             let outcome = if hit {

@@ -135,6 +135,10 @@ impl WorkflowGateway for GatewayService {
             match invoked {
                 Ok(invoked) => {
                     span.record("flowgate.provider", invoked.provider.name());
+                    // The shape of the target is a guess at the dialect
+                    // (recorded above for calls that fail before routing);
+                    // the provider that answered knows it.
+                    span.record("flowgate.dialect", invoked.provider.kind().as_str());
                     if let Some(status) = invoked.outcome.status {
                         span.record("flowgate.run.status", status.as_str());
                     }

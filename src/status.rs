@@ -210,6 +210,17 @@ mod tests {
         assert_eq!(status.metadata().get("x-ratelimit-remaining").unwrap(), "0");
     }
 
+    /// flowgate's own reasons reach the wire as exactly their
+    /// `Reason::as_str` text (pinned in `flowgate_core::reason`'s tests).
+    #[test]
+    fn every_typed_reason_is_the_wire_reason() {
+        for reason in flowgate_core::reason::Reason::ALL {
+            let status = to_status(&GatewayError::new(ErrorClass::Internal, *reason, "x"));
+            let details = status.get_error_details();
+            assert_eq!(details.error_info().unwrap().reason, reason.as_str());
+        }
+    }
+
     #[test]
     fn invalid_argument_lists_violations() {
         let status = to_status(&GatewayError::invalid_argument(vec![

@@ -108,33 +108,3 @@ impl Config {
         declared
     }
 }
-
-/// A declared workflow key must be one a call can address.
-pub(super) fn check_workflow_key(kind: KindConfig, key: &str) -> Result<(), String> {
-    let plain = |part: &str| {
-        !part.is_empty()
-            && part.len() <= 256
-            && part
-                .chars()
-                .all(|c| !c.is_whitespace() && !c.is_control() && c != '/')
-    };
-    let ok = match kind {
-        KindConfig::Fetchhive => key.split('/').count() <= 2 && key.split('/').all(plain),
-        KindConfig::Aitutor => plain(key),
-        KindConfig::Knouds => flowgate_providers::knouds::is_valid_slug(key),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(match kind {
-            KindConfig::Fetchhive => {
-                "a Fetch Hive workflow key is \"deployment\" or \"deployment/variant\"".into()
-            }
-            KindConfig::Aitutor => "an AI Tutor workflow key is the workflow id (wf_…)".into(),
-            KindConfig::Knouds => {
-                "a Knouds workflow key is the slug (lowercase letters, digits, single hyphens)"
-                    .into()
-            }
-        })
-    }
-}

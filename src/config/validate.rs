@@ -134,7 +134,9 @@ impl Config {
                         format!("{base}.{field}")
                     }
                 };
-                if let Err(message) = check_workflow_key(provider.kind, workflow) {
+                if let Err(message) =
+                    flowgate_providers::check_workflow_key(provider.kind.into(), workflow)
+                {
                     issue(at(""), message);
                 }
                 let mut seen = std::collections::BTreeSet::new();

@@ -29,7 +29,7 @@ use tonic::{Code, Status};
 use tower::{Layer, Service};
 
 /// The ErrorInfo reason of a request that could not be decoded.
-pub const MALFORMED_REQUEST: &str = "MALFORMED_REQUEST";
+pub const MALFORMED_REQUEST: &str = flowgate_core::reason::Reason::MalformedRequest.as_str();
 /// How prost's decode errors begin (`prost::DecodeError`'s `Display`).
 const DECODE_FAILURE: &str = "failed to decode Protobuf message";
 

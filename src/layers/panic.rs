@@ -25,7 +25,7 @@ use http_body::{Body, Frame, SizeHint};
 use tower::{Layer, Service};
 
 /// The ErrorInfo reason of a call that panicked.
-pub const INTERNAL_PANIC: &str = "INTERNAL_PANIC";
+pub const INTERNAL_PANIC: &str = flowgate_core::reason::Reason::InternalPanic.as_str();
 
 /// The call-level answer to a panic. Says nothing about the panic itself.
 fn panic_error() -> GatewayError {

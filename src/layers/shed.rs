@@ -36,7 +36,7 @@ use tower::{Layer, Service};
 use crate::service::parse_grpc_timeout;
 
 /// The ErrorInfo reason of a call shed because the queue was full.
-pub const OVERLOADED: &str = "OVERLOADED";
+pub const OVERLOADED: &str = flowgate_core::reason::Reason::Overloaded.as_str();
 /// How long a shed caller is told to wait (RetryInfo).
 pub const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Paths that are never queued or shed.
@@ -157,7 +157,7 @@ impl Shared {
             Ok(Err(_)) => Err(overloaded()),
             Err(_) => Err(GatewayError::new(
                 ErrorClass::DeadlineExceeded,
-                "DEADLINE_EXCEEDED",
+                flowgate_core::reason::Reason::DeadlineExceeded,
                 "the call's deadline passed while it waited for a free slot \
                  (server.max_concurrent_requests)",
             )),

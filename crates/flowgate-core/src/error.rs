@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::{ProviderKind, RateLimitInfo};
+use crate::{ProviderKind, RateLimitInfo, reason::Reason};
 
 /// What kind of failure, from the caller's point of view. Each class maps to
 /// exactly one gRPC code at the edge.
@@ -206,7 +206,7 @@ impl GatewayError {
             [one] => format!("invalid request: {}: {}", one.field, one.description),
             many => format!("invalid request: {} field violations", many.len()),
         };
-        Self::new(ErrorClass::InvalidArgument, "INVALID_REQUEST", message)
+        Self::new(ErrorClass::InvalidArgument, Reason::InvalidRequest, message)
             .with_violations(violations)
     }
 
@@ -222,7 +222,7 @@ impl GatewayError {
 
     /// INTERNAL for a fault inside the gateway.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(ErrorClass::Internal, "INTERNAL", message)
+        Self::new(ErrorClass::Internal, Reason::Internal, message)
     }
 
     /// Attaches the upstream that answered.

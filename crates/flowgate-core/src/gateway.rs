@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::{
     CallbackPolicy, Deadline, ErrorClass, FieldViolation, GatewayError, Invocation,
     PreconditionViolation, Provider, RunId, RunIdSigner, RunOutcome, SchemaCatalog, SchemaLookup,
-    WorkflowSchema, WorkflowTarget,
+    WorkflowSchema, WorkflowTarget, reason::Reason,
 };
 
 /// The engine's front door: the configured providers, the rules that pick
@@ -102,20 +102,22 @@ impl Gateway {
             .find(|provider| provider.name() == name)
     }
 
-    /// Picks the provider for `target`: the named one, which must speak the
-    /// workflow's dialect, or else the only provider that does.
+    /// Picks the provider for `target`: the named one, which must address
+    /// workflows the way the target does, or else the only provider that
+    /// does.
     pub fn resolve(&self, target: &WorkflowTarget) -> Result<&Arc<dyn Provider>, GatewayError> {
         let kind = target.workflow.kind();
+        let addressing = target.workflow.addressing();
         if let Some(name) = target.provider.as_deref() {
             let provider = self.provider(name).ok_or_else(|| {
                 GatewayError::not_found(
-                    "UNKNOWN_PROVIDER",
+                    Reason::UnknownProvider,
                     "flowgate.provider",
                     name,
                     format!("no provider named {name:?} is configured"),
                 )
             })?;
-            if provider.kind() != kind {
+            if provider.kind().addressing() != addressing {
                 return Err(GatewayError::invalid_argument(vec![FieldViolation::new(
                     format!("target.{}", kind.target_field()),
                     format!(
@@ -127,11 +129,12 @@ impl Gateway {
             }
             return Ok(provider);
         }
-        let mut candidates = self.providers.iter().filter(|p| p.kind() == kind);
+        let speaks = |p: &&Arc<dyn Provider>| p.kind().addressing() == addressing;
+        let mut candidates = self.providers.iter().filter(speaks);
         match (candidates.next(), candidates.next()) {
             (Some(only), None) => Ok(only),
             (None, _) => Err(GatewayError::not_found(
-                "NO_PROVIDER_FOR_DIALECT",
+                Reason::NoProviderForDialect,
                 "flowgate.provider",
                 kind.as_str(),
                 format!(
@@ -143,7 +146,7 @@ impl Gateway {
                 let names: Vec<&str> = self
                     .providers
                     .iter()
-                    .filter(|p| p.kind() == kind)
+                    .filter(speaks)
                     .map(|p| p.name())
                     .collect();
                 Err(GatewayError::invalid_argument(vec![FieldViolation::new(
@@ -205,7 +208,7 @@ impl Gateway {
         if deadline.is_expired() {
             return Err(GatewayError::new(
                 ErrorClass::DeadlineExceeded,
-                "DEADLINE_EXCEEDED",
+                Reason::DeadlineExceeded,
                 "the caller's deadline passed before the call was sent upstream",
             ));
         }
@@ -288,7 +291,7 @@ impl Gateway {
                 let label = target.workflow.label();
                 let mut error = GatewayError::new(
                     ErrorClass::FailedPrecondition,
-                    "SCHEMA_NOT_DECLARED",
+                    Reason::SchemaNotDeclared,
                     format!(
                         "{} publishes no workflow schemas and none is declared for {label:?} on provider {:?}",
                         provider.kind(),

@@ -75,6 +75,33 @@ pub struct RunError {
     pub message: String,
 }
 
+impl RunError {
+    /// Reads a vendor's run error, in every shape the dialects send: a bare
+    /// string (the message, with `default_code`) or an object with
+    /// `code`/`error_code` and `message`/`error` (codes may be numbers).
+    /// `None` for anything else. The text is the vendor's, unredacted: the
+    /// providers crate redacts and bounds it before a caller sees it.
+    pub fn from_value(value: &Value, default_code: &str, default_message: &str) -> Option<Self> {
+        let first = |object: &serde_json::Map<String, Value>, keys: [&str; 2]| {
+            keys.iter()
+                .find_map(|key| object.get(*key).and_then(crate::id_text))
+        };
+        match value {
+            Value::String(message) => Some(Self {
+                code: default_code.to_owned(),
+                message: message.clone(),
+            }),
+            Value::Object(object) => Some(Self {
+                code: first(object, ["code", "error_code"])
+                    .unwrap_or_else(|| default_code.to_owned()),
+                message: first(object, ["message", "error"])
+                    .unwrap_or_else(|| default_message.to_owned()),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// A provider's rate-limit window as reported by its response headers.
 /// Absent headers stay `None`, never zero.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -184,5 +211,27 @@ mod tests {
             Some(RunStatus::Cancelled)
         );
         assert_eq!(RunStatus::parse_upstream("weird"), None);
+    }
+
+    #[test]
+    fn run_errors_are_read_from_every_vendor_shape() {
+        let read = |value: Value| RunError::from_value(&value, "DEFAULT", "failed");
+        let error = |code: &str, message: &str| {
+            Some(RunError {
+                code: code.into(),
+                message: message.into(),
+            })
+        };
+        assert_eq!(read(json!("boom")), error("DEFAULT", "boom"));
+        assert_eq!(
+            read(json!({"code": "EXECUTION_FAILED", "message": "m"})),
+            error("EXECUTION_FAILED", "m")
+        );
+        assert_eq!(
+            read(json!({"error_code": 500, "error": "e"})),
+            error("500", "e")
+        );
+        assert_eq!(read(json!({})), error("DEFAULT", "failed"));
+        assert_eq!(read(json!(7)), None);
     }
 }

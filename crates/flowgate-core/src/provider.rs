@@ -5,9 +5,28 @@ use std::fmt;
 use async_trait::async_trait;
 
 use crate::{
-    Deadline, FieldViolation, GatewayError, Invocation, ProviderKind, RunOutcome, WorkflowRef,
-    WorkflowSchema,
+    Deadline, FieldViolation, GatewayError, Invocation, ProviderKind, RunError, RunOutcome,
+    WorkflowRef, WorkflowSchema,
 };
+
+/// How a dialect runs an async invocation, which decides what the run
+/// tracker does with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsyncMode {
+    /// No async mode upstream: the gateway runs the synchronous call in the
+    /// background and publishes its outcome (AI Tutor).
+    Background,
+    /// The upstream runs the workflow asynchronously and answers with a run
+    /// id the tracker polls; callbacks, if any, are signed with configured
+    /// secrets (Knouds).
+    Polled,
+    /// The upstream delivers the result to a callback URL sent with the
+    /// request, signed with a secret of that run returned at submission
+    /// (Fetch Hive). With a public ingress the gateway puts its own URL in
+    /// the request and keeps the secret; without one the caller's URL is
+    /// passed through and the tracker polls.
+    Callback,
+}
 
 /// One configured provider: a dialect plus its base URL, key and policies.
 ///
@@ -34,11 +53,32 @@ pub trait Provider: Send + Sync + fmt::Debug {
         deadline: Deadline,
     ) -> Result<RunOutcome, GatewayError>;
 
+    /// How the dialect runs async invocations (see [`AsyncMode`]).
+    fn async_mode(&self) -> AsyncMode {
+        AsyncMode::Polled
+    }
+
     /// True when the dialect runs workflows asynchronously itself. When
     /// false the gateway offers async by running the synchronous call in the
-    /// background.
+    /// background. Derived from [`Provider::async_mode`].
     fn native_async(&self) -> bool {
-        true
+        self.async_mode() != AsyncMode::Background
+    }
+
+    /// For [`AsyncMode::Callback`] dialects: the upstream run id a callback
+    /// body names. Not yet trusted (the signature is checked after): it only
+    /// selects which run's secret to verify the delivery with. `None` when
+    /// the body names no run or the dialect signs with configured secrets.
+    fn callback_run_id(&self, body: &[u8]) -> Option<String> {
+        let _ = body;
+        None
+    }
+
+    /// A run error read from a callback body, made safe to show a caller
+    /// (the provider's key redacted, the text bounded), as the dialect's
+    /// own decoders do for every answer it reads.
+    fn safe_run_error(&self, error: RunError) -> RunError {
+        error
     }
 
     /// The current state of a run the provider knows as `upstream_id`.

@@ -2,6 +2,29 @@
 
 use std::fmt;
 
+/// How a dialect addresses workflows: the field of the target's `oneof`
+/// (`deployment`, `workflow_id` or `slug`) a caller names one with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Addressing {
+    /// `target.deployment`: a deployment and an optional variant.
+    Deployment,
+    /// `target.workflow_id`: an opaque workflow id.
+    WorkflowId,
+    /// `target.slug`: a slug.
+    Slug,
+}
+
+impl Addressing {
+    /// The target field (`deployment`, `workflow_id`, `slug`).
+    pub fn target_field(self) -> &'static str {
+        match self {
+            Self::Deployment => "deployment",
+            Self::WorkflowId => "workflow_id",
+            Self::Slug => "slug",
+        }
+    }
+}
+
 /// The REST dialect a provider speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProviderKind {
@@ -11,6 +34,15 @@ pub enum ProviderKind {
     AiTutor,
     /// Knouds: slug, `x-api-key`, capability-scoped keys.
     Knouds,
+    /// A dialect outside the built-in three, registered in code with the
+    /// providers crate's dialect registry (configuration files name only
+    /// the built-in kinds).
+    Other {
+        /// Its name (logs, metrics, `ErrorInfo.domain`).
+        name: &'static str,
+        /// How it addresses workflows.
+        addressing: Addressing,
+    },
 }
 
 impl ProviderKind {
@@ -23,21 +55,28 @@ impl ProviderKind {
             Self::FetchHive => "fetchhive",
             Self::AiTutor => "aitutor",
             Self::Knouds => "knouds",
+            Self::Other { name, .. } => name,
         }
     }
 
-    /// Parses a configuration name.
+    /// Parses a configuration name (built-in kinds only).
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| kind.as_str() == name)
     }
 
+    /// How this dialect addresses workflows.
+    pub fn addressing(self) -> Addressing {
+        match self {
+            Self::FetchHive => Addressing::Deployment,
+            Self::AiTutor => Addressing::WorkflowId,
+            Self::Knouds => Addressing::Slug,
+            Self::Other { addressing, .. } => addressing,
+        }
+    }
+
     /// The field of the target's `oneof` this dialect addresses workflows by.
     pub fn target_field(self) -> &'static str {
-        match self {
-            Self::FetchHive => "deployment",
-            Self::AiTutor => "workflow_id",
-            Self::Knouds => "slug",
-        }
+        self.addressing().target_field()
     }
 }
 
@@ -64,12 +103,21 @@ pub enum WorkflowRef {
 }
 
 impl WorkflowRef {
-    /// The dialect that addresses workflows this way.
+    /// The built-in dialect that addresses workflows this way.
     pub fn kind(&self) -> ProviderKind {
         match self {
             Self::Deployment { .. } => ProviderKind::FetchHive,
             Self::WorkflowId(_) => ProviderKind::AiTutor,
             Self::Slug(_) => ProviderKind::Knouds,
+        }
+    }
+
+    /// The shape of this reference (which target field names it).
+    pub fn addressing(&self) -> Addressing {
+        match self {
+            Self::Deployment { .. } => Addressing::Deployment,
+            Self::WorkflowId(_) => Addressing::WorkflowId,
+            Self::Slug(_) => Addressing::Slug,
         }
     }
 

@@ -12,36 +12,33 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use bytes::Bytes;
 use flowgate_core::{
-    Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, Provider, ProviderKind,
-    RunError, RunOutcome, RunStatus, WorkflowRef, decode_output,
+    AsyncMode, ErrorClass, FieldViolation, GatewayError, Invocation, ProviderKind, RunError,
+    RunOutcome, RunStatus, WorkflowRef, decode_output,
 };
-use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
-    HttpClient, ProviderSettings,
+    ProviderSettings,
+    dialect::{Auth, Dialect, HttpProvider, Request, is_plain_key},
     errors::{
-        ErrorBody, credential_rejected, describe, fallback_error, id_text, protocol_error,
-        safe_message, upstream_error,
+        ErrorBody, credential_rejected, describe, fallback_error, protocol_error, safe_message,
+        upstream_error,
     },
-    http::{BaseUrl, UpstreamRequest, UpstreamResponse, auth_header},
+    http::UpstreamResponse,
+    numbers::id_text,
 };
 
 /// Longest accepted workflow id.
 const MAX_WORKFLOW_ID: usize = 128;
 
 /// A configured AI Tutor provider.
-#[derive(Debug)]
-pub struct AiTutor {
-    settings: ProviderSettings,
-    http: HttpClient,
-    base: BaseUrl,
-    auth: (HeaderName, HeaderValue),
-}
+pub type AiTutor = HttpProvider<AiTutorDialect>;
+
+/// The AI Tutor dialect (see the module docs).
+#[derive(Debug, Default)]
+pub struct AiTutorDialect;
 
 #[derive(Deserialize)]
 struct RunBody {
@@ -55,66 +52,33 @@ struct RunBody {
     output: Option<Value>,
 }
 
-impl AiTutor {
-    /// A provider for `settings` (kind `aitutor`).
-    pub fn new(settings: ProviderSettings, http: HttpClient) -> Self {
-        let base = BaseUrl::parse(&settings.base_url);
-        let auth = auth_header(header::AUTHORIZATION, "Bearer ", &settings);
-        Self {
-            settings,
-            http,
-            base,
-            auth,
-        }
-    }
-
-    /// Decodes an upstream answer (public for decoder tests).
-    pub fn decode(
-        &self,
-        status: u16,
-        headers: HeaderMap,
-        body: Bytes,
-        workflow: &WorkflowRef,
-    ) -> Result<RunOutcome, GatewayError> {
-        self.decode_response(&UpstreamResponse::new(status, headers, body), workflow)
-    }
-
+impl AiTutorDialect {
     fn decode_response(
         &self,
+        settings: &ProviderSettings,
         response: &UpstreamResponse,
         workflow: &WorkflowRef,
     ) -> Result<RunOutcome, GatewayError> {
-        if response.status != 200 {
-            return self.decode_error(response, workflow);
-        }
         let Ok(run) = serde_json::from_slice::<RunBody>(&response.body) else {
             return Err(protocol_error(
-                &self.settings,
+                settings,
                 response,
                 "a body that is not a run object",
             ));
         };
         if run.success == Some(false) {
-            return self.decode_error(response, workflow);
+            return self.error_table(settings, response, workflow);
         }
         let status = match run.status.as_deref().map(RunStatus::parse_upstream) {
             Some(Some(status)) => status,
             Some(None) => {
-                return Err(protocol_error(
-                    &self.settings,
-                    response,
-                    "an unknown run status",
-                ));
+                return Err(protocol_error(settings, response, "an unknown run status"));
             }
             None => RunStatus::Completed,
         };
         let output = run.result.or(run.output).filter(|output| !output.is_null());
         if status == RunStatus::Completed && output.is_none() {
-            return Err(protocol_error(
-                &self.settings,
-                response,
-                "success but no result",
-            ));
+            return Err(protocol_error(settings, response, "success but no result"));
         }
         let citations = match run.citations {
             Some(Value::Array(citations)) => citations,
@@ -139,12 +103,12 @@ impl AiTutor {
 
     /// AI Tutor's documented codes, then the shared fallback. A failed run
     /// is an outcome.
-    fn decode_error(
+    fn error_table(
         &self,
+        settings: &ProviderSettings,
         response: &UpstreamResponse,
         workflow: &WorkflowRef,
     ) -> Result<RunOutcome, GatewayError> {
-        let settings = &self.settings;
         let body = ErrorBody::parse(&response.body);
         let message = describe(settings, response, &body);
         let code = body.code.clone();
@@ -242,21 +206,24 @@ impl AiTutor {
     }
 }
 
-#[async_trait]
-impl Provider for AiTutor {
-    fn name(&self) -> &str {
-        &self.settings.name
+impl Dialect for AiTutorDialect {
+    const KIND: ProviderKind = ProviderKind::AiTutor;
+    const DEFAULT_BASE_URL: &'static str = "https://aitutor-api.vercel.app";
+    /// The documented 300 s plus a margin.
+    const DEFAULT_TIMEOUT: Duration = Duration::from_secs(310);
+    const AUTH: Auth = Auth::Bearer;
+    const ASYNC_MODE: AsyncMode = AsyncMode::Background;
+
+    /// The workflow id.
+    fn check_workflow_key(key: &str) -> Result<(), String> {
+        if is_plain_key(key) {
+            Ok(())
+        } else {
+            Err("an AI Tutor workflow key is the workflow id (wf_…)".into())
+        }
     }
 
-    fn kind(&self) -> ProviderKind {
-        ProviderKind::AiTutor
-    }
-
-    fn native_async(&self) -> bool {
-        false
-    }
-
-    fn validate(&self, invocation: &Invocation) -> Vec<FieldViolation> {
+    fn validate(&self, _: &ProviderSettings, invocation: &Invocation) -> Vec<FieldViolation> {
         let mut violations = Vec::new();
         if let WorkflowRef::WorkflowId(id) = &invocation.workflow {
             let well_formed = !id.is_empty()
@@ -276,11 +243,11 @@ impl Provider for AiTutor {
         violations
     }
 
-    async fn invoke(
+    fn invoke_request<'a>(
         &self,
-        invocation: &Invocation,
-        deadline: Deadline,
-    ) -> Result<RunOutcome, GatewayError> {
+        _: &'a ProviderSettings,
+        invocation: &'a Invocation,
+    ) -> Result<Request<'a>, GatewayError> {
         let WorkflowRef::WorkflowId(id) = &invocation.workflow else {
             return Err(GatewayError::internal(
                 "aitutor provider given a non-workflow_id target",
@@ -293,23 +260,40 @@ impl Provider for AiTutor {
                 "AI Tutor has no async mode upstream: async runs must go through the run tracker",
             ));
         }
-        let body = serde_json::to_vec(&invocation.inputs)
-            .map_err(|err| GatewayError::internal(format!("encoding the request: {err}")))?;
-        let request = UpstreamRequest {
-            method: Method::POST,
-            url: self.base.join(&["api", "v1", "run", id], None)?,
-            auth: (&self.auth.0, &self.auth.1),
-            body: Some(body),
-        };
-        let response = self.http.send(&self.settings, request, deadline).await?;
-        self.decode_response(&response, &invocation.workflow)
+        Request::post_json(vec!["api", "v1", "run", id], &invocation.inputs)
+    }
+
+    /// Only 200 is a success answer.
+    fn is_success(status: u16) -> bool {
+        status == 200
+    }
+
+    fn decode_success(
+        &self,
+        settings: &ProviderSettings,
+        response: &UpstreamResponse,
+        workflow: &WorkflowRef,
+    ) -> Result<RunOutcome, GatewayError> {
+        self.decode_response(settings, response, workflow)
+    }
+
+    fn decode_error(
+        &self,
+        settings: &ProviderSettings,
+        response: &UpstreamResponse,
+        workflow: &WorkflowRef,
+    ) -> Result<RunOutcome, GatewayError> {
+        self.error_table(settings, response, workflow)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::HttpClient;
+    use bytes::Bytes;
     use flowgate_core::SecretString;
+    use http::HeaderMap;
     use serde_json::json;
 
     fn decode(status: u16, body: Value) -> Result<RunOutcome, GatewayError> {

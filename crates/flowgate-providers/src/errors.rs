@@ -5,36 +5,15 @@
 //! Upstream bodies never reach a message whole: only the vendor's own short
 //! `error`/`message` text, truncated, with the provider key redacted.
 //!
-//! Redaction is done here, in one place, for every upstream-derived string
-//! (error reason, `X-Request-Id`, messages, the error of a FAILED run), and
-//! always BEFORE truncation, so a cut can never leave part of a key behind:
-//! - [`redact`] replaces the key and every fragment of it of
-//!   [`MIN_FRAGMENT`] or more characters with `[redacted]`;
-//! - [`safe_message`] redacts, then truncates to [`MAX_MESSAGE_CHARS`];
-//! - [`upstream_reason`] keeps a vendor code only when it is a plain code
-//!   token (`[A-Za-z0-9_.-]{1,64}`) with nothing of the key in it, else
-//!   `UPSTREAM_ERROR`;
-//! - [`upstream_request_id`] keeps a request id only when it is a plain
-//!   token of at most 128 characters with nothing of the key in it.
+//! Redaction of every upstream-derived string lives in [`crate::redaction`].
 
 use std::time::SystemTime;
 
-use flowgate_core::{ErrorClass, GatewayError, RunError, UpstreamContext};
+use flowgate_core::{ErrorClass, GatewayError, RunError, UpstreamContext, reason::Reason};
 use serde_json::{Map, Value};
 
+pub use crate::redaction::{UNREADABLE_REASON, safe_message, upstream_reason};
 use crate::{ProviderSettings, http::UpstreamResponse};
-
-/// Longest upstream message text carried into an error message.
-const MAX_MESSAGE_CHARS: usize = 300;
-/// Shortest run of key characters that is redacted wherever it appears
-/// (a vendor may echo part of a key; shorter keys are matched whole).
-pub(crate) const MIN_FRAGMENT: usize = 10;
-/// Longest vendor code kept as an `ErrorInfo` reason.
-const MAX_REASON_CHARS: usize = 64;
-/// Longest upstream request id kept.
-const MAX_REQUEST_ID_CHARS: usize = 128;
-/// The reason used when a vendor's code is not a plain code token.
-pub const UNREADABLE_REASON: &str = "UPSTREAM_ERROR";
 
 /// The useful fields of a vendor error body, whatever the dialect.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -93,124 +72,26 @@ pub fn class_for_status(status: u16) -> ErrorClass {
 }
 
 /// The reason used when the upstream gave no code.
-pub fn reason_for_status(status: u16) -> &'static str {
+pub fn reason_for_status(status: u16) -> Reason {
     match class_for_status(status) {
-        ErrorClass::InvalidArgument => "UPSTREAM_INVALID_REQUEST",
-        ErrorClass::UpstreamCredentialRejected => "UPSTREAM_CREDENTIAL_REJECTED",
-        ErrorClass::QuotaExhausted => "UPSTREAM_PAYMENT_REQUIRED",
-        ErrorClass::PermissionDenied => "UPSTREAM_FORBIDDEN",
-        ErrorClass::NotFound => "UPSTREAM_NOT_FOUND",
-        ErrorClass::DeadlineExceeded => "UPSTREAM_TIMEOUT",
-        ErrorClass::FailedPrecondition => "UPSTREAM_CONFLICT",
-        ErrorClass::RateLimited => "UPSTREAM_RATE_LIMITED",
-        ErrorClass::Unavailable => "UPSTREAM_UNAVAILABLE",
-        ErrorClass::UpstreamFailure => "UPSTREAM_INTERNAL_ERROR",
-        _ => "UPSTREAM_PROTOCOL_ERROR",
+        ErrorClass::InvalidArgument => Reason::UpstreamInvalidRequest,
+        ErrorClass::UpstreamCredentialRejected => Reason::UpstreamCredentialRejected,
+        ErrorClass::QuotaExhausted => Reason::UpstreamPaymentRequired,
+        ErrorClass::PermissionDenied => Reason::UpstreamForbidden,
+        ErrorClass::NotFound => Reason::UpstreamNotFound,
+        ErrorClass::DeadlineExceeded => Reason::UpstreamTimeout,
+        ErrorClass::FailedPrecondition => Reason::UpstreamConflict,
+        ErrorClass::RateLimited => Reason::UpstreamRateLimited,
+        ErrorClass::Unavailable => Reason::UpstreamUnavailable,
+        ErrorClass::UpstreamFailure => Reason::UpstreamInternalError,
+        _ => Reason::UpstreamProtocolError,
     }
-}
-
-/// `text` with the provider key, and every fragment of it of
-/// [`MIN_FRAGMENT`] or more characters, replaced by `[redacted]`.
-pub(crate) fn redact(settings: &ProviderSettings, text: &str) -> String {
-    redact_key(settings.api_key.expose(), text)
-}
-
-fn redact_key(key: &str, text: &str) -> String {
-    if key.len() < MIN_FRAGMENT {
-        return flowgate_core::SecretString::new(key).redact_from(text);
-    }
-    // Mark every byte of `text` covered by some key fragment (a window of
-    // MIN_FRAGMENT bytes; overlapping windows cover longer echoes).
-    let mut covered = vec![false; text.len()];
-    let mut any = false;
-    for start in 0..=key.len() - MIN_FRAGMENT {
-        let Some(fragment) = key.get(start..start + MIN_FRAGMENT) else {
-            continue;
-        };
-        for (at, _) in text.match_indices(fragment) {
-            covered[at..at + MIN_FRAGMENT].fill(true);
-            any = true;
-        }
-    }
-    if !any {
-        return text.to_owned();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut in_secret = false;
-    for (at, ch) in text.char_indices() {
-        if covered[at] {
-            if !in_secret {
-                out.push_str("[redacted]");
-                in_secret = true;
-            }
-        } else {
-            in_secret = false;
-            out.push(ch);
-        }
-    }
-    out
-}
-
-/// The upstream's message made safe for a caller: key redacted first, then
-/// truncated to [`MAX_MESSAGE_CHARS`] (marked with `…`).
-pub(crate) fn safe_message(settings: &ProviderSettings, message: &str) -> String {
-    truncate(
-        &redact(settings, bounded(settings, message)),
-        MAX_MESSAGE_CHARS,
-    )
-}
-
-/// A prefix of `text` long enough that redacting it and then truncating to
-/// [`MAX_MESSAGE_CHARS`] gives the same result as for the whole text (any key
-/// occurrence overlapping the kept part lies inside it), so an upstream's
-/// megabyte-long message costs no more than a short one.
-fn bounded<'a>(settings: &ProviderSettings, text: &'a str) -> &'a str {
-    let limit = MAX_MESSAGE_CHARS + settings.api_key.expose().chars().count() + 1;
-    match text.char_indices().nth(limit) {
-        Some((at, _)) => &text[..at],
-        None => text,
-    }
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_owned(),
-    }
-}
-
-/// True for a plain code token: `[A-Za-z0-9_.-]{1,max}`.
-fn is_token(text: &str, max: usize, extra: &[u8]) -> bool {
-    !text.is_empty()
-        && text.len() <= max
-        && text.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') || extra.contains(&b)
-        })
-}
-
-/// A vendor's code as an `ErrorInfo` reason (also logged): kept when it is
-/// a plain code token with nothing of the key in it, else `UPSTREAM_ERROR`.
-pub(crate) fn upstream_reason(settings: &ProviderSettings, code: &str) -> String {
-    if is_token(code, MAX_REASON_CHARS, b"") && redact(settings, code) == code {
-        code.to_owned()
-    } else {
-        UNREADABLE_REASON.to_owned()
-    }
-}
-
-/// An upstream request id (`X-Request-Id`) as the gateway passes it on:
-/// a plain token (`:` allowed) of at most 128 characters with nothing of
-/// the key in it; anything else is dropped.
-pub(crate) fn upstream_request_id(settings: &ProviderSettings, raw: &str) -> Option<String> {
-    let raw = raw.trim();
-    (is_token(raw, MAX_REQUEST_ID_CHARS, b":") && redact(settings, raw) == raw)
-        .then(|| raw.to_owned())
 }
 
 /// Builds the typed error for an upstream answer: context (provider, HTTP
 /// status, request id), the rate-limit window, and the hints its class needs
 /// (RetryInfo for rate limits and unavailability, QuotaFailure for quotas).
-pub(crate) fn upstream_error(
+pub fn upstream_error(
     settings: &ProviderSettings,
     response: &UpstreamResponse,
     class: ErrorClass,
@@ -252,7 +133,7 @@ pub(crate) fn upstream_error(
 
 /// NOT_FOUND for a status lookup of a run the upstream does not know:
 /// the upstream's code (or `default_code`) and a `ResourceInfo`.
-pub(crate) fn run_not_found(
+pub fn run_not_found(
     settings: &ProviderSettings,
     response: &UpstreamResponse,
     default_code: &str,
@@ -271,7 +152,7 @@ pub(crate) fn run_not_found(
 }
 
 /// INTERNAL / `UPSTREAM_PROTOCOL_ERROR` for an answer the dialect cannot read.
-pub(crate) fn protocol_error(
+pub fn protocol_error(
     settings: &ProviderSettings,
     response: &UpstreamResponse,
     what: &str,
@@ -280,7 +161,7 @@ pub(crate) fn protocol_error(
         settings,
         response,
         ErrorClass::ProtocolError,
-        "UPSTREAM_PROTOCOL_ERROR",
+        Reason::UpstreamProtocolError,
         format!(
             "{} answered HTTP {} with {what}",
             settings.name, response.status
@@ -293,7 +174,7 @@ pub(crate) fn protocol_error(
 /// as the reason. An answer that is not even a JSON error body is a protocol
 /// error whatever its status class, so a caller can tell "the vendor said
 /// no" from "something in between answered".
-pub(crate) fn fallback_error(
+pub fn fallback_error(
     settings: &ProviderSettings,
     response: &UpstreamResponse,
     body: &ErrorBody,
@@ -307,7 +188,7 @@ pub(crate) fn fallback_error(
             _ => ErrorClass::ProtocolError,
         };
         let reason = if class == ErrorClass::ProtocolError {
-            "UPSTREAM_PROTOCOL_ERROR"
+            Reason::UpstreamProtocolError
         } else {
             reason_for_status(response.status)
         };
@@ -326,7 +207,7 @@ pub(crate) fn fallback_error(
     let reason = body
         .code
         .clone()
-        .unwrap_or_else(|| reason_for_status(response.status).to_owned());
+        .unwrap_or_else(|| reason_for_status(response.status).into());
     upstream_error(
         settings,
         response,
@@ -337,7 +218,7 @@ pub(crate) fn fallback_error(
 }
 
 /// `"<provider> answered HTTP <status>: <upstream message>"`.
-pub(crate) fn describe(
+pub fn describe(
     settings: &ProviderSettings,
     response: &UpstreamResponse,
     body: &ErrorBody,
@@ -355,7 +236,7 @@ pub(crate) fn describe(
 
 /// UNAUTHENTICATED for a rejected provider key: a gateway configuration
 /// fault, said without the key.
-pub(crate) fn credential_rejected(
+pub fn credential_rejected(
     settings: &ProviderSettings,
     response: &UpstreamResponse,
 ) -> GatewayError {
@@ -364,7 +245,7 @@ pub(crate) fn credential_rejected(
         settings,
         response,
         ErrorClass::UpstreamCredentialRejected,
-        "UPSTREAM_CREDENTIAL_REJECTED",
+        Reason::UpstreamCredentialRejected,
         format!(
             "{} rejected the gateway's API key: check the provider's api_key configuration",
             settings.name
@@ -376,36 +257,34 @@ pub(crate) fn credential_rejected(
     }
 }
 
-/// Ids may arrive as strings or numbers (one copy, in [`crate::numbers`]).
-pub(crate) use crate::numbers::id_text;
+/// A run error from a body's `error` value (read by
+/// [`RunError::from_value`]), made safe ([`safe_run_error`]).
+pub fn run_error(error: Option<Value>, settings: &ProviderSettings) -> RunError {
+    const FAILED: &str = "the run failed";
+    let error = error
+        .as_ref()
+        .and_then(|error| RunError::from_value(error, Reason::RunFailed.as_str(), FAILED))
+        .unwrap_or_else(|| RunError {
+            code: Reason::RunFailed.into(),
+            message: FAILED.to_owned(),
+        });
+    safe_run_error(settings, error)
+}
 
-/// A run error from a body's `error` value (string or `{code, message}`).
-pub(crate) fn run_error(error: Option<Value>, settings: &ProviderSettings) -> RunError {
-    let (code, message) = match error {
-        Some(Value::String(message)) => ("RUN_FAILED".to_owned(), message),
-        Some(Value::Object(object)) => (
-            object
-                .get("code")
-                .and_then(Value::as_str)
-                .unwrap_or("RUN_FAILED")
-                .to_owned(),
-            object
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("the run failed")
-                .to_owned(),
-        ),
-        _ => ("RUN_FAILED".to_owned(), "the run failed".to_owned()),
-    };
+/// A vendor's run error as a caller may see it: the code kept only as a
+/// plain token without the key ([`upstream_reason`]), the message redacted
+/// and bounded ([`safe_message`]).
+pub fn safe_run_error(settings: &ProviderSettings, error: RunError) -> RunError {
     RunError {
-        code: upstream_reason(settings, &code),
-        message: safe_message(settings, &message),
+        code: upstream_reason(settings, &error.code),
+        message: safe_message(settings, &error.message),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redaction::{MAX_MESSAGE_CHARS, MIN_FRAGMENT, upstream_request_id};
 
     #[test]
     fn reads_every_documented_shape() {

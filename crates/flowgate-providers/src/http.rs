@@ -21,7 +21,9 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use flowgate_core::{Deadline, ErrorClass, GatewayError, RateLimitInfo, UpstreamContext};
+use flowgate_core::{
+    Deadline, ErrorClass, GatewayError, RateLimitInfo, UpstreamContext, reason::Reason,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use tracing::{Instrument as _, field};
 
@@ -80,12 +82,16 @@ impl HttpClient {
     }
 }
 
-/// A complete upstream answer.
+/// A complete upstream answer, as every dialect decoder reads it.
 #[derive(Debug)]
-pub(crate) struct UpstreamResponse {
+pub struct UpstreamResponse {
+    /// The HTTP status.
     pub status: u16,
+    /// The headers (`X-Request-Id` already redacted or dropped).
     pub headers: HeaderMap,
+    /// The whole body (bounded).
     pub body: Bytes,
+    /// The rate-limit headers, parsed.
     pub rate_limit: RateLimitInfo,
 }
 
@@ -281,12 +287,12 @@ impl HttpClient {
         let timed_out = |stage: &str| {
             let (reason, message) = if caller_bound {
                 (
-                    "DEADLINE_EXCEEDED",
+                    Reason::DeadlineExceeded,
                     format!("the caller's deadline passed while {stage}"),
                 )
             } else {
                 (
-                    "UPSTREAM_TIMEOUT",
+                    Reason::UpstreamTimeout,
                     format!(
                         "{} did not answer within its {} s timeout ({stage})",
                         settings.name,
@@ -303,7 +309,7 @@ impl HttpClient {
             } else if err.is_connect() {
                 GatewayError::new(
                     ErrorClass::Unavailable,
-                    "UPSTREAM_UNREACHABLE",
+                    Reason::UpstreamUnreachable,
                     format!("could not connect to {}", settings.name),
                 )
                 .with_upstream(context(settings, None))
@@ -311,7 +317,7 @@ impl HttpClient {
             } else {
                 GatewayError::new(
                     ErrorClass::Unavailable,
-                    "UPSTREAM_TRANSPORT_ERROR",
+                    Reason::UpstreamTransportError,
                     format!(
                         "the connection to {} failed before an answer",
                         settings.name
@@ -338,7 +344,7 @@ impl HttpClient {
         let protocol = |message: String| {
             GatewayError::new(
                 ErrorClass::ProtocolError,
-                "UPSTREAM_PROTOCOL_ERROR",
+                Reason::UpstreamProtocolError,
                 message,
             )
             .with_upstream(context(settings, Some(status)))
@@ -387,7 +393,7 @@ impl HttpClient {
 }
 
 /// Replaces `X-Request-Id` with its redacted form (see
-/// [`crate::errors::upstream_request_id`]) or drops it, so every reader of
+/// [`crate::redaction::upstream_request_id`]) or drops it, so every reader of
 /// the answer's headers gets a safe value.
 fn clean_request_id(settings: &ProviderSettings, headers: &mut HeaderMap) {
     let Some(raw) = headers.remove(REQUEST_ID) else {
@@ -396,7 +402,7 @@ fn clean_request_id(settings: &ProviderSettings, headers: &mut HeaderMap) {
     let clean = raw
         .to_str()
         .ok()
-        .and_then(|text| crate::errors::upstream_request_id(settings, text))
+        .and_then(|text| crate::redaction::upstream_request_id(settings, text))
         .and_then(|text| HeaderValue::from_str(&text).ok());
     if let Some(clean) = clean {
         headers.insert(REQUEST_ID, clean);
@@ -408,7 +414,7 @@ fn clean_request_id(settings: &ProviderSettings, headers: &mut HeaderMap) {
 fn redirect_refused(settings: &ProviderSettings, status: u16) -> GatewayError {
     GatewayError::new(
         ErrorClass::ProtocolError,
-        "UPSTREAM_REDIRECT",
+        Reason::UpstreamRedirect,
         format!(
             "{} answered HTTP {status} (a redirect); flowgate follows no redirects: check the provider's base_url",
             settings.name

@@ -10,36 +10,45 @@
 //! They share one [`HttpClient`] (one connection pool, built once), the
 //! rate-limit header parser ([`ratelimit`]), the bounded and lenient reading
 //! of every vendor number ([`numbers`]), the output depth cap ([`depth`]) and
-//! the error-body helpers ([`errors`]). A fourth dialect is one new module plus a line in
-//! [`build_provider`].
+//! the error-body helpers ([`errors`]).
+//!
+//! A dialect is a set of hooks ([`Dialect`]: build the request, decode
+//! success, error, status, schema and callback bodies, async mode,
+//! workflow-key syntax) around one shared HTTP path ([`HttpProvider`]).
+//! A dialect built in code is one file plus one [`Dialects::with`] line
+//! (its kind is a `ProviderKind::Other`; see `tests/fourth_dialect.rs`). A
+//! shipped dialect is one module plus one line in [`registry::BUILTIN`],
+//! and, so configuration files can name it, a `ProviderKind` variant and
+//! a config `kind` name.
 
 pub mod aitutor;
+pub mod dialect;
 pub mod errors;
 pub mod fetchhive;
 mod guard;
 mod http;
 pub mod knouds;
-pub mod numbers;
 pub mod ratelimit;
+mod redaction;
+pub mod registry;
 mod settings;
 
 use std::sync::Arc;
 
-use flowgate_core::{Provider, ProviderKind};
+use flowgate_core::Provider;
 
-pub use flowgate_core::depth;
+pub use dialect::{Dialect, HttpProvider};
+pub use flowgate_core::{depth, numbers};
 pub use guard::Guarded;
-pub use http::{HttpClient, HttpClientError};
+pub use http::{HttpClient, HttpClientError, UpstreamResponse};
+pub use registry::{Dialects, Registration, UnknownDialect, check_workflow_key};
 pub use settings::{CircuitPolicy, LocalLimits, ProviderSettings, Resilience, RetryPolicy};
 
-/// Builds the provider `settings` describe, sharing `http`, with the
-/// configured protections ([`Guarded`]) around it.
-pub fn build_provider(settings: ProviderSettings, http: &HttpClient) -> Arc<dyn Provider> {
-    let resilience = settings.resilience.clone();
-    let dialect: Arc<dyn Provider> = match settings.kind {
-        ProviderKind::FetchHive => Arc::new(fetchhive::FetchHive::new(settings, http.clone())),
-        ProviderKind::AiTutor => Arc::new(aitutor::AiTutor::new(settings, http.clone())),
-        ProviderKind::Knouds => Arc::new(knouds::Knouds::new(settings, http.clone())),
-    };
-    Arc::new(Guarded::new(dialect, resilience))
+/// Builds the provider `settings` describe (a built-in dialect), sharing
+/// `http`, with the configured protections ([`Guarded`]) around it.
+pub fn build_provider(
+    settings: ProviderSettings,
+    http: &HttpClient,
+) -> Result<Arc<dyn Provider>, UnknownDialect> {
+    Dialects::builtin().build(settings, http)
 }

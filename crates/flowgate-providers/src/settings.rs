@@ -5,6 +5,8 @@ use std::time::Duration;
 use flowgate_core::{ProviderKind, SecretString, duration};
 use serde::Deserialize;
 
+use crate::dialect::Dialect;
+
 /// A provider's resolved settings (the key already loaded).
 #[derive(Clone, Debug)]
 pub struct ProviderSettings {
@@ -138,36 +140,32 @@ impl Default for LocalLimits {
 }
 
 impl ProviderSettings {
-    /// The documented public base URL of a dialect.
-    pub fn default_base_url(kind: ProviderKind) -> &'static str {
-        match kind {
-            ProviderKind::FetchHive => "https://api.fetchhive.com/v1",
-            ProviderKind::AiTutor => "https://aitutor-api.vercel.app",
-            ProviderKind::Knouds => "https://knouds.ai",
-        }
-    }
-
-    /// The default request timeout of a dialect: its documented maximum run
-    /// duration plus a margin (Fetch Hive's SDK uses 120 s; AI Tutor documents
-    /// 300 s; Knouds sync runs take "up to a few minutes").
-    pub fn default_timeout(kind: ProviderKind) -> Duration {
-        match kind {
-            ProviderKind::FetchHive => Duration::from_secs(120),
-            ProviderKind::AiTutor => Duration::from_secs(310),
-            ProviderKind::Knouds => Duration::from_secs(300),
-        }
-    }
-
-    /// Settings with the dialect's defaults.
+    /// Settings with a built-in dialect's defaults (see
+    /// [`crate::registry::BUILTIN`]); a kind registered only in code gets
+    /// an empty base URL and a 120 s timeout (use
+    /// [`ProviderSettings::of`] for it).
     pub fn new(name: impl Into<String>, kind: ProviderKind, api_key: SecretString) -> Self {
+        let (base_url, timeout) = crate::registry::builtin(kind)
+            .map_or(("", Duration::from_secs(120)), |registration| {
+                (registration.default_base_url, registration.default_timeout)
+            });
         Self {
             name: name.into(),
             kind,
-            base_url: Self::default_base_url(kind).to_owned(),
+            base_url: base_url.to_owned(),
             api_key,
-            timeout: Self::default_timeout(kind),
+            timeout,
             default_variant: None,
             resilience: Resilience::default(),
+        }
+    }
+
+    /// Settings with dialect `D`'s defaults.
+    pub fn of<D: Dialect>(name: impl Into<String>, api_key: SecretString) -> Self {
+        Self {
+            base_url: D::DEFAULT_BASE_URL.to_owned(),
+            timeout: D::DEFAULT_TIMEOUT,
+            ..Self::new(name, D::KIND, api_key)
         }
     }
 }

@@ -114,8 +114,8 @@ proptest! {
         check(fetchhive.decode(status, headers.clone(), body.clone(), &WorkflowRef::Deployment { name: "d".into(), variant: None }));
         check(aitutor.decode(status, headers.clone(), body.clone(), &WorkflowRef::WorkflowId("wf".into())));
         check(knouds.decode(status, headers.clone(), body.clone(), &WorkflowRef::Slug("s".into())));
-        check(knouds.decode_execution(status, headers.clone(), body.clone(), "e-1"));
-        check(fetchhive.decode_workflow_run(status, headers, body, "req_1"));
+        check(knouds.decode_run_status(status, headers.clone(), body.clone(), "e-1"));
+        check(fetchhive.decode_run_status(status, headers, body, "req_1"));
     }
 }
 
@@ -252,7 +252,7 @@ proptest! {
             r#"{{"workflow_run": {{"id": {id}, "run_status": "completed", "output_content": "{{\"a\":1}}",
                 "duration": {duration}, "total_charge": {charge}, "total_tokens": {tokens}}}}}"#
         );
-        let polled = fetchhive.decode_workflow_run(200, headers.clone(), Bytes::from(run), "req_1");
+        let polled = fetchhive.decode_run_status(200, headers.clone(), Bytes::from(run), "req_1");
         check_bounds(&polled, now);
         let polled = polled.unwrap();
         prop_assert_eq!(polled.output, Some(serde_json::json!({"a": 1})));
@@ -273,7 +273,7 @@ proptest! {
         prop_assert!(decoded.is_ok());
 
         let execution = format!(r#"{{"executionId": {id}, "status": "completed", "result": {{"a": 1}}}}"#);
-        check_bounds(&knouds.decode_execution(200, headers.clone(), Bytes::from(execution), "e-1"), now);
+        check_bounds(&knouds.decode_run_status(200, headers.clone(), Bytes::from(execution), "e-1"), now);
 
         let errors = [
             r#"{"error": "Rate limit exceeded", "code": "RATE_LIMIT_EXCEEDED"}"#,
@@ -286,8 +286,8 @@ proptest! {
             check_bounds(&fetchhive.decode(error_status, headers.clone(), body.clone(), &deployment), now);
             check_bounds(&aitutor.decode(error_status, headers.clone(), body.clone(), &WorkflowRef::WorkflowId("wf".into())), now);
             check_bounds(&knouds.decode(error_status, headers.clone(), body.clone(), &WorkflowRef::Slug("s".into())), now);
-            check_bounds(&knouds.decode_execution(error_status, headers.clone(), body.clone(), "e-1"), now);
-            check_bounds(&fetchhive.decode_workflow_run(error_status, headers.clone(), body, "req_1"), now);
+            check_bounds(&knouds.decode_run_status(error_status, headers.clone(), body.clone(), "e-1"), now);
+            check_bounds(&fetchhive.decode_run_status(error_status, headers.clone(), body, "req_1"), now);
         }
     }
 }

@@ -92,13 +92,9 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, WebhookFailure> {
 }
 
 /// A string field; numbers are accepted and written out (ids are sometimes
-/// numeric), empty strings count as absent.
+/// numeric), empty strings count as absent ([`flowgate_core::id_text`]).
 fn text(object: &Map<String, Value>, key: &str) -> Option<String> {
-    match object.get(key)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+    object.get(key).and_then(flowgate_core::id_text)
 }
 
 fn first_text(object: &Map<String, Value>, keys: &[&str]) -> Option<String> {
@@ -112,20 +108,10 @@ fn output(value: Option<&Value>) -> Option<Value> {
     }
 }
 
-/// `{code, message}` (or Fetch Hive's `{error, error_code}`), or a bare string.
+/// `{code, message}` (or Fetch Hive's `{error, error_code}`), or a bare
+/// string: the shared reader, [`RunError::from_value`].
 fn run_error(value: Option<&Value>, default_code: &str) -> Option<RunError> {
-    match value? {
-        Value::String(message) => Some(RunError {
-            code: default_code.to_owned(),
-            message: message.clone(),
-        }),
-        Value::Object(object) => Some(RunError {
-            code: first_text(object, &["code", "error_code"])
-                .unwrap_or_else(|| default_code.to_owned()),
-            message: first_text(object, &["message", "error"]).unwrap_or_default(),
-        }),
-        _ => None,
-    }
+    RunError::from_value(value?, default_code, "")
 }
 
 fn sha256_id(parts: &[&[u8]]) -> String {

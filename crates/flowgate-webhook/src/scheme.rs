@@ -47,12 +47,12 @@ impl WebhookScheme {
     }
 
     /// The scheme a provider signs its callbacks with; `None` for AI Tutor,
-    /// which has no callbacks.
+    /// which has no callbacks, and for dialects registered in code.
     pub fn for_provider(kind: ProviderKind) -> Option<Self> {
         match kind {
             ProviderKind::FetchHive => Some(Self::FetchHive),
             ProviderKind::Knouds => Some(Self::Knouds),
-            ProviderKind::AiTutor => None,
+            ProviderKind::AiTutor | ProviderKind::Other { .. } => None,
         }
     }
 

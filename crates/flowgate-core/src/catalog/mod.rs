@@ -49,7 +49,9 @@ use futures::{
 };
 use moka::{Expiry, future::Cache};
 
-use crate::{Deadline, ErrorClass, GatewayError, Provider, WorkflowRef, WorkflowSchema};
+use crate::{
+    Deadline, ErrorClass, GatewayError, Provider, WorkflowRef, WorkflowSchema, reason::Reason,
+};
 
 /// Cache sizing and lifetimes: `[schemas]` in the configuration, which
 /// deserializes into this directly (a missing key keeps its default).
@@ -392,7 +394,7 @@ impl SchemaCatalog {
                 );
                 SchemaLookup::Unavailable(Arc::new(GatewayError::new(
                     ErrorClass::DeadlineExceeded,
-                    "SCHEMA_FETCH_PENDING",
+                    Reason::SchemaFetchPending,
                     "the deadline passed while the workflow's schema was being fetched",
                 )))
             }

@@ -3,7 +3,7 @@
 
 use tokio::time::Instant;
 
-use flowgate_core::{ErrorClass, GatewayError};
+use flowgate_core::{ErrorClass, GatewayError, reason::Reason};
 
 use super::later;
 use crate::CircuitPolicy;
@@ -51,7 +51,7 @@ pub(super) fn trips_breaker(error: &GatewayError) -> bool {
         ErrorClass::Unavailable | ErrorClass::UpstreamFailure | ErrorClass::ProtocolError => {
             error.upstream.is_some()
         }
-        ErrorClass::DeadlineExceeded => error.reason == "UPSTREAM_TIMEOUT",
+        ErrorClass::DeadlineExceeded => error.has_reason(Reason::UpstreamTimeout),
         _ => false,
     }
 }

@@ -51,8 +51,9 @@ use std::{
 
 use async_trait::async_trait;
 use flowgate_core::{
-    Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, Provider, ProviderKind,
-    RateLimitInfo, RunOutcome, UpstreamContext, WorkflowRef, WorkflowSchema,
+    AsyncMode, Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, Provider,
+    ProviderKind, RateLimitInfo, RunOutcome, UpstreamContext, WorkflowRef, WorkflowSchema,
+    reason::Reason,
 };
 use rand::Rng as _;
 use tokio::{
@@ -202,7 +203,7 @@ impl Guarded {
             if until > now {
                 let mut error = GatewayError::new(
                     ErrorClass::RateLimited,
-                    "RATE_LIMIT_WINDOW_EXHAUSTED",
+                    Reason::RateLimitWindowExhausted,
                     format!(
                         "{name}'s rate-limit window is exhausted; not calling upstream until it resets"
                     ),
@@ -233,7 +234,7 @@ impl Guarded {
             Breaker::Open { until } if until > now => {
                 return Err(GatewayError::new(
                     ErrorClass::Unavailable,
-                    "CIRCUIT_OPEN",
+                    Reason::CircuitOpen,
                     format!("{name} is failing; calls fail fast while its circuit is open"),
                 )
                 .with_upstream(self.context())
@@ -253,7 +254,7 @@ impl Guarded {
             } => {
                 return Err(GatewayError::new(
                     ErrorClass::Unavailable,
-                    "CIRCUIT_OPEN",
+                    Reason::CircuitOpen,
                     format!("{name} is failing; a probe call is checking whether it recovered"),
                 )
                 .with_upstream(self.context())
@@ -271,7 +272,7 @@ impl Guarded {
             let limits = &self.policy.limits;
             return Err(GatewayError::new(
                 ErrorClass::RateLimited,
-                "LOCAL_RATE_LIMIT",
+                Reason::LocalRateLimit,
                 format!(
                     "the gateway's limit for {name} ({} requests per {} s) is reached",
                     limits.requests_per_window.unwrap_or_default(),
@@ -301,7 +302,7 @@ impl Guarded {
             Ok(Ok(permit)) => Ok(Some(permit)),
             _ => Err(GatewayError::new(
                 ErrorClass::RateLimited,
-                "LOCAL_CONCURRENCY_LIMIT",
+                Reason::LocalConcurrencyLimit,
                 format!(
                     "{} runs of {} are already in flight (the configured maximum); retry later or use async mode",
                     self.policy.limits.max_concurrent_runs.unwrap_or_default(),
@@ -393,7 +394,7 @@ impl Guarded {
         }
         let error = GatewayError::new(
             ErrorClass::ProtocolError,
-            "UPSTREAM_PROTOCOL_ERROR",
+            Reason::UpstreamProtocolError,
             format!(
                 "{} answered with an output nested deeper than {MAX_OUTPUT_DEPTH} levels, more than protobuf clients accept",
                 self.inner.name()
@@ -436,7 +437,7 @@ impl Guarded {
             && (matches!(
                 error.class,
                 ErrorClass::Unavailable | ErrorClass::UpstreamFailure
-            ) || error.reason == "UPSTREAM_TIMEOUT")
+            ) || error.has_reason(Reason::UpstreamTimeout))
         {
             backoff(policy, attempt)
         } else {
@@ -475,8 +476,16 @@ impl Provider for Guarded {
         self.inner.validate(invocation)
     }
 
-    fn native_async(&self) -> bool {
-        self.inner.native_async()
+    fn async_mode(&self) -> AsyncMode {
+        self.inner.async_mode()
+    }
+
+    fn callback_run_id(&self, body: &[u8]) -> Option<String> {
+        self.inner.callback_run_id(body)
+    }
+
+    fn safe_run_error(&self, error: flowgate_core::RunError) -> flowgate_core::RunError {
+        self.inner.safe_run_error(error)
     }
 
     /// Status polls skip the local limits and retries (the tracker paces

@@ -66,7 +66,7 @@ impl RunTracker {
             .map_err(|_| {
                 GatewayError::new(
                 ErrorClass::RateLimited,
-                "BACKGROUND_RUNS_EXHAUSTED",
+                flowgate_core::reason::Reason::BackgroundRunsExhausted,
                 format!(
                     "{} gateway-run async runs are in flight (the configured maximum); retry later",
                     self.config.max_background_runs

@@ -41,8 +41,8 @@ use std::{
 };
 
 use flowgate_core::{
-    Deadline, ErrorClass, FieldViolation, Gateway, GatewayError, Invocation, Invoked, ProviderKind,
-    RunId, RunOutcome, RunStatus, WorkflowTarget,
+    AsyncMode, Deadline, ErrorClass, FieldViolation, Gateway, GatewayError, Invocation, Invoked,
+    ProviderKind, RunId, RunOutcome, RunStatus, WorkflowTarget,
 };
 use flowgate_webhook::{Delivery, ForwardedEvent, Verifier, VerifierConfig};
 use tokio::sync::Semaphore;
@@ -250,7 +250,10 @@ impl RunTracker {
                 provider.name()
             )
         });
-        let passes_through = provider.kind() == ProviderKind::FetchHive && ingress_url.is_none();
+        // A callback-mode dialect delivers to the URL in the request: with
+        // no public ingress that is the caller's own URL, passed through.
+        let callback_mode = provider.async_mode() == AsyncMode::Callback;
+        let passes_through = callback_mode && ingress_url.is_none();
         if caller_url.is_some() && !passes_through && self.forwarding.is_none() {
             return Err(GatewayError::invalid_argument(vec![FieldViolation::new(
                 "async_options.callback_url",
@@ -263,9 +266,7 @@ impl RunTracker {
                 .await;
         }
         let forward_to = if passes_through { None } else { caller_url };
-        if provider.kind() == ProviderKind::FetchHive
-            && let Some(url) = ingress_url
-        {
+        if callback_mode && let Some(url) = ingress_url {
             invocation.async_delivery = Some(flowgate_core::AsyncDelivery {
                 callback_url: Some(url),
             });
@@ -279,7 +280,7 @@ impl RunTracker {
         // never reaches the ingress.
         let watch = forward_to.is_some();
         self.record(&invoked, forward_to, trace_parent).await;
-        if !passes_through && provider.kind() == ProviderKind::FetchHive {
+        if callback_mode && !passes_through {
             // The callback comes to flowgate: the secret is the gateway's
             // business, not the caller's.
             invoked.outcome.webhook_secret = None;
@@ -370,7 +371,7 @@ impl RunTracker {
         }
         let unknown = || {
             GatewayError::not_found(
-                "UNKNOWN_RUN",
+                flowgate_core::reason::Reason::UnknownRun,
                 "flowgate.run",
                 run_id,
                 "no run with this id is known to the gateway or its provider",

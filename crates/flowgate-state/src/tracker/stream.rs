@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use flowgate_core::{ErrorClass, GatewayError};
+use flowgate_core::{ErrorClass, GatewayError, reason::Reason};
 use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -35,13 +35,13 @@ pub enum WatchEnd {
 }
 
 /// `RUN_POLL_GAVE_UP` (UNAVAILABLE): status polls kept failing.
-pub const REASON_POLL_GAVE_UP: &str = "RUN_POLL_GAVE_UP";
+pub const REASON_POLL_GAVE_UP: &str = Reason::RunPollGaveUp.as_str();
 /// `RUN_WATCH_FAILED` (UNAVAILABLE): the gateway lost track of the run.
-pub const REASON_WATCH_FAILED: &str = "RUN_WATCH_FAILED";
+pub const REASON_WATCH_FAILED: &str = Reason::RunWatchFailed.as_str();
 /// `RUN_WATCH_LIMIT` (DEADLINE_EXCEEDED): the stream reached `max_watch`.
-pub const REASON_WATCH_LIMIT: &str = "RUN_WATCH_LIMIT";
+pub const REASON_WATCH_LIMIT: &str = Reason::RunWatchLimit.as_str();
 /// `SHUTTING_DOWN` (UNAVAILABLE): this replica is shutting down.
-pub const REASON_SHUTTING_DOWN: &str = "SHUTTING_DOWN";
+pub const REASON_SHUTTING_DOWN: &str = Reason::ShuttingDown.as_str();
 
 impl WatchEnd {
     /// The error a stream ends with.

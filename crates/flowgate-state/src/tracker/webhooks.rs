@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use flowgate_core::{
-    ErrorClass, FieldViolation, GatewayError, ProviderKind, RunId, RunStatus, SecretString,
+    AsyncMode, ErrorClass, FieldViolation, GatewayError, RunId, RunStatus, SecretString,
 };
 use flowgate_webhook::{FailureReason, WebhookEvent, WebhookFailure, WebhookScheme};
 use http::HeaderMap;
@@ -59,10 +59,11 @@ impl RunTracker {
             .ok_or(CallbackRejection::UnknownProvider)?;
         let scheme = WebhookScheme::for_provider(provider.kind())
             .ok_or(CallbackRejection::UnknownProvider)?;
-        let secrets = match provider.kind() {
-            // Fetch Hive signs with the run's own secret: the body's run id
-            // (not yet trusted) only selects which secret to try.
-            ProviderKind::FetchHive => match fetchhive_run_id(body) {
+        let secrets = match provider.async_mode() {
+            // A callback-mode dialect (Fetch Hive) signs with the run's own
+            // secret: the body's run id (not yet trusted) only selects which
+            // secret to try.
+            AsyncMode::Callback => match provider.callback_run_id(body) {
                 Some(upstream) => self
                     .store
                     .get(&RunId::new(provider_name, upstream))
@@ -108,7 +109,8 @@ impl RunTracker {
             RunChange {
                 status,
                 output: event.output,
-                error: event.error,
+                // The vendor's text, as every decoded answer: redacted, bounded.
+                error: event.error.map(|error| provider.safe_run_error(error)),
                 usage: Default::default(),
             },
         )
@@ -128,7 +130,7 @@ impl RunTracker {
         let provider = match provider {
             Some(name) => Some(self.gateway.provider(name).cloned().ok_or_else(|| {
                 GatewayError::not_found(
-                    "UNKNOWN_PROVIDER",
+                    flowgate_core::reason::Reason::UnknownProvider,
                     "flowgate.provider",
                     name,
                     format!("no provider named {name:?} is configured"),
@@ -166,7 +168,7 @@ impl RunTracker {
         if secrets.is_empty() {
             return Err(GatewayError::new(
                 ErrorClass::FailedPrecondition,
-                "NO_WEBHOOK_SECRET",
+                flowgate_core::reason::Reason::NoWebhookSecret,
                 "no secret to verify with: pass one, or a run id whose secret the gateway holds",
             )
             .with_precondition(
@@ -213,7 +215,7 @@ impl RunTracker {
         }
         let unknown = || {
             GatewayError::not_found(
-                "UNKNOWN_RUN",
+                flowgate_core::reason::Reason::UnknownRun,
                 "flowgate.run",
                 run_id,
                 "no run with this id is known to the gateway",
@@ -247,16 +249,4 @@ pub enum VerifyKey {
     RunId(String),
     /// The gateway's configured secrets for the scheme.
     Configured,
-}
-
-/// `request_id` (or `run_id`) of a Fetch Hive callback body.
-fn fetchhive_run_id(body: &[u8]) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    ["request_id", "run_id"]
-        .iter()
-        .find_map(|field| match value.get(field)? {
-            serde_json::Value::String(text) if !text.is_empty() => Some(text.clone()),
-            serde_json::Value::Number(number) => Some(number.to_string()),
-            _ => None,
-        })
 }

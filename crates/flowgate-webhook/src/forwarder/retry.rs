@@ -1,7 +1,9 @@
 //! The forwarder's retry policy: what the answer to one attempt means, and
 //! how long to wait before the next one.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use flowgate_core::numbers;
 
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, StatusCode};
@@ -39,7 +41,7 @@ pub(super) fn backoff(
 }
 
 /// What an answer to one attempt means: delivered (2xx), final (other
-/// statuses) or worth retrying (408, 429, 5xx; with `Retry-After` seconds).
+/// statuses) or worth retrying (408, 429, 5xx; with `Retry-After`, read and clamped by the shared parser).
 pub(super) fn classify(status: StatusCode, headers: &HeaderMap) -> Attempt {
     if status.is_success() {
         return Attempt::Delivered(status.as_u16());
@@ -53,8 +55,7 @@ pub(super) fn classify(status: StatusCode, headers: &HeaderMap) -> Attempt {
     let retry_after = headers
         .get(RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| numbers::retry_after(v, SystemTime::now()));
     Attempt::Retry {
         status: Some(status.as_u16()),
         retry_after,
@@ -95,6 +96,18 @@ mod tests {
                 assert_eq!(retry_after, Some(Duration::from_secs(7)));
             }
             _ => panic!("429 is retryable"),
+        }
+        // The shared parser: decimals and absurd values are read and clamped.
+        for (value, expect) in [
+            ("1.5", Some(Duration::from_millis(1500))),
+            ("1e300", Some(numbers::MAX_RETRY_AFTER)),
+            ("soon", None),
+        ] {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(value));
+            match classify(StatusCode::SERVICE_UNAVAILABLE, &headers) {
+                Attempt::Retry { retry_after, .. } => assert_eq!(retry_after, expect, "{value}"),
+                _ => panic!("503 is retryable"),
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! Every number a vendor sends, read once, bounded, never trusted.
 //!
-//! Two rules, for all three dialects:
+//! Two rules, for every dialect and for the callback forwarder:
 //!
 //! - **Ceilings.** A number that becomes a wait or a point in time is
 //!   clamped: a `Retry-After` (seconds or HTTP-date) to at most
