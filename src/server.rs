@@ -127,6 +127,9 @@ pub struct App {
     pub gateway: Arc<Gateway>,
     /// Async runs, streams, callbacks (over the same gateway).
     pub tracker: Arc<RunTracker>,
+    /// The Redis connection when `[state] store = "redis"`: one handle
+    /// (cheap to clone) for every part that keeps shared state.
+    pub redis: Option<RedisConnection>,
     config: Config,
 }
 
@@ -196,24 +199,30 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         None => None,
     };
     let runs = &config.runs;
-    let store: Arc<dyn RunStore> = match config.state.redis(&env)? {
+    // Connects lazily: a Redis that is down at start is a degraded state
+    // (async runs and streams unavailable), not a failed start.
+    let unusable = |error: StoreUnavailable| {
+        ConfigError::from(ConfigIssue {
+            path: "state".into(),
+            message: error.to_string(),
+        })
+    };
+    let redis = match config.state.redis(&env)? {
+        Some(redis_config) => {
+            let connection = RedisConnection::open(&redis_config).map_err(unusable)?;
+            tracing::info!(redis = ?connection, "run state in Redis");
+            Some((connection, redis_config))
+        }
+        None => None,
+    };
+    let store: Arc<dyn RunStore> = match &redis {
         None => Arc::new(MemoryRunStore::new(StoreLimits {
             capacity: runs.capacity,
             ttl: runs.ttl,
         })),
-        // Connects lazily: a Redis that is down at start is a degraded
-        // state (async runs and streams unavailable), not a failed start.
-        Some(redis) => {
-            let unusable = |error: StoreUnavailable| {
-                ConfigError::from(ConfigIssue {
-                    path: "state".into(),
-                    message: error.to_string(),
-                })
-            };
-            let commands = RedisConnection::open(&redis).map_err(unusable)?;
-            tracing::info!(redis = ?commands, "run state in Redis");
-            Arc::new(RedisRunStore::open(commands, &redis, runs.ttl).map_err(unusable)?)
-        }
+        Some((connection, redis_config)) => Arc::new(
+            RedisRunStore::open(connection.clone(), redis_config, runs.ttl).map_err(unusable)?,
+        ),
     };
     let tracker = RunTracker::new(
         Arc::clone(&gateway),
@@ -235,6 +244,7 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
     Ok(App {
         gateway,
         tracker,
+        redis: redis.map(|(connection, _)| connection),
         config: config.clone(),
     })
 }
