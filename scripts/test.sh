@@ -73,7 +73,7 @@ else
 fi
 
 step "the engine crates do not depend on the gRPC stack"
-for crate in flowgate-core flowgate-providers flowgate-state flowgate-webhook flowgate-telemetry; do
+for crate in flowgate-core flowgate-providers flowgate-state flowgate-redis flowgate-webhook flowgate-telemetry; do
   engine_tree=$(cargo tree --locked -e normal -p "$crate")
   if grep -Eq '(^|[^a-z-])(tonic|prost)( |-)' <<<"$engine_tree"; then
     echo "$crate depends on tonic or prost"

@@ -144,6 +144,9 @@ pub struct App {
     pub tracker: Arc<RunTracker>,
     /// The `idempotency_key` check in front of Invoke.
     pub idempotency: Idempotency,
+    /// The Redis connection when `[state] store = "redis"`: one handle
+    /// (cheap to clone) for every part that keeps shared state.
+    pub redis: Option<RedisConnection>,
     config: Config,
 }
 
@@ -258,36 +261,39 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
     let runs = &config.runs;
     // Connects lazily: a Redis that is down at start is a degraded state
     // (async runs, streams and keyed Invokes unavailable), not a failed start.
-    let (store, idempotency_store): (Arc<dyn RunStore>, Arc<dyn IdempotencyStore>) =
-        match config.state.redis(&env)? {
-            None => (
-                Arc::new(MemoryRunStore::new(StoreLimits {
-                    capacity: runs.capacity,
-                    ttl: runs.ttl,
-                })),
-                Arc::new(MemoryIdempotencyStore::new(
-                    config.idempotency.ttl,
-                    usize::try_from(config.idempotency.capacity).unwrap_or(usize::MAX),
-                )),
-            ),
-            Some(redis) => {
-                let unusable = |error: StoreUnavailable| {
-                    ConfigError::from(ConfigIssue {
-                        path: "state".into(),
-                        message: error.to_string(),
-                    })
-                };
-                let commands = RedisConnection::open(&redis).map_err(unusable)?;
-                tracing::info!(redis = ?commands, "run state and idempotency records in Redis");
-                (
-                    Arc::new(
-                        RedisRunStore::open(commands.clone(), &redis, runs.ttl)
-                            .map_err(unusable)?,
-                    ),
-                    Arc::new(RedisIdempotencyStore::new(commands, config.idempotency.ttl)),
-                )
-            }
-        };
+    let unusable = |error: StoreUnavailable| {
+        ConfigError::from(ConfigIssue {
+            path: "state".into(),
+            message: error.to_string(),
+        })
+    };
+    let redis = match config.state.redis(&env)? {
+        Some(redis_config) => {
+            let connection = RedisConnection::open(&redis_config).map_err(unusable)?;
+            tracing::info!(redis = ?connection, "run state and idempotency records in Redis");
+            Some((connection, redis_config))
+        }
+        None => None,
+    };
+    let store: Arc<dyn RunStore> = match &redis {
+        None => Arc::new(MemoryRunStore::new(StoreLimits {
+            capacity: runs.capacity,
+            ttl: runs.ttl,
+        })),
+        Some((connection, redis_config)) => Arc::new(
+            RedisRunStore::open(connection.clone(), redis_config, runs.ttl).map_err(unusable)?,
+        ),
+    };
+    let idempotency_store: Arc<dyn IdempotencyStore> = match &redis {
+        None => Arc::new(MemoryIdempotencyStore::new(
+            config.idempotency.ttl,
+            usize::try_from(config.idempotency.capacity).unwrap_or(usize::MAX),
+        )),
+        Some((connection, _)) => Arc::new(RedisIdempotencyStore::new(
+            connection.clone(),
+            config.idempotency.ttl,
+        )),
+    };
     let tracker = RunTracker::new(
         Arc::clone(&gateway),
         store,
@@ -311,6 +317,7 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         gateway,
         tracker,
         idempotency,
+        redis: redis.map(|(connection, _)| connection),
         config: config.clone(),
     })
 }
