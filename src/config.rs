@@ -14,7 +14,7 @@
 //! (`inputs = [{ name = "topic", type = "string", required = true }]`) for
 //! dialects without a schema endpoint, or to override Knouds discovery.
 //!
-//! Layout, one file per section: `server.rs`; `telemetry.rs` (`[log]`,
+//! Layout, one file per section: `server.rs` (`tls.rs`: `[server.tls]`); `telemetry.rs` (`[log]`,
 //! `[telemetry]`); `providers.rs` (whose resilience tables are the engine's
 //! policies, deserialized directly); `schemas.rs` (declared workflow
 //! schemas; `[schemas]` itself is the engine's [`SchemaCacheSettings`]);
@@ -52,6 +52,7 @@ mod server;
 mod telemetry;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod validate;
 mod webhooks;
 
@@ -64,6 +65,7 @@ pub use secrets::{LoadedSecrets, MIN_RUN_ID_SECRET_BYTES};
 use secrets::{SecretProblem, read_secret};
 pub use server::ServerConfig;
 pub use telemetry::{LogConfig, LogFormat, TelemetryConfig};
+pub use tls::{ClientAuth, TlsConfig};
 pub use webhooks::WebhooksConfig;
 
 /// Prefix of environment overrides.

@@ -10,6 +10,7 @@
 //! `flowgate-telemetry`; [`admin`] serves its `/metrics` page.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod convert;
 #[cfg(feature = "emulator")]
@@ -22,5 +23,6 @@ pub mod proto;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod tls;
 
 pub use proto::pb;

@@ -163,6 +163,9 @@ impl Config {
                 }
             }
         }
+        if let Some(tls) = &self.server.tls {
+            issues.extend(tls.issues());
+        }
         issues.extend(self.range_issues());
         // Grouped by section, in a stable order whatever found them.
         issues.sort_by(|a, b| a.path.cmp(&b.path));

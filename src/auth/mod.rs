@@ -1,0 +1,3 @@
+//! Who is calling.
+
+pub mod peer;
