@@ -480,7 +480,7 @@ async fn the_verified_identity_is_a_request_extension() {
     let material = TlsMaterial::load(settings.server.tls.as_ref().unwrap()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let seen: Arc<Mutex<Vec<(Option<PeerIdentity>, Option<SocketAddr>)>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -520,8 +520,11 @@ async fn the_verified_identity_is_a_request_extension() {
     server.await.unwrap().unwrap();
 }
 
+/// What each request carried: its identity and remote address.
+type Seen = Arc<Mutex<Vec<(Option<PeerIdentity>, Option<SocketAddr>)>>>;
+
 #[derive(Clone)]
-struct CaptureLayer(Arc<Mutex<Vec<(Option<PeerIdentity>, Option<SocketAddr>)>>>);
+struct CaptureLayer(Seen);
 
 impl<S> tower::Layer<S> for CaptureLayer {
     type Service = Capture<S>;
@@ -536,7 +539,7 @@ impl<S> tower::Layer<S> for CaptureLayer {
 #[derive(Clone)]
 struct Capture<S> {
     inner: S,
-    seen: Arc<Mutex<Vec<(Option<PeerIdentity>, Option<SocketAddr>)>>>,
+    seen: Seen,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Capture<S>
@@ -783,5 +786,48 @@ async fn unusable_files_are_reported_with_their_paths() {
             "server.tls.client_ca_file"
         ],
         "{junk:?}"
+    );
+}
+
+#[test]
+fn check_config_reads_the_tls_files() {
+    let dir = TempDir::new("check-config");
+    let ca = Ca::new("flowgate test CA");
+    let server_cert = ca.server(701);
+    let run = |tls: String| {
+        let path = dir.write(
+            "flowgate.toml",
+            &format!(
+                "[providers.kn]\nkind = \"knouds\"\napi_key_env = \"KN\"\n[server.tls]\n{tls}"
+            ),
+        );
+        std::process::Command::new(env!("CARGO_BIN_EXE_flowgate"))
+            .arg("check-config")
+            .arg(path)
+            .env("KN", "knouds_live_x")
+            .output()
+            .unwrap()
+    };
+    let output = run(format!(
+        "cert_file = {}\nkey_file = {}\n",
+        toml_path(&dir.0.join("absent.crt")),
+        toml_path(&dir.write("tls.key", &server_cert.key))
+    ));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("server.tls.cert_file: cannot read"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("server.tls.key_file"), "{stderr}");
+    let output = run(format!(
+        "cert_file = {}\nkey_file = {}\n",
+        toml_path(&dir.write("tls.crt", &server_cert.cert)),
+        toml_path(&dir.0.join("tls.key"))
+    ));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }

@@ -90,3 +90,96 @@ impl TlsConfig {
         issues
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "[providers.kn]\nkind = \"knouds\"\napi_key_env = \"K\"\n";
+
+    fn problems(text: &str, env: &[(&str, &str)]) -> Vec<String> {
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        match Config::parse(&format!("{BASE}{text}"), env) {
+            Ok(_) => Vec::new(),
+            Err(err) => err
+                .issues
+                .into_iter()
+                .map(|issue| format!("{}: {}", issue.path, issue.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn off_by_default_and_read_with_defaults() {
+        let config = Config::parse(BASE, Vec::new()).unwrap();
+        assert!(config.server.tls.is_none());
+        let config = Config::parse(
+            &format!("{BASE}[server.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n"),
+            Vec::new(),
+        )
+        .unwrap();
+        let tls = config.server.tls.unwrap();
+        assert_eq!(tls.cert_file, PathBuf::from("c.pem"));
+        assert_eq!(tls.client_ca_file, None);
+        assert_eq!(tls.reload_interval, Duration::from_secs(10));
+        assert_eq!(tls.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(tls.max_handshakes, 1024);
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_path() {
+        let found = problems(
+            "[server.tls]\nclient_auth = \"optional\"\nreload_interval = \"0s\"\n\
+             handshake_timeout = \"1h\"\nmax_handshakes = 0\n",
+            &[],
+        );
+        let paths: Vec<_> = found
+            .iter()
+            .map(|line| line.split(':').next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                "server.tls.cert_file",
+                "server.tls.client_auth",
+                "server.tls.handshake_timeout",
+                "server.tls.key_file",
+                "server.tls.max_handshakes",
+                "server.tls.reload_interval",
+            ],
+            "{found:?}"
+        );
+        let unknown = problems("[server.tls]\ncert = \"c.pem\"\n", &[]);
+        assert!(
+            unknown[0].starts_with("server.tls.cert: unknown field `cert`"),
+            "{unknown:?}"
+        );
+        let bad_mode = problems(
+            "[server.tls]\ncert_file = \"c\"\nkey_file = \"k\"\nclient_ca_file = \"ca\"\n\
+             client_auth = \"sometimes\"\n",
+            &[],
+        );
+        assert!(
+            bad_mode[0].starts_with("server.tls.client_auth: unknown variant"),
+            "{bad_mode:?}"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_reach_the_table() {
+        let config = Config::parse(
+            BASE,
+            [
+                ("FLOWGATE__SERVER__TLS__CERT_FILE", "/tls/tls.crt"),
+                ("FLOWGATE__SERVER__TLS__KEY_FILE", "/tls/tls.key"),
+                ("FLOWGATE__SERVER__TLS__CLIENT_CA_FILE", "/tls/ca.crt"),
+                ("FLOWGATE__SERVER__TLS__CLIENT_AUTH", "optional"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        )
+        .unwrap();
+        let tls = config.server.tls.unwrap();
+        assert_eq!(tls.key_file, PathBuf::from("/tls/tls.key"));
+        assert_eq!(tls.client_auth, Some(ClientAuth::Optional));
+    }
+}
