@@ -199,13 +199,21 @@ struct ClientTls {
 
 impl ClientTls {
     fn new(trust: &str, identity: Option<&Issued>) -> Self {
+        Self::with_versions(trust, identity, rustls::DEFAULT_VERSIONS)
+    }
+
+    fn with_versions(
+        trust: &str,
+        identity: Option<&Issued>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Self {
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(trust.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
         }
         let builder =
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
+                .with_protocol_versions(versions)
                 .unwrap()
                 .with_root_certificates(roots);
         let mut config = match identity {
@@ -380,6 +388,25 @@ async fn tls_serves_health_and_invoke_and_plaintext_clients_are_refused() {
         .into_inner();
     assert_eq!(response.status(), pb::RunStatus::Completed);
     assert_eq!(client.serials(), vec![101]);
+
+    // TLS 1.3 by default, TLS 1.2 for clients that only speak it; h2 both.
+    let tls13 = client.connect_raw(addr).await.unwrap();
+    let tls12 = ClientTls::with_versions(&ca.pem, None, &[&rustls::version::TLS12])
+        .connect_raw(addr)
+        .await
+        .unwrap();
+    for (tls, version) in [
+        (&tls13, rustls::ProtocolVersion::TLSv1_3),
+        (&tls12, rustls::ProtocolVersion::TLSv1_2),
+    ] {
+        assert_eq!(tls.get_ref().1.protocol_version(), Some(version));
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    }
+    // A client that cannot speak HTTP/2 is refused.
+    let mut http1 = ClientTls::new(&ca.pem, None);
+    Arc::get_mut(&mut http1.config).unwrap().alpn_protocols = vec![b"http/1.1".to_vec()];
+    let refused = refusal(&http1, addr).await;
+    assert!(refused.contains("NoApplicationProtocol"), "{refused}");
 
     // A plaintext gRPC client gets nowhere.
     let plaintext = Endpoint::from_shared(format!("http://{addr}"))
