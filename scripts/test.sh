@@ -16,6 +16,17 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 
+step "redis-server and redis-cli (Debian redis-server, redis-tools)"
+# The Redis-backed stores are tested against real redis-server processes
+# that the tests start themselves on 127.0.0.1 (flowgate_redis::testing).
+if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null
+  # The package may start a system instance on 6379; the tests never use it.
+fi
+redis-server --version
+
 step "buf ${BUF_VERSION} (npm @bufbuild/buf)"
 if [ ! -x "$TOOLS/node_modules/.bin/buf" ] || [ "$("$TOOLS/node_modules/.bin/buf" --version)" != "$BUF_VERSION" ]; then
   npm install --silent --no-audit --no-fund --prefix "$TOOLS" "@bufbuild/buf@${BUF_VERSION}" >/dev/null

@@ -18,7 +18,7 @@
 //! `[telemetry]`); `providers.rs` (whose resilience tables are the engine's
 //! policies, deserialized directly); `schemas.rs` (declared workflow
 //! schemas; `[schemas]` itself is the engine's [`SchemaCacheSettings`]);
-//! `webhooks.rs`; `runs.rs`; `secrets.rs` (reading every configured secret);
+//! `webhooks.rs`; `runs.rs`; `idempotency.rs`; `secrets.rs` (reading every configured secret);
 //! `env.rs` (the overrides). Section structs take missing keys from one
 //! `impl Default` each (container-level `#[serde(default)]`); durations are
 //! [`flowgate_core::duration`]. `sections.rs` reads the document one section
@@ -42,6 +42,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 mod env;
+mod idempotency;
 mod providers;
 mod ranges;
 mod runs;
@@ -57,6 +58,7 @@ mod validate;
 mod webhooks;
 
 use flowgate_core::duration::{deserialize as duration, optional as optional_duration};
+pub use idempotency::IdempotencyConfig;
 pub use providers::{KindConfig, ProviderConfig};
 pub use ranges::{Bounds, RANGES, Range};
 pub use runs::RunsConfig;
@@ -88,6 +90,8 @@ pub struct Config {
     pub runs: RunsConfig,
     /// `[schemas]`: the workflow schema cache.
     pub schemas: SchemaCacheSettings,
+    /// `[idempotency]`: records of calls with an `idempotency_key`.
+    pub idempotency: IdempotencyConfig,
 }
 
 /// One configuration problem, at a path.

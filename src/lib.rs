@@ -20,6 +20,7 @@ pub mod ingress;
 pub mod layers;
 pub mod logging;
 pub mod proto;
+pub mod recorded;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -33,7 +33,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use flowgate_core::{Gateway, RunIdSigner, SchemaCatalog};
 use flowgate_providers::{HttpClient, build_provider};
 use flowgate_state::{
-    Forwarding, IngressConfig, MemoryRunStore, RunTracker, StoreLimits, TrackerConfig,
+    Forwarding, Idempotency, IngressConfig, MemoryIdempotencyStore, MemoryRunStore, RunTracker,
+    StoreLimits, TrackerConfig,
 };
 use flowgate_telemetry::SchemaCacheOutcome;
 use flowgate_telemetry_setup::RpcTelemetryLayer;
@@ -134,6 +135,8 @@ pub struct App {
     pub gateway: Arc<Gateway>,
     /// Async runs, streams, callbacks (over the same gateway).
     pub tracker: Arc<RunTracker>,
+    /// The `idempotency_key` check in front of Invoke.
+    pub idempotency: Idempotency,
     config: Config,
 }
 
@@ -224,9 +227,14 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         },
         forwarding,
     );
+    let idempotency = Idempotency::new(Arc::new(MemoryIdempotencyStore::new(
+        config.idempotency.ttl,
+        usize::try_from(config.idempotency.capacity).unwrap_or(usize::MAX),
+    )));
     Ok(App {
         gateway,
         tracker,
+        idempotency,
         config: config.clone(),
     })
 }
@@ -319,7 +327,8 @@ pub async fn serve(
         Arc::clone(&app.gateway),
         Arc::clone(&app.tracker),
         server.default_deadline,
-    );
+    )
+    .with_idempotency(app.idempotency.clone());
     let gateway_server =
         WorkflowGatewayServer::new(service).max_decoding_message_size(server.max_request_bytes);
 

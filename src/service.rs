@@ -5,12 +5,19 @@
 //! The service holds both halves of the engine: a synchronous Invoke goes
 //! straight to the [`Gateway`] (its answer is the response; nothing is
 //! recorded), an async one to the [`RunTracker`], which starts the run
-//! through the same gateway and follows it.
+//! through the same gateway and follows it. An Invoke with an
+//! `idempotency_key` goes through the [`Idempotency`] check first, for both
+//! kinds: one store round trip decides between running it (once), replaying
+//! the recorded answer ([`crate::recorded`]), waiting for the first call, or
+//! refusing a reused key.
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use flowgate_core::{Deadline, Gateway, GatewayError, SecretString};
-use flowgate_state::{RunTracker, Verification, VerifyKey};
+use flowgate_core::{Deadline, Gateway, GatewayError, Invocation, SecretString, WorkflowTarget};
+use flowgate_state::{
+    Idempotency, MemoryIdempotencyStore, RunTracker, Verification, VerifyKey,
+    idempotency::{IdempotencyKey, RequestHash, SHARED_SCOPE, Settlement, records_error},
+};
 use futures::Stream;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{Instrument as _, field};
@@ -18,17 +25,24 @@ use tracing::{Instrument as _, field};
 use crate::{
     convert,
     proto::pb::{self, workflow_gateway_server::WorkflowGateway},
+    recorded,
     status::{insert_rate_limit, to_status},
 };
 
 /// Most of a caller's deadline the engine keeps back for answering.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 
+/// `idempotency.ttl` when the service is built without a configuration.
+const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// `idempotency.capacity` when the service is built without a configuration.
+const DEFAULT_IDEMPOTENCY_CAPACITY: usize = 100_000;
+
 /// The gRPC service.
 #[derive(Debug, Clone)]
 pub struct GatewayService {
     gateway: Arc<Gateway>,
     tracker: Arc<RunTracker>,
+    idempotency: Idempotency,
     default_deadline: Duration,
 }
 
@@ -44,8 +58,19 @@ impl GatewayService {
         Self {
             gateway,
             tracker,
+            idempotency: Idempotency::new(Arc::new(MemoryIdempotencyStore::new(
+                DEFAULT_IDEMPOTENCY_TTL,
+                DEFAULT_IDEMPOTENCY_CAPACITY,
+            ))),
             default_deadline,
         }
+    }
+
+    /// Replaces the idempotency check (default: a memory store keeping
+    /// 100000 answers for 24 h).
+    pub fn with_idempotency(mut self, idempotency: Idempotency) -> Self {
+        self.idempotency = idempotency;
+        self
     }
 
     fn deadline(&self, metadata: &MetadataMap) -> Deadline {
@@ -64,6 +89,90 @@ impl GatewayService {
             }
             None => Deadline::after(self.default_deadline),
         }
+    }
+
+    /// Runs one Invoke and answers it. A synchronous run's answer is the
+    /// response itself: it goes straight to the gateway and is not
+    /// recorded. An async one is started (through the same gateway) and
+    /// followed by the tracker.
+    async fn invoke_now(
+        &self,
+        target: WorkflowTarget,
+        invocation: Invocation,
+        deadline: Deadline,
+        trace_parent: Option<String>,
+    ) -> Result<Response<pb::InvokeResponse>, GatewayError> {
+        let span = tracing::Span::current();
+        let invoked = if invocation.async_delivery.is_some() {
+            self.tracker
+                .start(&target, invocation, deadline, trace_parent)
+                .await
+        } else {
+            self.gateway.invoke(&target, &invocation, deadline).await
+        };
+        let invoked = invoked?;
+        span.record("flowgate.provider", invoked.provider.name());
+        // The shape of the target is a guess at the dialect (recorded
+        // before routing, for calls that fail there); the provider that
+        // answered knows it.
+        span.record("flowgate.dialect", invoked.provider.kind().as_str());
+        if let Some(status) = invoked.outcome.status {
+            span.record("flowgate.run.status", status.as_str());
+        }
+        let rate_limit = invoked.outcome.rate_limit.clone();
+        let response = convert::invoke_response(invoked, self.gateway.run_ids());
+        span.record("flowgate.run_id", response.run_id.as_str());
+        let mut response = Response::new(response);
+        insert_rate_limit(&rate_limit, response.metadata_mut());
+        tracing::debug!("invoked");
+        Ok(response)
+    }
+
+    /// An Invoke with an `idempotency_key`: at most one upstream run per
+    /// key and request (see [`flowgate_state::idempotency`]). The first
+    /// call runs detached from its caller, bounded by the caller's deadline
+    /// or `server.default_deadline`, whichever is later, so a caller that
+    /// timed out can retry with the key and get the answer.
+    async fn invoke_once(
+        &self,
+        key: String,
+        target: WorkflowTarget,
+        invocation: Invocation,
+        deadline: Deadline,
+        trace_parent: Option<String>,
+    ) -> Result<Response<pb::InvokeResponse>, Status> {
+        let key = IdempotencyKey::new(SHARED_SCOPE, key).map_err(|err| reject(&err))?;
+        let hash = RequestHash::of(&target, &invocation);
+        let work_deadline = match deadline.remaining() {
+            Some(left) if left < self.default_deadline => Deadline::after(self.default_deadline),
+            _ => deadline,
+        };
+        let service = self.clone();
+        let work = async move {
+            let answer = service
+                .invoke_now(target, invocation, work_deadline, trace_parent)
+                .await;
+            // Errors that prove no run started are answered, not recorded.
+            let keep = answer.as_ref().err().is_none_or(records_error);
+            let recorded = recorded::encode(&answer.map_err(|err| reject(&err)));
+            if keep {
+                Settlement::Record(recorded)
+            } else {
+                Settlement::Forget(recorded)
+            }
+        };
+        let answer = self
+            .idempotency
+            .run(key, hash, deadline, work_deadline, work)
+            .await
+            .map_err(|err| reject(&err))?;
+        let response = recorded::decode(&answer.answer, answer.replayed);
+        if answer.replayed
+            && let Ok(response) = &response
+        {
+            tracing::Span::current().record("flowgate.run_id", response.get_ref().run_id.as_str());
+        }
+        response
     }
 }
 
@@ -122,35 +231,15 @@ impl WorkflowGateway for GatewayService {
             let span = tracing::Span::current();
             span.record("flowgate.dialect", target.workflow.kind().as_str());
             span.record("flowgate.workflow", field::display(&target.workflow));
-            // A synchronous run's answer is the response itself: it goes
-            // straight to the gateway and is not recorded. An async one is
-            // started (through the same gateway) and followed by the tracker.
-            let invoked = if invocation.async_delivery.is_some() {
-                self.tracker
-                    .start(&target, invocation, deadline, trace_parent)
-                    .await
-            } else {
-                self.gateway.invoke(&target, &invocation, deadline).await
-            };
-            match invoked {
-                Ok(invoked) => {
-                    span.record("flowgate.provider", invoked.provider.name());
-                    // The shape of the target is a guess at the dialect
-                    // (recorded above for calls that fail before routing);
-                    // the provider that answered knows it.
-                    span.record("flowgate.dialect", invoked.provider.kind().as_str());
-                    if let Some(status) = invoked.outcome.status {
-                        span.record("flowgate.run.status", status.as_str());
-                    }
-                    let rate_limit = invoked.outcome.rate_limit.clone();
-                    let response = convert::invoke_response(invoked, self.gateway.run_ids());
-                    span.record("flowgate.run_id", response.run_id.as_str());
-                    let mut response = Response::new(response);
-                    insert_rate_limit(&rate_limit, response.metadata_mut());
-                    tracing::debug!("invoked");
-                    Ok(response)
+            match invocation.idempotency_key.clone() {
+                Some(key) => {
+                    self.invoke_once(key, target, invocation, deadline, trace_parent)
+                        .await
                 }
-                Err(err) => Err(reject(&err)),
+                None => self
+                    .invoke_now(target, invocation, deadline, trace_parent)
+                    .await
+                    .map_err(|err| reject(&err)),
             }
         }
         .instrument(span)

@@ -24,6 +24,7 @@ const SECTIONS: &[&str] = &[
     "webhooks",
     "runs",
     "schemas",
+    "idempotency",
 ];
 
 /// The document being read, with the issues found so far.
@@ -59,6 +60,7 @@ impl<'a> Sections<'a> {
             webhooks: self.section("webhooks"),
             runs: self.section("runs"),
             schemas: self.section("schemas"),
+            idempotency: self.section("idempotency"),
         }
     }
 

@@ -210,7 +210,9 @@ impl Gateway {
                 ErrorClass::DeadlineExceeded,
                 Reason::DeadlineExceeded,
                 "the caller's deadline passed before the call was sent upstream",
-            ));
+            )
+            // Nothing reached the upstream: an idempotency key is not spent.
+            .never_sent());
         }
         let answer = provider.invoke(invocation, deadline).await;
         if let Err(error) = &answer
@@ -504,6 +506,26 @@ mod tests {
                 .contains("[providers.fh.workflows.\"summarize/default\"]"),
             "{precondition:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_deadline_sends_nothing_and_says_so() {
+        let provider = fake("kn", ProviderKind::Knouds);
+        let gateway = Gateway::new(vec![provider.clone()]);
+        let invocation = Invocation::new(WorkflowRef::Slug("ok".into()));
+        let deadline = Deadline::after(std::time::Duration::from_millis(5));
+        tokio::time::advance(std::time::Duration::from_millis(10)).await;
+        let err = gateway
+            .invoke(
+                &target(None, invocation.workflow.clone()),
+                &invocation,
+                deadline,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::DeadlineExceeded);
+        assert!(err.never_sent);
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -121,6 +121,14 @@ reasons! {
     /// This replica is shutting down.
     ShuttingDown => "SHUTTING_DOWN",
 
+    // Idempotency (`idempotency_key`).
+    /// The key was already used with a different request.
+    IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+    /// The first call with the key was still running at this call's deadline.
+    IdempotentRequestInFlight => "IDEMPOTENT_REQUEST_IN_FLIGHT",
+    /// The shared state store could not be asked; nothing was sent.
+    StateStoreUnavailable => "STATE_STORE_UNAVAILABLE",
+
     // The edge.
     /// The call was shed because the queue was full.
     Overloaded => "OVERLOADED",
@@ -223,6 +231,9 @@ mod tests {
                 "RUN_WATCH_FAILED",
                 "RUN_WATCH_LIMIT",
                 "SHUTTING_DOWN",
+                "IDEMPOTENCY_KEY_REUSED",
+                "IDEMPOTENT_REQUEST_IN_FLIGHT",
+                "STATE_STORE_UNAVAILABLE",
                 "OVERLOADED",
                 "INTERNAL_PANIC",
                 "MALFORMED_REQUEST",

@@ -11,10 +11,14 @@
 //!   endpoint (one poll per run however many streams watch it), ingests
 //!   signed provider callbacks, and forwards completion events to callers'
 //!   callback URLs re-signed with Standard Webhooks.
+//! - [`idempotency`]: the `idempotency_key` check in front of Invoke
+//!   ([`Idempotency`]) over an [`IdempotencyStore`] (memory or Redis).
 
+pub mod idempotency;
 mod store;
 mod tracker;
 
+pub use idempotency::{Idempotency, IdempotencyStore, MemoryIdempotencyStore};
 pub use store::{MemoryRunStore, RunChange, RunRecord, RunStore, StoreLimits, Subscription};
 pub use tracker::{
     CallbackRejection, Forwarding, IngressConfig, REASON_POLL_GAVE_UP, REASON_SHUTTING_DOWN,

@@ -1,0 +1,30 @@
+//! flowgate's Redis connection, shared by every component that keeps state
+//! for several replicas (the run store, rate windows and limits, replay ids,
+//! idempotency records).
+//!
+//! - [`RedisConnection`]: a cheap-to-clone handle on a single node
+//!   (reconnecting with backoff) or a Redis Cluster (seed list), running
+//!   commands, pipelines and scripts each within one timeout, every failure
+//!   one [`StoreUnavailable`] that never carries a password.
+//! - Keys are `<prefix><kind>:{<id>}` ([`RedisConnection::key`]): the id is
+//!   the cluster hash tag, so one id's keys and channels share a slot.
+//! - [`RedisIdempotencyStore`]: `idempotency_key` records shared by every
+//!   replica (one hash per key, Lua scripts, TTL on every key).
+//! - `testing` (feature `test-support`): real `redis-server` processes for
+//!   tests, a single node or a three-master cluster.
+//!
+//! No TLS stack is built in yet: `rediss://` URLs are refused with a
+//! configuration error.
+
+mod connection;
+mod idempotency;
+#[cfg(feature = "test-support")]
+pub mod testing;
+
+pub use connection::{
+    DEFAULT_KEY_PREFIX, DEFAULT_OP_TIMEOUT, RedisConfig, RedisConnection, RedisEndpoint,
+    StoreUnavailable, UnavailableKind,
+};
+pub use idempotency::RedisIdempotencyStore;
+/// redis-rs, for building commands and scripts.
+pub use redis;

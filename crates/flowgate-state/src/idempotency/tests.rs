@@ -1,0 +1,273 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::*;
+
+fn store() -> Idempotency {
+    Idempotency::new(Arc::new(MemoryIdempotencyStore::new(
+        Duration::from_secs(3600),
+        100,
+    )))
+}
+
+fn key(name: &str) -> IdempotencyKey {
+    match IdempotencyKey::new(SHARED_SCOPE, name) {
+        Ok(key) => key,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+fn answer(text: &'static str) -> RecordedAnswer {
+    RecordedAnswer(Bytes::from_static(text.as_bytes()))
+}
+
+/// Work that counts its runs, sleeps `delay`, then settles.
+fn work(
+    calls: &Arc<AtomicUsize>,
+    delay: Duration,
+    settlement: fn() -> Settlement,
+) -> impl Future<Output = Settlement> + Send + 'static {
+    let calls = Arc::clone(calls);
+    async move {
+        calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(delay).await;
+        settlement()
+    }
+}
+
+fn recorded() -> Settlement {
+    Settlement::Record(answer("ok"))
+}
+
+fn forgotten() -> Settlement {
+    Settlement::Forget(answer("refused"))
+}
+
+const HASH: RequestHash = RequestHash::from_bytes([7; 32]);
+const LATER: Duration = Duration::from_secs(60);
+
+#[tokio::test(start_paused = true)]
+async fn the_contract_holds_for_the_memory_store() {
+    let store = MemoryIdempotencyStore::new(Duration::from_secs(3600), 100);
+    contract::run_all(&store, "mem").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replay_does_not_run_the_work_again() {
+    let idempotency = store();
+    let calls = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let got = idempotency
+            .run(
+                key("k"),
+                HASH,
+                Deadline::after(LATER),
+                Deadline::after(LATER),
+                work(&calls, Duration::from_millis(10), recorded),
+            )
+            .await;
+        assert_eq!(got.ok().map(|got| got.answer), Some(answer("ok")));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_calls_share_one_run() {
+    let idempotency = store();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let call = || {
+        idempotency.run(
+            key("k"),
+            HASH,
+            Deadline::after(LATER),
+            Deadline::after(LATER),
+            work(&calls, Duration::from_secs(1), recorded),
+        )
+    };
+    let (a, b, c) = tokio::join!(call(), call(), call());
+    let mut replays = 0;
+    for got in [a, b, c] {
+        let got = got.unwrap();
+        assert_eq!(got.answer, answer("ok"));
+        replays += usize::from(got.replayed);
+    }
+    assert_eq!(replays, 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_different_request_is_refused() {
+    let idempotency = store();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let first = idempotency
+        .run(
+            key("k"),
+            HASH,
+            Deadline::NONE,
+            Deadline::NONE,
+            work(&calls, Duration::ZERO, recorded),
+        )
+        .await;
+    assert!(first.is_ok());
+    let err = idempotency
+        .run(
+            key("k"),
+            RequestHash::from_bytes([8; 32]),
+            Deadline::NONE,
+            Deadline::NONE,
+            work(&calls, Duration::ZERO, recorded),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::FailedPrecondition);
+    assert!(err.has_reason(Reason::IdempotencyKeyReused));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forgotten_answer_lets_the_retry_run() {
+    let idempotency = store();
+    let calls = Arc::new(AtomicUsize::new(0));
+    for _ in 0..2 {
+        let got = idempotency
+            .run(
+                key("k"),
+                HASH,
+                Deadline::NONE,
+                Deadline::NONE,
+                work(&calls, Duration::ZERO, forgotten),
+            )
+            .await;
+        assert_eq!(got.ok().map(|got| got.answer), Some(answer("refused")));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_gives_up_leaves_the_run_to_finish_for_the_retry() {
+    let idempotency = store();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let err = idempotency
+        .run(
+            key("k"),
+            HASH,
+            Deadline::after(Duration::from_secs(1)),
+            Deadline::after(LATER),
+            work(&calls, Duration::from_secs(5), recorded),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.class, err.has_reason(Reason::IdempotentRequestInFlight)),
+        (ErrorClass::DeadlineExceeded, true)
+    );
+    // The retry waits for the detached first run instead of starting one.
+    let got = idempotency
+        .run(
+            key("k"),
+            HASH,
+            Deadline::after(LATER),
+            Deadline::after(LATER),
+            work(&calls, Duration::ZERO, recorded),
+        )
+        .await;
+    assert_eq!(got.ok().map(|got| got.answer), Some(answer("ok")));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_gives_up_at_its_own_deadline() {
+    let idempotency = store();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let first = idempotency.run(
+        key("k"),
+        HASH,
+        Deadline::after(LATER),
+        Deadline::after(LATER),
+        work(&calls, Duration::from_secs(30), recorded),
+    );
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        idempotency
+            .run(
+                key("k"),
+                HASH,
+                Deadline::after(Duration::from_secs(2)),
+                Deadline::after(Duration::from_secs(2)),
+                work(&calls, Duration::ZERO, recorded),
+            )
+            .await
+    };
+    let (first, second) = tokio::join!(first, second);
+    assert!(first.is_ok());
+    assert!(
+        second
+            .unwrap_err()
+            .has_reason(Reason::IdempotentRequestInFlight)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_expire_after_the_ttl() {
+    let idempotency = Idempotency::new(Arc::new(MemoryIdempotencyStore::new(
+        Duration::from_secs(10),
+        100,
+    )));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let run = || {
+        idempotency.run(
+            key("k"),
+            HASH,
+            Deadline::NONE,
+            Deadline::NONE,
+            work(&calls, Duration::ZERO, recorded),
+        )
+    };
+    assert!(run().await.is_ok());
+    tokio::time::advance(Duration::from_secs(9)).await;
+    assert!(run().await.is_ok());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(run().await.is_ok());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_store_drops_the_oldest_answers_but_never_a_pending_claim() {
+    let store = MemoryIdempotencyStore::new(Duration::from_secs(3600), 2);
+    let claim = |name: &'static str| {
+        let store = store.clone();
+        async move { store.claim(&key(name), HASH, LATER).await.ok() }
+    };
+    assert_eq!(claim("pending").await, Some(Claim::Claimed));
+    assert_eq!(claim("a").await, Some(Claim::Claimed));
+    assert!(store.record(&key("a"), HASH, answer("x")).await.is_ok());
+    // Full: the answer of `a` makes room for `b`; the pending claim stays.
+    assert_eq!(claim("b").await, Some(Claim::Claimed));
+    assert_eq!(store.len(), 2);
+    assert_eq!(claim("pending").await, Some(Claim::InFlight));
+    // Full of pending claims: refused rather than unguarded.
+    assert_eq!(claim("c").await, None);
+}
+
+#[test]
+fn keys_are_bounded() {
+    assert!(IdempotencyKey::new(SHARED_SCOPE, "a".repeat(MAX_KEY_BYTES)).is_ok());
+    for bad in [String::new(), "a".repeat(MAX_KEY_BYTES + 1)] {
+        let err = IdempotencyKey::new(SHARED_SCOPE, bad).unwrap_err();
+        assert_eq!(err.class, ErrorClass::InvalidArgument);
+        assert_eq!(err.violations[0].field, "idempotency_key");
+    }
+}
+
+#[test]
+fn only_errors_that_may_have_started_a_run_are_recorded() {
+    let error = |class| GatewayError::new(class, "R", "m");
+    assert!(records_error(&error(ErrorClass::DeadlineExceeded)));
+    assert!(records_error(&error(ErrorClass::UpstreamFailure)));
+    assert!(records_error(&error(ErrorClass::Unavailable)));
+    assert!(!records_error(&error(ErrorClass::Unavailable).never_sent()));
+    assert!(!records_error(&error(ErrorClass::RateLimited)));
+    assert!(!records_error(&error(ErrorClass::InvalidArgument)));
+    assert!(!records_error(&error(ErrorClass::QuotaExhausted)));
+}
