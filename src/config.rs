@@ -14,7 +14,7 @@
 //! (`inputs = [{ name = "topic", type = "string", required = true }]`) for
 //! dialects without a schema endpoint, or to override Knouds discovery.
 //!
-//! Layout, one file per section: `server.rs`; `telemetry.rs` (`[log]`,
+//! Layout, one file per section: `server.rs` (`tls.rs`: `[server.tls]`); `telemetry.rs` (`[log]`,
 //! `[telemetry]`); `providers.rs` (whose resilience tables are the engine's
 //! policies, deserialized directly); `schemas.rs` (declared workflow
 //! schemas; `[schemas]` itself is the engine's [`SchemaCacheSettings`]);
@@ -56,6 +56,7 @@ mod state;
 mod telemetry;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod validate;
 mod webhooks;
 
@@ -71,6 +72,7 @@ use secrets::{SecretProblem, read_secret};
 pub use server::ServerConfig;
 pub use state::{StateConfig, StoreKind};
 pub use telemetry::{LogConfig, LogFormat, TelemetryConfig};
+pub use tls::{ClientAuth, TlsConfig};
 pub use webhooks::WebhooksConfig;
 
 /// Prefix of environment overrides.

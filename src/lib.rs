@@ -24,5 +24,6 @@ pub mod recorded;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod tls;
 
 pub use proto::pb;

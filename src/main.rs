@@ -168,6 +168,10 @@ async fn run(command: Command) -> Result<(), String> {
                 .map_err(|err| format!("{} is invalid:\n{err}", path.display()))?;
             server::build(&config, |var| std::env::var(var).ok())
                 .map_err(|err| format!("{} is invalid:\n{err}", path.display()))?;
+            if let Some(tls) = &config.server.tls {
+                flowgate::tls::TlsMaterial::load(tls)
+                    .map_err(|err| format!("{} is invalid:\n{err}", path.display()))?;
+            }
             say(&format!(
                 "{}: OK ({} provider{}: {})",
                 path.display(),

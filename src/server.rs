@@ -8,6 +8,11 @@
 //!    `server.max_request_bytes`), `grpc.health.v1.Health`, and server
 //!    reflection v1 and v1alpha (with the health descriptor registered).
 //!
+//! With `[server.tls]` the listener speaks TLS ([`crate::tls`]: its own
+//! acceptor, certificates re-read while serving) and [`PeerIdentityLayer`]
+//! sits outermost, putting a verified client certificate's identity into
+//! each request; without it the plaintext path is as it was.
+//!
 //! Beside it, when `webhooks.listen` is set, the callback ingress
 //! ([`crate::ingress`]).
 //!
@@ -38,7 +43,10 @@ use flowgate_telemetry::SchemaCacheOutcome;
 use flowgate_telemetry_setup::RpcTelemetryLayer;
 use flowgate_webhook::{Forwarder, ForwarderConfig, StandardSecret, callback_client};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::{
+    service::Routes,
+    transport::{Server, server::TcpIncoming},
+};
 use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::HealthService};
 use tower::{
     ServiceBuilder,
@@ -56,6 +64,7 @@ use crate::{
     },
     proto::{FILE_DESCRIPTOR_SET, pb::workflow_gateway_server::WorkflowGatewayServer},
     service::GatewayService,
+    tls::{PeerIdentityLayer, TlsIncoming, TlsMaterial},
 };
 
 /// Every method served, as `package.Service/Method`: the names spans and
@@ -359,17 +368,23 @@ impl Drop for RunningServer {
 pub struct Listeners {
     grpc: TcpListener,
     ingress: Option<TcpListener>,
+    tls: Option<TlsMaterial>,
 }
 
 impl Listeners {
-    /// Binds `server.listen` and `webhooks.listen` (port 0 picks a free one).
+    /// Binds `server.listen` and `webhooks.listen` (port 0 picks a free one),
+    /// after reading the `[server.tls]` files when TLS is configured.
     pub async fn bind(config: &Config) -> Result<Self, ServeError> {
+        let tls = match &config.server.tls {
+            Some(settings) => Some(TlsMaterial::load(settings)?),
+            None => None,
+        };
         let grpc = TcpListener::bind(config.server.listen).await?;
         let ingress = match config.webhooks.listen {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
-        Ok(Self { grpc, ingress })
+        Ok(Self { grpc, ingress, tls })
     }
 }
 
@@ -463,21 +478,45 @@ pub async fn serve(
         })
     });
 
-    let router = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        // Panics, telemetry, callers, load shedding, malformed requests.
-        .layer(edge_stack(&server, app.config.caller_registry()))
-        .add_service(gateway_server)
+    let routes = Routes::new(gateway_server)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
+    let builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
 
-    // Options set on the builder apply only to listeners tonic binds itself:
-    // accepted connections get TCP_NODELAY here (without it small gRPC
-    // frames wait on Nagle and delayed ACKs: ~40 ms stalls).
-    let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
-    let serving = router.serve_with_incoming_shutdown(incoming, signal);
+    let callers = app.config.caller_registry();
+    let serving = match listeners.tls {
+        None => {
+            // Options set on the builder apply only to listeners tonic binds
+            // itself: accepted connections get TCP_NODELAY here (without it
+            // small gRPC frames wait on Nagle and delayed ACKs: ~40 ms stalls).
+            let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
+            futures::future::Either::Left(
+                builder
+                    // Panics, telemetry, callers, load shedding, malformed requests.
+                    .layer(edge_stack(&server, Arc::clone(&callers)))
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(incoming, signal),
+            )
+        }
+        Some(material) => {
+            // The TLS acceptor sets TCP_NODELAY itself.
+            let incoming = TlsIncoming::new(listeners.grpc, material);
+            futures::future::Either::Right(
+                builder
+                    // The client certificate's identity into each request,
+                    // before anything (auth) reads it; copying extensions
+                    // cannot panic.
+                    .layer(PeerIdentityLayer)
+                    // Panics, telemetry, callers, load shedding, malformed requests.
+                    .layer(edge_stack(&server, Arc::clone(&callers)))
+                    .add_routes(routes)
+                    .serve_with_incoming_shutdown(incoming, signal),
+            )
+        }
+    };
     tokio::pin!(serving);
     // One grace period from the signal bounds every step of the drain.
     let grace_ends = |started: tokio::time::Instant| {

@@ -57,6 +57,13 @@ pub const RANGES: &[Range] = &[
     count("server.max_request_bytes", 1024, 64 * MIB),
     count("server.max_concurrent_requests", 1, 100_000),
     count("server.max_queued_requests", 0, 100_000),
+    duration("server.tls.reload_interval", SECOND, DAY),
+    duration(
+        "server.tls.handshake_timeout",
+        Duration::from_millis(100),
+        MINUTE,
+    ),
+    count("server.tls.max_handshakes", 1, 100_000),
     duration("webhooks.tolerance", SECOND, DAY),
     count("webhooks.max_body_bytes", 1024, 64 * MIB),
     count("webhooks.forward_max_attempts", 1, 50),
@@ -199,6 +206,13 @@ impl Config {
             ("schemas.failure_ttl", D(schemas.failure_ttl)),
             ("schemas.fetch_timeout", D(schemas.fetch_timeout)),
         ];
+        if let Some(tls) = &server.tls {
+            values.extend([
+                ("server.tls.reload_interval", D(tls.reload_interval)),
+                ("server.tls.handshake_timeout", D(tls.handshake_timeout)),
+                ("server.tls.max_handshakes", C(to_u64(tls.max_handshakes))),
+            ]);
+        }
         let mut out: Vec<(&'static str, String, Value)> = values
             .drain(..)
             .map(|(key, value)| (key, key.to_owned(), value))

@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub max_queued_requests: usize,
     /// The admin HTTP listener (`GET /metrics`). Default `127.0.0.1:9464`.
     pub admin_listen: SocketAddr,
+    /// `[server.tls]`: TLS (and mTLS) on the gRPC listener; absent, plaintext.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +38,7 @@ impl Default for ServerConfig {
             max_concurrent_requests: 1024,
             max_queued_requests: 1024,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            tls: None,
         }
     }
 }
