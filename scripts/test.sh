@@ -21,8 +21,10 @@ step "redis-server and redis-cli (Debian redis-server, redis-tools)"
 # that the tests start themselves on 127.0.0.1 (flowgate_redis::testing).
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null
+  as_root=()
+  if [ "$(id -u)" -ne 0 ]; then as_root=(sudo -E); fi
+  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" apt-get install -y -qq --no-install-recommends redis-server redis-tools >/dev/null
   # The package may start a system instance on 6379; the tests never use it.
 fi
 redis-server --version
