@@ -206,7 +206,7 @@ impl Drop for TempDir {
 
 // -------------------------------------------------------------- client ----
 
-/// A client that trusts the test CA and presents `identity`.
+/// Connects to `addr` over TLS with a client config (trust and identity).
 #[derive(Clone)]
 struct Connector {
     config: Arc<ClientConfig>,
@@ -476,9 +476,11 @@ async fn a_dns_san_maps_to_its_caller() {
 
     let access = access_lines();
     assert!(
-        access.iter().any(|line| line.contains(r#""caller":"builder""#)
-            && line.contains(r#""code":"OK""#)
-            && line.contains(r#""provider":"fh""#)),
+        access
+            .iter()
+            .any(|line| line.contains(r#""caller":"builder""#)
+                && line.contains(r#""code":"OK""#)
+                && line.contains(r#""provider":"fh""#)),
         "{access:#?}"
     );
 }
