@@ -9,8 +9,8 @@
 //!    bytes, then a constant-time comparison); a header that is present but
 //!    malformed, unknown or revoked is refused, whatever else the call has;
 //! 2. else a verified client certificate ([`PeerIdentity`], put in the
-//!    request's extensions by the TLS listener): its first URI SAN, then DNS
-//!    SAN, named in some caller's `identities`;
+//!    request's extensions by the TLS listener): the first of its URI SANs,
+//!    then of its DNS SANs, named exactly in some caller's `identities`;
 //! 3. else, when unauthenticated calls are allowed (no callers configured,
 //!    or `auth.allow_unauthenticated = true`), the caller `unauthenticated`
 //!    with every capability;
@@ -99,11 +99,11 @@ impl Identity {
                 && name.len() <= 253
                 && name
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'*'));
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
             return if valid {
                 Ok(Self::Dns(name.to_ascii_lowercase()))
             } else {
-                Err("dns: must be followed by a DNS name")
+                Err("dns: must be followed by a DNS name (matched exactly; no wildcards)")
             };
         }
         match text.split_once("://") {
@@ -338,6 +338,7 @@ mod tests {
         for bad in [
             "dns:",
             "dns:a b",
+            "dns:*.ci.svc",
             "api.internal",
             "://x",
             "spiffe://",
