@@ -23,8 +23,8 @@ use crate::{
     ProviderSettings,
     dialect::{Auth, Dialect, HttpProvider, Request, is_plain_key},
     errors::{
-        ErrorBody, credential_rejected, describe, fallback_error, protocol_error, safe_message,
-        upstream_error,
+        ErrorBody, credential_rejected, decode_body, describe, fallback_error, protocol_error,
+        safe_message, upstream_error,
     },
     http::UpstreamResponse,
     numbers::id_text,
@@ -59,13 +59,7 @@ impl AiTutorDialect {
         response: &UpstreamResponse,
         workflow: &WorkflowRef,
     ) -> Result<RunOutcome, GatewayError> {
-        let Ok(run) = serde_json::from_slice::<RunBody>(&response.body) else {
-            return Err(protocol_error(
-                settings,
-                response,
-                "a body that is not a run object",
-            ));
-        };
+        let run: RunBody = decode_body(settings, response, "a body that is not a run object")?;
         if run.success == Some(false) {
             return self.error_table(settings, response, workflow);
         }

@@ -169,6 +169,16 @@ pub fn protocol_error(
     )
 }
 
+/// The answer's JSON body as `T`, or the protocol error naming `what` the
+/// body was not (the raw body never reaches the message).
+pub fn decode_body<T: serde::de::DeserializeOwned>(
+    settings: &ProviderSettings,
+    response: &UpstreamResponse,
+    what: &str,
+) -> Result<T, GatewayError> {
+    serde_json::from_slice(&response.body).map_err(|_| protocol_error(settings, response, what))
+}
+
 /// The fallback for statuses and codes a dialect does not document: the
 /// class from the status, the vendor's code (or one derived from the status)
 /// as the reason. An answer that is not even a JSON error body is a protocol

@@ -20,8 +20,8 @@ use crate::{
     ProviderSettings,
     dialect::{Auth, Dialect, HttpProvider, Request, RunLookup},
     errors::{
-        ErrorBody, credential_rejected, describe, fallback_error, protocol_error, run_error,
-        safe_message, upstream_error,
+        ErrorBody, credential_rejected, decode_body, describe, fallback_error, protocol_error,
+        run_error, safe_message, upstream_error,
     },
     http::UpstreamResponse,
     numbers::{id_text, lenient},
@@ -240,13 +240,7 @@ fn decode_run(
     settings: &ProviderSettings,
     response: &UpstreamResponse,
 ) -> Result<RunOutcome, GatewayError> {
-    let Ok(run) = serde_json::from_slice::<RunBody>(&response.body) else {
-        return Err(protocol_error(
-            settings,
-            response,
-            "a body that is not a run object",
-        ));
-    };
+    let run: RunBody = decode_body(settings, response, "a body that is not a run object")?;
     let word = run.run_status.as_deref().or(run.status.as_deref());
     let status = match word.map(RunStatus::parse_upstream) {
         Some(Some(status)) => status,

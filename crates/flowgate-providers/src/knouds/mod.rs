@@ -26,8 +26,8 @@ use crate::{
     ProviderSettings,
     dialect::{Auth, Dialect, HeaderName, HttpProvider, Request, RunLookup},
     errors::{
-        ErrorBody, credential_rejected, describe, fallback_error, protocol_error, run_error,
-        safe_message, upstream_error,
+        ErrorBody, credential_rejected, decode_body, describe, fallback_error, protocol_error,
+        run_error, safe_message, upstream_error,
     },
     http::UpstreamResponse,
     numbers::{id_text, lenient},
@@ -107,15 +107,12 @@ impl KnoudsDialect {
             // (401, 403 CAPABILITY_DENIED, 404, 429, 5xx).
             return Err(self.error_of(settings, response, workflow, "the schema endpoint"));
         }
-        serde_json::from_slice::<SchemaBody>(&response.body)
-            .map(SchemaBody::normalize)
-            .map_err(|_| {
-                protocol_error(
-                    settings,
-                    response,
-                    "a schema that is not {fields: [{name, type}]}",
-                )
-            })
+        decode_body::<SchemaBody>(
+            settings,
+            response,
+            "a schema that is not {fields: [{name, type}]}",
+        )
+        .map(SchemaBody::normalize)
     }
 
     fn decode_response(
@@ -124,13 +121,7 @@ impl KnoudsDialect {
         response: &UpstreamResponse,
         workflow: &WorkflowRef,
     ) -> Result<RunOutcome, GatewayError> {
-        let Ok(run) = serde_json::from_slice::<RunBody>(&response.body) else {
-            return Err(protocol_error(
-                settings,
-                response,
-                "a body that is not a run object",
-            ));
-        };
+        let run: RunBody = decode_body(settings, response, "a body that is not a run object")?;
         if run.success == Some(false) {
             return self.error_table(settings, response, workflow);
         }
@@ -188,13 +179,8 @@ impl KnoudsDialect {
             let workflow = WorkflowRef::Slug(execution_id.to_owned());
             return Err(self.error_of(settings, response, &workflow, "the executions endpoint"));
         }
-        let Ok(execution) = serde_json::from_slice::<ExecutionBody>(&response.body) else {
-            return Err(protocol_error(
-                settings,
-                response,
-                "a body that is not an execution",
-            ));
-        };
+        let execution: ExecutionBody =
+            decode_body(settings, response, "a body that is not an execution")?;
         let Some(status) = execution
             .status
             .as_deref()
