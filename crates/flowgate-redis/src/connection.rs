@@ -259,9 +259,16 @@ impl RedisConnection {
 
     /// `<prefix><kind>:{<id>}`: the id is the hash tag, so every key and
     /// channel of one id (`run`, `lease`, `events`, …) lives in one cluster
-    /// slot and one script may touch them all. `id` must not hold `{` or `}`.
+    /// slot and one script may touch them all. A `{` or `}` in `id` (which
+    /// would end or split the tag) becomes `_`.
     pub fn key(&self, kind: &str, id: &str) -> String {
-        format!("{}{kind}:{{{id}}}", self.shared.prefix)
+        let prefix = &self.shared.prefix;
+        if id.contains(['{', '}']) {
+            let id = id.replace(['{', '}'], "_");
+            format!("{prefix}{kind}:{{{id}}}")
+        } else {
+            format!("{prefix}{kind}:{{{id}}}")
+        }
     }
 
     /// The publish command matching [`Self::subscribe`]: `PUBLISH` on a
@@ -500,5 +507,21 @@ mod tests {
         let (url, password) = check_url("redis://:p%40ss@cache:6379", true).unwrap();
         assert!(url.ends_with("protocol=resp3"));
         assert_eq!(password.as_deref(), Some("p@ss"));
+    }
+
+    #[tokio::test]
+    async fn keys_put_the_id_in_one_hash_tag() {
+        // Connects lazily: no server is needed to build keys.
+        let redis = RedisConnection::open(&RedisConfig::node("redis://127.0.0.1:1")).unwrap();
+        let prefix = DEFAULT_KEY_PREFIX;
+        assert_eq!(
+            redis.key("run", "kn:e-1"),
+            format!("{prefix}run:{{kn:e-1}}")
+        );
+        // Braces would end or split the tag (and the slot): they become `_`.
+        assert_eq!(
+            redis.key("replay", "a{b}c"),
+            format!("{prefix}replay:{{a_b_c}}")
+        );
     }
 }

@@ -30,15 +30,5 @@ pub use connection::{
 pub use limits::{DEFAULT_SLOT_LEASE, RedisLimitStore};
 pub use replay::RedisReplayStore;
 
-/// `id` made safe as a hash tag: `{` and `}` (which would end or split the
-/// tag) become `_`.
-fn hash_tag(id: &str) -> std::borrow::Cow<'_, str> {
-    if id.contains(['{', '}']) {
-        std::borrow::Cow::Owned(id.replace(['{', '}'], "_"))
-    } else {
-        std::borrow::Cow::Borrowed(id)
-    }
-}
-
 /// redis-rs, for building commands and scripts.
 pub use redis;

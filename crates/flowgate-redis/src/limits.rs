@@ -69,7 +69,7 @@ impl RedisLimitStore {
     }
 
     fn key(&self, kind: &str, scope: &str) -> String {
-        self.redis.key(kind, &crate::hash_tag(scope))
+        self.redis.key(kind, scope)
     }
 
     /// One try of the admission script.

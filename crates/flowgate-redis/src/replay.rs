@@ -24,7 +24,7 @@ impl RedisReplayStore {
 #[async_trait]
 impl ReplayStore for RedisReplayStore {
     async fn first_seen(&self, id: &str, ttl: Duration) -> Result<bool, StateStoreUnavailable> {
-        let key = self.redis.key("replay", &crate::hash_tag(id));
+        let key = self.redis.key("replay", id);
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let set: Option<String> = self
             .redis
