@@ -118,54 +118,6 @@ pub fn add_link(span: &tracing::Span, link: &TraceLink) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry::trace::TracerProvider as _;
-    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
-    use tracing_subscriber::prelude::*;
-
-    fn with_tracing(body: impl FnOnce()) -> Vec<opentelemetry_sdk::trace::SpanData> {
-        let exporter = InMemorySpanExporter::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        tracing::subscriber::with_default(subscriber, body);
-        provider.force_flush().unwrap();
-        exporter.get_finished_spans().unwrap()
-    }
-
-    #[test]
-    fn a_background_span_links_to_the_originating_span() {
-        let mut stored = None;
-        let spans = with_tracing(|| {
-            let invoke = tracing::info_span!("Invoke");
-            invoke.in_scope(|| {
-                stored = crate::current_trace_link().map(String::from);
-            });
-            drop(invoke);
-            let link = stored.as_deref().and_then(TraceLink::parse);
-            assert!(link.is_some());
-            // Created inside another span, it is still a new root.
-            let unrelated = tracing::info_span!("unrelated");
-            let _entered = unrelated.enter();
-            span_with_link("flowgate.poll", link.as_ref()).in_scope(|| {});
-        });
-        let invoke = spans.iter().find(|s| s.name == "Invoke").unwrap();
-        let poll = spans.iter().find(|s| s.name == "flowgate.poll").unwrap();
-        let stored = TraceLink::parse(stored.as_deref().unwrap()).unwrap();
-        assert_eq!(
-            stored.trace_id(),
-            invoke.span_context.trace_id().to_string()
-        );
-        assert_eq!(stored.span_id(), invoke.span_context.span_id().to_string());
-        assert_ne!(poll.span_context.trace_id(), invoke.span_context.trace_id());
-        assert_eq!(poll.parent_span_id, opentelemetry::trace::SpanId::INVALID);
-        assert_eq!(poll.links.links.len(), 1);
-        let linked = &poll.links.links[0].span_context;
-        assert_eq!(linked.trace_id(), invoke.span_context.trace_id());
-        assert_eq!(linked.span_id(), invoke.span_context.span_id());
-    }
-
     #[test]
     fn links_are_absent_without_tracing() {
         assert!(crate::current_trace_link().is_none());
