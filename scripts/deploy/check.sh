@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Checks deploy/ and the Dockerfile (issue 13); scripts/test.sh runs it after
+# the Rust tests, whose target/debug/flowgate it uses.
+#
+#   1. kubectl kustomize renders base, every overlay, and production with the
+#      monitoring component
+#   2. yamllint (strict) on deploy/
+#   3. kubernetes-validate --strict against Kubernetes $K8S_VERSION; the
+#      PodMonitor (a CRD) against its own schema (crds.py)
+#   4. policy.py: the promises of the issue, with a self-test that breaks
+#      each promise once and requires it to be reported
+#   5. flowgate check-config on the ConfigMap of every overlay, the key
+#      files and Secret variables stubbed
+#   6. the image: podman (--storage-driver vfs) builds the Dockerfile's
+#      runtime-prebuilt target on a base made from this machine's libraries
+#      (no registry here), the image's filesystem is exported, mounted
+#      read-only, and the gateway started in it by chroot as the image's user
+#      with the dev overlay's config until gRPC health reports SERVING; then
+#      SIGTERM must stop it cleanly. Needs root or passwordless sudo (chroot,
+#      mount); without, this step says why it is skipped.
+#
+# FLOWGATE_DEPLOY_SKIP_IMAGE=1 skips step 6 (e.g. while editing manifests).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+K8S_VERSION=1.32.0        # the oldest Kubernetes the manifests are for (>= 1.30: preStop sleep)
+KUBECTL_VERSION=v1.32.4   # installed when kubectl is missing
+PY=.venv/bin/python
+BIN=${FLOWGATE_BIN:-target/debug/flowgate}
+
+step() { printf '\n--> deploy: %s\n' "$*"; }
+failed=()
+as_root=()
+if [ "$(id -u)" -ne 0 ]; then as_root=(sudo -n); fi
+
+work=$(mktemp -d)
+cleanup() { "${as_root[@]}" rm -rf "$work"; }
+trap cleanup EXIT
+
+step "tools"
+if [ ! -x "$PY" ]; then python3 -m venv .venv; fi
+"$PY" -m pip install --quiet --disable-pip-version-check -r scripts/deploy/requirements.txt
+if ! command -v kubectl >/dev/null; then
+  arch=$(dpkg --print-architecture)
+  mkdir -p .tools/bin
+  curl -fsSLo .tools/bin/kubectl "https://dl.k8s.io/release/${KUBECTL_VERSION}/bin/linux/${arch}/kubectl"
+  echo "$(curl -fsSL "https://dl.k8s.io/release/${KUBECTL_VERSION}/bin/linux/${arch}/kubectl.sha256")  .tools/bin/kubectl" | sha256sum --check --quiet
+  chmod +x .tools/bin/kubectl
+  export PATH="$PWD/.tools/bin:$PATH"
+fi
+kubectl version --client | head -2
+if [ ! -x "$BIN" ]; then
+  cargo build --locked --bin flowgate
+fi
+
+step "kubectl kustomize: base, dev, production, production + monitoring"
+rendered=()
+render() { # name dir
+  if kubectl kustomize "$2" >"$work/$1.yaml"; then
+    rendered+=("$1=$work/$1.yaml")
+    echo "$1: $(grep -c '^kind:' "$work/$1.yaml") objects"
+  else
+    failed+=("kustomize $1")
+  fi
+}
+render base deploy/base
+render dev deploy/overlays/dev
+render production deploy/overlays/production
+mkdir -p "$work/production+monitoring"
+cat >"$work/production+monitoring/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - $(realpath --relative-to="$work/production+monitoring" deploy/overlays/production)
+components:
+  - $(realpath --relative-to="$work/production+monitoring" deploy/components/monitoring)
+EOF
+render production+monitoring "$work/production+monitoring"
+overlays=()
+for item in "${rendered[@]}"; do
+  [ "${item%%=*}" = base ] || overlays+=("$item")
+done
+
+step "yamllint --strict deploy/"
+.venv/bin/yamllint --strict -c deploy/.yamllint deploy/ || failed+=("yamllint")
+
+step "kubernetes-validate --strict (Kubernetes ${K8S_VERSION})"
+files=("${rendered[@]#*=}")
+if .venv/bin/kubernetes-validate --strict --quiet --no-warn -k "$K8S_VERSION" "${files[@]}"; then
+  echo "ok: ${#files[@]} renders"
+else
+  failed+=("kubernetes-validate")
+fi
+"$PY" scripts/deploy/crds.py "${files[@]}" || failed+=("CRD schemas")
+
+step "policy (scripts/deploy/policy.py, with its self-test)"
+"$PY" scripts/deploy/policy.py --self-test "${overlays[@]}" || failed+=("policy")
+
+step "flowgate check-config on every overlay's ConfigMap"
+mkdir -p "$work/check-config"
+"$PY" scripts/deploy/check_config.py "$BIN" "$work/check-config" "${overlays[@]}" || failed+=("check-config")
+
+image_check() {
+  local started=$SECONDS podman=(podman --storage-driver vfs --root "$work/storage" --runroot "$work/run")
+  if ! command -v podman >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    "${as_root[@]}" apt-get update -qq
+    "${as_root[@]}" apt-get install -y -qq --no-install-recommends podman >/dev/null
+  fi
+  podman=("${as_root[@]}" "${podman[@]}")
+  "${podman[@]}" --version
+
+  # A stand-in for distroless/cc built from this machine: the binary's shared
+  # libraries, CA certificates and the nonroot user (65532), FROM scratch.
+  local base="$work/base"
+  mkdir -p "$base/rootfs/etc/ssl/certs" "$base/rootfs/tmp"
+  chmod 1777 "$base/rootfs/tmp"
+  ldd "$BIN" | grep -o '/[^ ]*' | sort -u | while read -r lib; do
+    mkdir -p "$base/rootfs$(dirname "$lib")"
+    cp -L "$lib" "$base/rootfs$lib"
+  done
+  cp -L /etc/ssl/certs/ca-certificates.crt "$base/rootfs/etc/ssl/certs/"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$base/rootfs/etc/passwd"
+  printf 'root:x:0:\nnonroot:x:65532:\n' >"$base/rootfs/etc/group"
+  printf 'FROM scratch\nCOPY rootfs/ /\n' >"$base/Containerfile"
+  "${podman[@]}" build --quiet --pull=never -t localhost/flowgate-check-base:local -f "$base/Containerfile" "$base" >/dev/null
+
+  # The Dockerfile's runtime layout with the binary the test run built.
+  mkdir -p "$work/context"
+  cp "$BIN" "$work/context/flowgate"
+  "${podman[@]}" build --quiet --pull=never --target runtime-prebuilt \
+    --build-arg RUNTIME_IMAGE=localhost/flowgate-check-base:local \
+    -t localhost/flowgate:check -f Dockerfile "$work/context" >/dev/null
+  echo "built localhost/flowgate:check in $((SECONDS - started))s"
+
+  "${podman[@]}" image inspect localhost/flowgate:check >"$work/inspect.json"
+  "$PY" - "$work/inspect.json" <<'EOF'
+import json, sys
+config = json.load(open(sys.argv[1]))[0]["Config"]
+want = {
+    "User": "65532:65532",
+    "Entrypoint": ["flowgate"],
+    "Cmd": ["serve", "--config", "/etc/flowgate/flowgate.toml"],
+}
+bad = {k: config.get(k) for k, v in want.items() if config.get(k) != v}
+labels = config.get("Labels") or {}
+for label in ("org.opencontainers.image.title", "org.opencontainers.image.version", "org.opencontainers.image.licenses"):
+    if not labels.get(label):
+        bad[label] = None
+if bad:
+    sys.exit(f"image config differs: {bad}")
+print(f"image config: user {config['User']}, entrypoint {config['Entrypoint']}, cmd {config['Cmd']}")
+EOF
+
+  # The image's filesystem, as a pod would see it: the config and the
+  # provider keys of the dev overlay mounted, the root read-only, /tmp an
+  # emptyDir.
+  local rootfs="$work/rootfs"
+  mkdir -p "$rootfs"
+  "${podman[@]}" create --name flowgate-check localhost/flowgate:check >/dev/null
+  "${podman[@]}" export flowgate-check | "${as_root[@]}" tar -x -C "$rootfs"
+  "${podman[@]}" rm flowgate-check >/dev/null
+  "$PY" - "$work/dev.yaml" "$work/mounts" <<'EOF'
+import base64, pathlib, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+out = pathlib.Path(sys.argv[2])
+config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("flowgate-config"))
+(out / "config").mkdir(parents=True)
+(out / "config/flowgate.toml").write_text(config["data"]["flowgate.toml"])
+keys = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].startswith("flowgate-provider-keys"))
+(out / "providers").mkdir()
+for name, value in keys["data"].items():
+    (out / "providers" / name).write_bytes(base64.b64decode(value))
+EOF
+  chmod -R a+rX "$work/mounts"
+
+  # Loopback ports instead of the overlay's 0.0.0.0 (environment overrides).
+  local ports
+  read -r -a ports < <("$PY" -c '
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])')
+  # In a mount namespace of its own (the mounts end with the process): the
+  # root read-only, the config and keys read-only at the pod's paths, /tmp
+  # a tmpfs; then chroot as the image's user runs the image's entrypoint.
+  "${as_root[@]}" unshare --mount --propagation private sh -euc '
+    root=$1 mounts=$2; shift 2
+    mkdir -p "$root/etc/flowgate" "$root/var/run/secrets/flowgate/providers" "$root/proc" "$root/tmp"
+    mount --bind "$root" "$root"
+    mount --bind -o ro "$mounts/config" "$root/etc/flowgate"
+    mount --bind -o ro "$mounts/providers" "$root/var/run/secrets/flowgate/providers"
+    mount -t tmpfs -o size=64m,mode=1777 tmpfs "$root/tmp"
+    mount --rbind /proc "$root/proc"
+    mount -o remount,bind,ro "$root"
+    if touch "$root/.writable" 2>/dev/null; then echo "the root filesystem is writable"; exit 1; fi
+    exec "$@"' sh "$rootfs" "$work/mounts" \
+    env -i PATH=/usr/local/bin:/usr/bin:/bin \
+    FLOWGATE__SERVER__LISTEN="127.0.0.1:${ports[0]}" FLOWGATE__SERVER__ADMIN_LISTEN="127.0.0.1:${ports[1]}" \
+    chroot --userspec=65532:65532 "$rootfs" flowgate serve --config /etc/flowgate/flowgate.toml \
+    >"$work/gateway.log" 2>&1 &
+  gateway_pid=$!
+  local status=0
+  "$PY" scripts/deploy/health_wait.py "$gateway_pid" "127.0.0.1:${ports[0]}" 65532 30 || status=1
+  local exit_code=0
+  wait "$gateway_pid" || exit_code=$?
+  gateway_pid=
+  if [ "$status" -ne 0 ] || [ "$exit_code" -ne 0 ]; then
+    echo "gateway exit status $exit_code; its log:"
+    tail -n 20 "$work/gateway.log"
+    return 1
+  fi
+  echo "image check: $((SECONDS - started))s"
+}
+
+step "the image (podman vfs build, chroot as the image's user, gRPC health SERVING)"
+if [ "${FLOWGATE_DEPLOY_SKIP_IMAGE:-}" = 1 ]; then
+  echo "skipped: FLOWGATE_DEPLOY_SKIP_IMAGE=1"
+elif [ "$(id -u)" -ne 0 ] && ! sudo -n true 2>/dev/null; then
+  echo "skipped: chroot and mount need root, and this user has no passwordless sudo"
+else
+  # A subshell outside any condition, so that `set -e` holds inside.
+  set +e
+  (
+    set -e
+    trap 'if [ -n "${gateway_pid:-}" ]; then kill "$gateway_pid" 2>/dev/null || true; fi' EXIT
+    image_check
+  )
+  image_status=$?
+  set -e
+  [ "$image_status" -eq 0 ] || failed+=("image")
+fi
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  printf '\ndeploy checks failed: %s\n' "${failed[*]}"
+  exit 1
+fi
+printf '\ndeploy checks: ok\n'
