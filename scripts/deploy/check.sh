@@ -81,6 +81,11 @@ for item in "${rendered[@]}"; do
   [ "${item%%=*}" = base ] || overlays+=("$item")
 done
 
+if [ "${#rendered[@]}" -eq 0 ]; then
+  printf '\ndeploy checks failed: nothing rendered (%s)\n' "${failed[*]}"
+  exit 1
+fi
+
 step "yamllint --strict deploy/"
 .venv/bin/yamllint --strict -c deploy/.yamllint deploy/ || failed+=("yamllint")
 
@@ -96,9 +101,9 @@ fi
 step "policy (scripts/deploy/policy.py, with its self-test)"
 "$PY" scripts/deploy/policy.py --self-test "${overlays[@]}" || failed+=("policy")
 
-step "flowgate check-config on every overlay's ConfigMap"
+step "flowgate check-config on the ConfigMap of base and every overlay"
 mkdir -p "$work/check-config"
-"$PY" scripts/deploy/check_config.py "$BIN" "$work/check-config" "${overlays[@]}" || failed+=("check-config")
+"$PY" scripts/deploy/check_config.py "$BIN" "$work/check-config" "${rendered[@]}" || failed+=("check-config")
 
 image_check() {
   local started=$SECONDS podman=(podman --storage-driver vfs --root "$work/storage" --runroot "$work/run")
@@ -197,7 +202,7 @@ print(*[s.getsockname()[1] for s in socks])')
     exec "$@"' sh "$rootfs" "$work/mounts" \
     env -i PATH=/usr/local/bin:/usr/bin:/bin \
     FLOWGATE__SERVER__LISTEN="127.0.0.1:${ports[0]}" FLOWGATE__SERVER__ADMIN_LISTEN="127.0.0.1:${ports[1]}" \
-    chroot --userspec=65532:65532 "$rootfs" flowgate serve --config /etc/flowgate/flowgate.toml \
+    "$(PATH="$PATH:/usr/sbin:/sbin" command -v chroot)" --userspec=65532:65532 "$rootfs" flowgate serve --config /etc/flowgate/flowgate.toml \
     >"$work/gateway.log" 2>&1 &
   gateway_pid=$!
   local status=0
