@@ -34,7 +34,8 @@ as_root=()
 if [ "$(id -u)" -ne 0 ]; then as_root=(sudo -n); fi
 
 work=$(mktemp -d)
-cleanup() { "${as_root[@]}" rm -rf "$work"; }
+# The image step leaves root-owned files (the exported filesystem).
+cleanup() { rm -rf "$work" 2>/dev/null || "${as_root[@]}" rm -rf "$work"; }
 trap cleanup EXIT
 
 step "tools"
@@ -177,7 +178,12 @@ keys = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].s
 for name, value in keys["data"].items():
     (out / "providers" / name).write_bytes(base64.b64decode(value))
 EOF
-  chmod -R a+rX "$work/mounts"
+  # As the kubelet mounts them: the config world-readable, the Secret files
+  # root:fsGroup 0440 (defaultMode, fsGroup 65532).
+  chmod -R a+rX "$work/mounts/config"
+  chmod 0755 "$work/mounts" "$work/mounts/providers"
+  "${as_root[@]}" chown -R 0:65532 "$work/mounts/providers"
+  "${as_root[@]}" chmod 0440 "$work/mounts/providers"/*
 
   # Loopback ports instead of the overlay's 0.0.0.0 (environment overrides).
   local ports
