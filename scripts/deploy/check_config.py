@@ -24,9 +24,10 @@ import yaml
 
 from policy import CONFIG_PATH, GATEWAY, walk_config
 
-# A value per Secret key that is well formed for what reads it.
+# A value per variable that is well formed for what reads it (check-config
+# does not connect to Redis: nothing listens on port 1).
 ENV_STUBS = {
-    "FLOWGATE__STATE__URL": "redis://127.0.0.1:6379",
+    "FLOWGATE__STATE__URL": "redis://127.0.0.1:1",
 }
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"stub signing secret, 32 bytes..").decode()
 
