@@ -106,6 +106,67 @@ step "flowgate check-config on the ConfigMap of base and every overlay"
 mkdir -p "$work/check-config"
 "$PY" scripts/deploy/check_config.py "$BIN" "$work/check-config" "${rendered[@]}" || failed+=("check-config")
 
+# Starts the gateway from the exported image as the pod of overlay $1 would
+# run: in a mount namespace of its own (the mounts end with the process), the
+# root read-only, the overlay's ConfigMap and Secrets (pod.py: rendered, or
+# stubbed with the values given as NAME=VALUE) read-only at their mount
+# paths, /tmp a tmpfs, listeners on loopback ports; chroot as the image's
+# user runs the image's entrypoint and command. Waits for gRPC health
+# SERVING (over mTLS where the overlay has TLS), then SIGTERM must stop it.
+serve_from_image() {
+  local overlay=$1 pod="$work/pod-$1"
+  shift
+  "$PY" scripts/deploy/pod.py "$work/$overlay.yaml" "$pod" "$@"
+  # As the kubelet mounts them: ConfigMap files world-readable, Secret files
+  # root:fsGroup (65532) with the volume's defaultMode.
+  chmod -R a+rX "$pod"
+  local dir path kind mode mounts=()
+  while IFS=$'\t' read -r dir path kind mode; do
+    if [ "$kind" = secret ]; then
+      "${as_root[@]}" chown -R 0:65532 "$dir"
+      "${as_root[@]}" find "$dir" -type f -exec chmod "$mode" {} +
+    fi
+    mounts+=("$dir" "$path")
+  done <"$pod/mounts.tsv"
+  local env=() probe=()
+  mapfile -t env <"$pod/env"
+  mapfile -t probe < <("$PY" -c '
+import json, sys
+probe = json.load(open(sys.argv[1]))
+print(probe["address"])
+for path in (probe["tls"] or {}).values(): print(path)' "$pod/probe.json")
+
+  "${as_root[@]}" unshare --mount --propagation private sh -euc '
+    root=$1; shift
+    mount --bind "$root" "$root"
+    while [ "$1" != -- ]; do
+      mkdir -p "$root$2"
+      mount --bind -o ro "$1" "$root$2"
+      shift 2
+    done
+    shift
+    mkdir -p "$root/proc" "$root/tmp"
+    mount -t tmpfs -o size=64m,mode=1777 tmpfs "$root/tmp"
+    mount --rbind /proc "$root/proc"
+    mount -o remount,bind,ro "$root"
+    if touch "$root/.writable" 2>/dev/null; then echo "the root filesystem is writable"; exit 1; fi
+    exec "$@"' sh "$rootfs" "${mounts[@]}" -- \
+    env -i PATH=/usr/local/bin:/usr/bin:/bin "${env[@]}" \
+    "$(PATH="$PATH:/usr/sbin:/sbin" command -v chroot)" --userspec=65532:65532 "$rootfs" \
+    flowgate serve --config /etc/flowgate/flowgate.toml >"$work/gateway-$overlay.log" 2>&1 &
+  gateway_pid=$!
+  local status=0 exit_code=0
+  printf '%s: ' "$overlay"
+  "$PY" scripts/deploy/health_wait.py "$gateway_pid" "${probe[0]}" 65532 30 "${probe[@]:1}" || status=1
+  wait "$gateway_pid" || exit_code=$?
+  gateway_pid=
+  if [ "$status" -ne 0 ] || [ "$exit_code" -ne 0 ]; then
+    echo "$overlay: gateway exit status $exit_code; its log:"
+    tail -n 20 "$work/gateway-$overlay.log"
+    return 1
+  fi
+}
+
 image_check() {
   local started=$SECONDS podman=(podman --storage-driver vfs --root "$work/storage" --runroot "$work/run")
   if ! command -v podman >/dev/null; then
@@ -158,68 +219,29 @@ if bad:
 print(f"image config: user {config['User']}, entrypoint {config['Entrypoint']}, cmd {config['Cmd']}")
 EOF
 
-  # The image's filesystem, as a pod would see it: the config and the
-  # provider keys of the dev overlay mounted, the root read-only, /tmp an
-  # emptyDir.
-  local rootfs="$work/rootfs"
+  # The image's filesystem, as the container's root.
+  rootfs="$work/rootfs"
   mkdir -p "$rootfs"
   "${podman[@]}" create --name flowgate-check localhost/flowgate:check >/dev/null
   "${podman[@]}" export flowgate-check | "${as_root[@]}" tar -x -C "$rootfs"
   "${podman[@]}" rm flowgate-check >/dev/null
-  "$PY" - "$work/dev.yaml" "$work/mounts" <<'EOF'
-import base64, pathlib, sys, yaml
-docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-out = pathlib.Path(sys.argv[2])
-config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("flowgate-config"))
-(out / "config").mkdir(parents=True)
-(out / "config/flowgate.toml").write_text(config["data"]["flowgate.toml"])
-keys = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].startswith("flowgate-provider-keys"))
-(out / "providers").mkdir()
-for name, value in keys["data"].items():
-    (out / "providers" / name).write_bytes(base64.b64decode(value))
-EOF
-  # As the kubelet mounts them: the config world-readable, the Secret files
-  # root:fsGroup 0440 (defaultMode, fsGroup 65532).
-  chmod -R a+rX "$work/mounts/config"
-  chmod 0755 "$work/mounts" "$work/mounts/providers"
-  "${as_root[@]}" chown -R 0:65532 "$work/mounts/providers"
-  "${as_root[@]}" chmod 0440 "$work/mounts/providers"/*
 
-  # Loopback ports instead of the overlay's 0.0.0.0 (environment overrides).
-  local ports
-  read -r -a ports < <("$PY" -c '
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])')
-  # In a mount namespace of its own (the mounts end with the process): the
-  # root read-only, the config and keys read-only at the pod's paths, /tmp
-  # a tmpfs; then chroot as the image's user runs the image's entrypoint.
-  "${as_root[@]}" unshare --mount --propagation private sh -euc '
-    root=$1 mounts=$2; shift 2
-    mkdir -p "$root/etc/flowgate" "$root/var/run/secrets/flowgate/providers" "$root/proc" "$root/tmp"
-    mount --bind "$root" "$root"
-    mount --bind -o ro "$mounts/config" "$root/etc/flowgate"
-    mount --bind -o ro "$mounts/providers" "$root/var/run/secrets/flowgate/providers"
-    mount -t tmpfs -o size=64m,mode=1777 tmpfs "$root/tmp"
-    mount --rbind /proc "$root/proc"
-    mount -o remount,bind,ro "$root"
-    if touch "$root/.writable" 2>/dev/null; then echo "the root filesystem is writable"; exit 1; fi
-    exec "$@"' sh "$rootfs" "$work/mounts" \
-    env -i PATH=/usr/local/bin:/usr/bin:/bin \
-    FLOWGATE__SERVER__LISTEN="127.0.0.1:${ports[0]}" FLOWGATE__SERVER__ADMIN_LISTEN="127.0.0.1:${ports[1]}" \
-    "$(PATH="$PATH:/usr/sbin:/sbin" command -v chroot)" --userspec=65532:65532 "$rootfs" flowgate serve --config /etc/flowgate/flowgate.toml \
-    >"$work/gateway.log" 2>&1 &
-  gateway_pid=$!
-  local status=0
-  "$PY" scripts/deploy/health_wait.py "$gateway_pid" "127.0.0.1:${ports[0]}" 65532 30 || status=1
-  local exit_code=0
-  wait "$gateway_pid" || exit_code=$?
-  gateway_pid=
-  if [ "$status" -ne 0 ] || [ "$exit_code" -ne 0 ]; then
-    echo "gateway exit status $exit_code; its log:"
-    tail -n 20 "$work/gateway.log"
-    return 1
+  serve_from_image dev
+  # production: Redis store (a redis-server on loopback, with a password),
+  # mTLS on the gRPC listener, webhooks on; the Secrets stubbed.
+  if command -v redis-server >/dev/null; then
+    local redis_port redis_password=stub-redis-password
+    redis_port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
+      --requirepass "$redis_password" >"$work/redis.log" 2>&1 &
+    redis_pid=$!
+    serve_from_image production FLOWGATE__STATE__URL="redis://127.0.0.1:$redis_port" \
+      FLOWGATE_REDIS_PASSWORD="$redis_password"
+    kill "$redis_pid"
+    wait "$redis_pid" || true
+    redis_pid=
+  else
+    echo "production: skipped (no redis-server; scripts/test.sh installs it)"
   fi
   echo "image check: $((SECONDS - started))s"
 }
@@ -234,7 +256,7 @@ else
   set +e
   (
     set -e
-    trap 'if [ -n "${gateway_pid:-}" ]; then kill "$gateway_pid" 2>/dev/null || true; fi' EXIT
+    trap 'for pid in "${gateway_pid:-}" "${redis_pid:-}"; do [ -z "$pid" ] || kill "$pid" 2>/dev/null || true; done' EXIT
     image_check
   )
   image_status=$?

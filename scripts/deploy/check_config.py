@@ -33,10 +33,12 @@ SIGNING_SECRET = "whsec_" + base64.b64encode(b"stub signing secret, 32 bytes..")
 
 
 def tls_material(directory: Path) -> dict[str, Path]:
-    """A CA, and a server certificate and key it signed."""
+    """A CA, a server certificate for DNS name `flowgate` and a client
+    certificate (URI SAN spiffe://cluster.local/ns/check/sa/check) it signed."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.crt", "tls.key", "tls.csr", "tls.crt"))
-    if not cert.exists():
+    client_key, client_csr, client = (directory / n for n in ("client.key", "client.csr", "client.crt"))
+    if not client.exists():
         quiet = {"check": True, "capture_output": True}
         subprocess.run(
             ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -49,7 +51,17 @@ def tls_material(directory: Path) -> dict[str, Path]:
         subprocess.run(
             ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
              "-out", cert, "-days", "1", "-extfile", extensions], **quiet)
-    return {"cert_file": cert, "key_file": key, "client_ca_file": ca}
+        subprocess.run(
+            ["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", client_key, "-out", client_csr, "-subj", "/CN=check"], **quiet)
+        client_extensions = directory / "client.cnf"
+        client_extensions.write_text(
+            "subjectAltName=URI:spiffe://cluster.local/ns/check/sa/check\nextendedKeyUsage=clientAuth\n"
+        )
+        subprocess.run(
+            ["openssl", "x509", "-req", "-in", client_csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+             "-out", client, "-days", "1", "-extfile", client_extensions], **quiet)
+    return {"cert_file": cert, "key_file": key, "client_ca_file": ca, "client_cert": client, "client_key": client_key}
 
 
 def stub_file(key: str, path: str, root: Path, tls: dict[str, Path]) -> Path:

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Waits until a gateway reports SERVING on grpc.health.v1.Health, then stops it.
 
-    health_wait.py PID ADDRESS UID [TIMEOUT_SECONDS]
+    health_wait.py PID ADDRESS UID TIMEOUT_SECONDS [CA CERT KEY]
 
 PID is the process the caller started (the gateway itself, or sudo in
 front of it), ADDRESS the gateway's gRPC listener (127.0.0.1:PORT). Checks
 the service flowgate.v1.WorkflowGateway and the server ("") as the
 Deployment's probes do, requires the gateway process to run as UID, then
 sends PID SIGTERM and requires it to exit within 10s. Exit status 0 only if
-all of that happened.
+all of that happened. With CA CERT KEY the listener speaks (m)TLS: the
+server certificate must chain to CA for the name `flowgate`, and the client
+presents CERT.
 """
 
 from __future__ import annotations
@@ -71,9 +73,14 @@ def gateway_process(pid: int) -> int:
 
 def main(argv: list[str]) -> int:
     pid, address, want_uid = int(argv[0]), argv[1], argv[2]
-    timeout = float(argv[3]) if len(argv) > 3 else 30.0
+    timeout = float(argv[3])
     deadline = time.monotonic() + timeout
-    channel = grpc.insecure_channel(address)
+    if len(argv) > 4:
+        ca, cert, key = (open(path, "rb").read() for path in argv[4:7])
+        credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+        channel = grpc.secure_channel(address, credentials, options=[("grpc.ssl_target_name_override", "flowgate")])
+    else:
+        channel = grpc.insecure_channel(address)
     stub = health_pb2_grpc.HealthStub(channel)
     statuses: dict[str, str] = {}
     while time.monotonic() < deadline:
