@@ -5,25 +5,29 @@
 #   1. kubectl kustomize renders base, every overlay, and production with the
 #      monitoring component
 #   2. yamllint (strict) on deploy/
-#   3. kubernetes-validate --strict against Kubernetes $K8S_VERSION; the
+#   3. kubernetes-validate --strict against the oldest Kubernetes the
+#      manifests are for and the newest it knows ($K8S_VERSIONS); the
 #      PodMonitor (a CRD) against its own schema (crds.py)
 #   4. policy.py: the promises of the issue, with a self-test that breaks
 #      each promise once and requires it to be reported
-#   5. flowgate check-config on the ConfigMap of every overlay, the key
-#      files and Secret variables stubbed
+#   5. flowgate check-config on the ConfigMap of base and every overlay, the
+#      key files and Secret variables stubbed (check_config.py)
 #   6. the image: podman (--storage-driver vfs) builds the Dockerfile's
 #      runtime-prebuilt target on a base made from this machine's libraries
-#      (no registry here), the image's filesystem is exported, mounted
-#      read-only, and the gateway started in it by chroot as the image's user
-#      with the dev overlay's config until gRPC health reports SERVING; then
-#      SIGTERM must stop it cleanly. Needs root or passwordless sudo (chroot,
-#      mount); without, this step says why it is skipped.
+#      (no registry here); its config is checked, its filesystem exported,
+#      and for dev and production the gateway is started in it by chroot as
+#      the image's user, root read-only, the overlay's volumes mounted as the
+#      kubelet would (pod.py), until gRPC health reports SERVING (over mTLS
+#      in production); then SIGTERM must stop it cleanly. Needs root or
+#      passwordless sudo (chroot, mount); without, it says why it is skipped.
 #
 # FLOWGATE_DEPLOY_SKIP_IMAGE=1 skips step 6 (e.g. while editing manifests).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-K8S_VERSION=1.32.0        # the oldest Kubernetes the manifests are for (>= 1.30: preStop sleep)
+# The oldest Kubernetes the manifests are for (>= 1.30: the preStop sleep
+# action) and the newest kubernetes-validate knows.
+K8S_VERSIONS=(1.32.0 1.37.0)
 KUBECTL_VERSION=v1.32.4   # installed when kubectl is missing
 PY=.venv/bin/python
 BIN=${FLOWGATE_BIN:-target/debug/flowgate}
@@ -90,13 +94,15 @@ fi
 step "yamllint --strict deploy/"
 .venv/bin/yamllint --strict -c deploy/.yamllint deploy/ || failed+=("yamllint")
 
-step "kubernetes-validate --strict (Kubernetes ${K8S_VERSION})"
+step "kubernetes-validate --strict (Kubernetes ${K8S_VERSIONS[*]})"
 files=("${rendered[@]#*=}")
-if .venv/bin/kubernetes-validate --strict --quiet --no-warn -k "$K8S_VERSION" "${files[@]}"; then
-  echo "ok: ${#files[@]} renders"
-else
-  failed+=("kubernetes-validate")
-fi
+for version in "${K8S_VERSIONS[@]}"; do
+  if .venv/bin/kubernetes-validate --strict --quiet --no-warn -k "$version" "${files[@]}"; then
+    echo "ok: ${#files[@]} renders against $version"
+  else
+    failed+=("kubernetes-validate $version")
+  fi
+done
 "$PY" scripts/deploy/crds.py "${files[@]}" || failed+=("CRD schemas")
 
 step "policy (scripts/deploy/policy.py, with its self-test)"
