@@ -15,6 +15,7 @@ Exit status 1 with one line per violation.
 
 from __future__ import annotations
 
+import base64
 import copy
 import re
 import sys
@@ -313,8 +314,6 @@ class Checker:
 
     def check_secrets(self) -> None:
         allowed = emulator_keys() if self.overlay == "dev" else set()
-        import base64
-
         for secret in self.of_kind("Secret"):
             where = f"Secret/{secret['metadata']['name']}"
             values = [base64.b64decode(v).decode() for v in secret.get("data", {}).values()]
