@@ -1,0 +1,157 @@
+//! Store health without a round trip of its own: whether Redis is
+//! reachable is read off what the connection already does.
+//!
+//! - Every operation's outcome: an answer means reachable; a timeout, a
+//!   dropped or refused connection or refused credentials mean not (a
+//!   server error such as a script error or `OOM` only counts as an error:
+//!   Redis did answer).
+//! - The reconnect loop: a subscriber connection reports its own drop (a
+//!   disconnection push) and its renewed subscriptions (confirmation
+//!   pushes); and while a handle has seen Redis unreachable, one background
+//!   task per handle runs [`RedisConnection::check`] with the reconnect
+//!   backoff (50 ms doubling to 1 s) until Redis answers, so recovery shows
+//!   without traffic and the log names the real cause. While Redis answers
+//!   nothing extra is sent.
+//!
+//! The reconnecting connection retries connecting inside one operation,
+//! so an operation only ever sees a timeout when Redis refuses the
+//! password or the TLS certificate; [`RedisConnection::check`] connects
+//! once on its own to say which.
+//!
+//! Recorded in `flowgate.state_store.up` (1/0, one value per process, the
+//! latest outcome of any handle) and `flowgate.state_store.errors{operation,
+//! kind}`; each change of reachability is logged once (a warning with the
+//! error, then an info line when Redis answers again), never a password.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use flowgate_telemetry::metrics;
+
+use crate::{
+    RedisConnection, StoreUnavailable, UnavailableKind,
+    connection::{Link, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY},
+};
+
+/// Per handle (shared by its clones): whether a recovery probe runs.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    probing: AtomicBool,
+}
+
+impl UnavailableKind {
+    /// The metric label: `timeout`, `connection`, `auth`, `server`, `config`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connection => "connection",
+            Self::Auth => "auth",
+            Self::Server => "server",
+            Self::Config => "config",
+        }
+    }
+
+    /// True when Redis could not be reached (or refused the credentials),
+    /// as opposed to answering with an error.
+    fn unreachable(self) -> bool {
+        matches!(self, Self::Timeout | Self::Connection | Self::Auth)
+    }
+}
+
+impl RedisConnection {
+    /// Connects once on its own (past the reconnecting connection) and
+    /// sends `PING`, within the operation timeout: the real reason Redis
+    /// cannot be used (refused credentials, an untrusted certificate, a
+    /// refused connection). Recorded like any operation (`check`). The
+    /// gateway runs it once at start and while Redis is unreachable.
+    pub async fn check(&self) -> Result<(), StoreUnavailable> {
+        let operation = "check";
+        let ping = redis::cmd("PING");
+        let work = async {
+            match &self.link {
+                Link::Node(_, client) => {
+                    let mut connection = client.get_multiplexed_async_connection().await?;
+                    ping.query_async::<String>(&mut connection).await
+                }
+                Link::Cluster(cluster) => {
+                    let mut connection = cluster.client.get_async_connection().await?;
+                    ping.query_async::<String>(&mut connection).await
+                }
+            }
+        };
+        let timeout = self.op_timeout();
+        let outcome = match tokio::time::timeout(timeout, work).await {
+            Err(_) => Err(StoreUnavailable {
+                kind: UnavailableKind::Timeout,
+                operation,
+                detail: format!("no answer within {timeout:?}"),
+            }),
+            Ok(result) => result
+                .map(drop)
+                .map_err(|error| self.shared.failure(operation, error)),
+        };
+        self.observe(operation, &outcome);
+        outcome
+    }
+
+    /// Records the outcome of `operation` (see the module docs).
+    pub(crate) fn observe<T>(&self, operation: &'static str, outcome: &Result<T, StoreUnavailable>) {
+        match outcome {
+            Ok(_) => reachable(),
+            Err(error) => {
+                metrics().state_store_error(operation, error.kind.as_str());
+                if error.kind.unreachable() {
+                    unreachable(&error.to_string());
+                    self.probe_until_reachable();
+                }
+            }
+        }
+    }
+
+    /// Starts this handle's recovery probe unless one runs (or no runtime
+    /// is there to run it).
+    fn probe_until_reachable(&self) {
+        let health = &self.shared.health;
+        if health.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            health.probing.store(false, Ordering::Release);
+            return;
+        };
+        let connection = self.clone();
+        runtime.spawn(async move {
+            let mut delay = RECONNECT_MIN_DELAY;
+            loop {
+                tokio::time::sleep(delay).await;
+                // Observed like any operation: success records the recovery.
+                if connection.check().await.is_ok() {
+                    break;
+                }
+                delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+            }
+            connection
+                .shared
+                .health
+                .probing
+                .store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Redis answered.
+pub(crate) fn reachable() {
+    if metrics().state_store_reachable(true) {
+        tracing::info!("state store (Redis) reachable");
+    }
+}
+
+/// Redis could not be reached; `why` holds no secret.
+pub(crate) fn unreachable(why: &str) {
+    if metrics().state_store_reachable(false) {
+        tracing::warn!(
+            error = why,
+            "state store (Redis) unreachable: async runs, streams and keyed calls answer \
+             STATE_STORE_UNAVAILABLE until it answers again"
+        );
+    }
+}
