@@ -126,18 +126,15 @@ impl Case {
 static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
 
 fn request(case: Case) -> pb::InvokeRequest {
-    let inputs = match flowgate::convert::json_to_value(serde_json::json!({"story": "a dragon"}))
-        .kind
-    {
-        Some(prost_types::value::Kind::StructValue(object)) => Some(object),
-        _ => None,
-    };
+    let inputs =
+        match flowgate::convert::json_to_value(serde_json::json!({"story": "a dragon"})).kind {
+            Some(prost_types::value::Kind::StructValue(object)) => Some(object),
+            _ => None,
+        };
     pb::InvokeRequest {
         target: Some(pb::WorkflowTarget {
             provider: "tutor".into(),
-            workflow: Some(pb::workflow_target::Workflow::WorkflowId(
-                "wf_story".into(),
-            )),
+            workflow: Some(pb::workflow_target::Workflow::WorkflowId("wf_story".into())),
         }),
         inputs,
         async_options: (case == Case::Async).then(|| pb::AsyncOptions {
@@ -208,9 +205,8 @@ async fn measure(
     if case == Case::Async {
         wait_until_idle(pid).await;
     }
-    let per_call = |ticks: u64| {
-        Duration::from_secs_f64(ticks as f64 / ticks_per_second() / calls as f64)
-    };
+    let per_call =
+        |ticks: u64| Duration::from_secs_f64(ticks as f64 / ticks_per_second() / calls as f64);
     let gateway_cpu = per_call(cpu_ticks(pid) - gateway_before);
     let redis_cpu = per_call(cpu_ticks(redis_pid) - redis_before);
     latencies.sort();
@@ -287,7 +283,10 @@ async fn main() {
 
     let stores = [
         ("memory", "store = \"memory\"".to_owned()),
-        ("redis", format!("store = \"redis\"\nurl = \"{}\"", redis.url())),
+        (
+            "redis",
+            format!("store = \"redis\"\nurl = \"{}\"", redis.url()),
+        ),
     ];
     let mut gateways = Vec::new();
     for (name, state) in &stores {

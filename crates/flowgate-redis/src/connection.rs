@@ -14,7 +14,11 @@ use redis::{
 };
 use tokio::sync::OnceCell;
 
-use crate::{TrustedCas, health, tls};
+use crate::{
+    TrustedCas,
+    health::{self, Prober},
+    tls,
+};
 
 /// Where Redis is.
 #[derive(Clone, PartialEq, Eq)]
@@ -134,25 +138,24 @@ impl StoreUnavailable {
 /// connection keeps retrying with backoff in the background.
 #[derive(Clone)]
 pub struct RedisConnection {
-    pub(crate) link: Link,
+    link: Link,
     pub(crate) shared: Arc<Shared>,
 }
 
 #[derive(Clone)]
-pub(crate) enum Link {
-    /// The reconnecting connection, and its client (for one-off checks).
-    Node(ConnectionManager, redis::Client),
+enum Link {
+    Node(ConnectionManager),
     Cluster(Arc<ClusterLink>),
 }
 
-pub(crate) struct ClusterLink {
-    pub(crate) client: ClusterClient,
+struct ClusterLink {
+    client: ClusterClient,
     connection: OnceCell<ClusterConnection>,
 }
 
 pub(crate) struct Shared {
     prefix: String,
-    op_timeout: Duration,
+    pub(crate) op_timeout: Duration,
     /// Passwords from the URLs, scrubbed from every error message.
     secrets: Vec<String>,
     endpoint: String,
@@ -232,26 +235,33 @@ impl RedisConnection {
                     .set_number_of_retries(RECONNECT_ATTEMPTS);
                 if let Some(pushes) = pushes {
                     manager = manager
-                        .set_push_sender(ArcPushSender(pushes))
+                        .set_push_sender(ArcPushSender(pushes, Arc::clone(&shared)))
                         .set_automatic_resubscription();
                 }
-                let manager =
-                    ConnectionManager::new_lazy_with_config(client.clone(), manager).map_err(scrub)?;
-                Link::Node(manager, client)
+                shared.health.set_prober(Prober::Node(client.clone()));
+                Link::Node(ConnectionManager::new_lazy_with_config(client, manager).map_err(scrub)?)
             }
             RedisEndpoint::Cluster(_) => {
-                let mut builder = ClusterClientBuilder::new(checked)
-                    .connection_timeout(config.op_timeout)
-                    .response_timeout(config.op_timeout)
-                    .min_retry_wait(duration_ms(RECONNECT_MIN_DELAY))
-                    .max_retry_wait(duration_ms(RECONNECT_MAX_DELAY));
-                if tls {
-                    builder = tls::cluster_trusting(builder, config.tls_ca.as_ref());
-                }
+                let builder = || {
+                    let builder = ClusterClientBuilder::new(checked.clone())
+                        .connection_timeout(config.op_timeout)
+                        .response_timeout(config.op_timeout)
+                        .min_retry_wait(duration_ms(RECONNECT_MIN_DELAY))
+                        .max_retry_wait(duration_ms(RECONNECT_MAX_DELAY));
+                    match tls {
+                        true => tls::cluster_trusting(builder, config.tls_ca.as_ref()),
+                        false => builder,
+                    }
+                };
+                // The probe's own client: no pushes.
+                shared
+                    .health
+                    .set_prober(Prober::Cluster(builder().build().map_err(scrub)?));
+                let mut builder = builder();
                 if let Some(pushes) = pushes {
                     builder = builder
                         .use_protocol(ProtocolVersion::RESP3)
-                        .push_sender(ArcPushSender(pushes));
+                        .push_sender(ArcPushSender(pushes, Arc::clone(&shared)));
                 }
                 Link::Cluster(Arc::new(ClusterLink {
                     client: builder.build().map_err(scrub)?,
@@ -363,7 +373,7 @@ impl RedisConnection {
     ) -> Result<T, StoreUnavailable> {
         let work = async {
             let connection = match &self.link {
-                Link::Node(node, _) => AnyConnection::Node(node.clone()),
+                Link::Node(node) => AnyConnection::Node(node.clone()),
                 Link::Cluster(cluster) => AnyConnection::Cluster(
                     cluster
                         .connection
@@ -382,7 +392,7 @@ impl RedisConnection {
             }),
             Ok(result) => result.map_err(|error| self.shared.failure(operation, error)),
         };
-        self.observe(operation, &outcome);
+        health::observe(&self.shared, operation, &outcome);
         outcome
     }
 }
@@ -453,15 +463,11 @@ impl ConnectionLike for AnyConnection {
 /// A shared push sender (both client kinds want an owned one). Pushes also
 /// tell the store's health: a disconnection, or any message or renewed
 /// subscription (which only a live connection delivers).
-struct ArcPushSender(Arc<dyn AsyncPushSender>);
+struct ArcPushSender(Arc<dyn AsyncPushSender>, Arc<Shared>);
 
 impl AsyncPushSender for ArcPushSender {
     fn send(&self, info: redis::PushInfo) -> Result<(), redis::aio::SendError> {
-        if info.kind == redis::PushKind::Disconnection {
-            health::unreachable("the subscriber connection dropped");
-        } else {
-            health::reachable();
-        }
+        health::observe_push(&self.1, &info.kind);
         self.0.send(info)
     }
 }

@@ -23,19 +23,38 @@
 //! kind}`; each change of reachability is logged once (a warning with the
 //! error, then an info line when Redis answers again), never a password.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{
+    Arc, OnceLock,
+    atomic::{AtomicBool, Ordering},
+};
 
 use flowgate_telemetry::metrics;
+use redis::{PushKind, cluster::ClusterClient};
 
 use crate::{
     RedisConnection, StoreUnavailable, UnavailableKind,
-    connection::{Link, RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY},
+    connection::{RECONNECT_MAX_DELAY, RECONNECT_MIN_DELAY, Shared},
 };
 
-/// Per handle (shared by its clones): whether a recovery probe runs.
-#[derive(Debug, Default)]
+/// What [`RedisConnection::check`] connects with: the handle's client,
+/// which holds no connection (so a probe keeps nothing alive).
+pub(crate) enum Prober {
+    Node(redis::Client),
+    Cluster(ClusterClient),
+}
+
+/// Per handle (shared by its clones).
+#[derive(Default)]
 pub(crate) struct Health {
+    prober: OnceLock<Prober>,
+    /// Whether a recovery probe runs.
     probing: AtomicBool,
+}
+
+impl Health {
+    pub(crate) fn set_prober(&self, prober: Prober) {
+        let _ = self.prober.set(prober);
+    }
 }
 
 impl UnavailableKind {
@@ -64,89 +83,108 @@ impl RedisConnection {
     /// refused connection). Recorded like any operation (`check`). The
     /// gateway runs it once at start and while Redis is unreachable.
     pub async fn check(&self) -> Result<(), StoreUnavailable> {
-        let operation = "check";
-        let ping = redis::cmd("PING");
-        let work = async {
-            match &self.link {
-                Link::Node(_, client) => {
-                    let mut connection = client.get_multiplexed_async_connection().await?;
-                    ping.query_async::<String>(&mut connection).await
-                }
-                Link::Cluster(cluster) => {
-                    let mut connection = cluster.client.get_async_connection().await?;
-                    ping.query_async::<String>(&mut connection).await
-                }
-            }
-        };
-        let timeout = self.op_timeout();
-        let outcome = match tokio::time::timeout(timeout, work).await {
-            Err(_) => Err(StoreUnavailable {
-                kind: UnavailableKind::Timeout,
-                operation,
-                detail: format!("no answer within {timeout:?}"),
-            }),
-            Ok(result) => result
-                .map(drop)
-                .map_err(|error| self.shared.failure(operation, error)),
-        };
-        self.observe(operation, &outcome);
-        outcome
-    }
-
-    /// Records the outcome of `operation` (see the module docs).
-    pub(crate) fn observe<T>(&self, operation: &'static str, outcome: &Result<T, StoreUnavailable>) {
-        match outcome {
-            Ok(_) => reachable(),
-            Err(error) => {
-                metrics().state_store_error(operation, error.kind.as_str());
-                if error.kind.unreachable() {
-                    unreachable(&error.to_string());
-                    self.probe_until_reachable();
-                }
-            }
-        }
-    }
-
-    /// Starts this handle's recovery probe unless one runs (or no runtime
-    /// is there to run it).
-    fn probe_until_reachable(&self) {
-        let health = &self.shared.health;
-        if health.probing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            health.probing.store(false, Ordering::Release);
-            return;
-        };
-        let connection = self.clone();
-        runtime.spawn(async move {
-            let mut delay = RECONNECT_MIN_DELAY;
-            loop {
-                tokio::time::sleep(delay).await;
-                // Observed like any operation: success records the recovery.
-                if connection.check().await.is_ok() {
-                    break;
-                }
-                delay = (delay * 2).min(RECONNECT_MAX_DELAY);
-            }
-            connection
-                .shared
-                .health
-                .probing
-                .store(false, Ordering::Release);
-        });
+        check(&self.shared).await
     }
 }
 
+async fn check(shared: &Arc<Shared>) -> Result<(), StoreUnavailable> {
+    let operation = "check";
+    let ping = redis::cmd("PING");
+    let work = async {
+        match shared.health.prober.get() {
+            Some(Prober::Node(client)) => {
+                let mut connection = client.get_multiplexed_async_connection().await?;
+                ping.query_async::<String>(&mut connection).await
+            }
+            Some(Prober::Cluster(client)) => {
+                let mut connection = client.get_async_connection().await?;
+                ping.query_async::<String>(&mut connection).await
+            }
+            None => Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "no client to check with",
+            ))),
+        }
+    };
+    let timeout = shared.op_timeout;
+    let outcome = match tokio::time::timeout(timeout, work).await {
+        Err(_) => Err(StoreUnavailable {
+            kind: UnavailableKind::Timeout,
+            operation,
+            detail: format!("no answer within {timeout:?}"),
+        }),
+        Ok(result) => result
+            .map(drop)
+            .map_err(|error| shared.failure(operation, error)),
+    };
+    observe(shared, operation, &outcome);
+    outcome
+}
+
+/// Records the outcome of `operation` (see the module docs).
+pub(crate) fn observe<T>(
+    shared: &Arc<Shared>,
+    operation: &'static str,
+    outcome: &Result<T, StoreUnavailable>,
+) {
+    match outcome {
+        Ok(_) => reachable(),
+        Err(error) => {
+            metrics().state_store_error(operation, error.kind.as_str());
+            if error.kind.unreachable() {
+                unreachable(&error.to_string());
+                probe_until_reachable(shared);
+            }
+        }
+    }
+}
+
+/// A push on a subscriber connection: its drop, or anything else (which
+/// only a live connection delivers, renewed subscriptions included).
+pub(crate) fn observe_push(shared: &Arc<Shared>, kind: &PushKind) {
+    if *kind == PushKind::Disconnection {
+        unreachable("the subscriber connection dropped");
+        probe_until_reachable(shared);
+    } else {
+        reachable();
+    }
+}
+
+/// Starts the handle's recovery probe unless one runs (or no runtime is
+/// there to run it): [`check`] with the reconnect backoff until Redis
+/// answers.
+fn probe_until_reachable(shared: &Arc<Shared>) {
+    if shared.health.probing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        shared.health.probing.store(false, Ordering::Release);
+        return;
+    };
+    let shared = Arc::clone(shared);
+    runtime.spawn(async move {
+        let mut delay = RECONNECT_MIN_DELAY;
+        loop {
+            tokio::time::sleep(delay).await;
+            // Observed like any operation: success records the recovery.
+            if check(&shared).await.is_ok() {
+                break;
+            }
+            delay = (delay * 2).min(RECONNECT_MAX_DELAY);
+        }
+        shared.health.probing.store(false, Ordering::Release);
+    });
+}
+
 /// Redis answered.
-pub(crate) fn reachable() {
+fn reachable() {
     if metrics().state_store_reachable(true) {
         tracing::info!("state store (Redis) reachable");
     }
 }
 
 /// Redis could not be reached; `why` holds no secret.
-pub(crate) fn unreachable(why: &str) {
+fn unreachable(why: &str) {
     if metrics().state_store_reachable(false) {
         tracing::warn!(
             error = why,

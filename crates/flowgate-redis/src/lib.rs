@@ -24,9 +24,9 @@ mod connection;
 mod health;
 mod limits;
 mod replay;
-mod tls;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod tls;
 
 pub use connection::{
     DEFAULT_KEY_PREFIX, DEFAULT_OP_TIMEOUT, RedisConfig, RedisConnection, RedisEndpoint,

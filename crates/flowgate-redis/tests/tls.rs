@@ -169,7 +169,10 @@ async fn tls_configuration_mistakes_are_clear_errors() {
         "rediss://127.0.0.1:1",
         "redis://127.0.0.1:2",
     ]));
-    assert!(error.detail.contains("mix redis:// and rediss://"), "{error}");
+    assert!(
+        error.detail.contains("mix redis:// and rediss://"),
+        "{error}"
+    );
     let error = refused(RedisConfig::node("rediss://127.0.0.1:1/#insecure"));
     assert_eq!(error.kind, UnavailableKind::Config);
     assert!(error.detail.contains("#insecure"), "{error}");
