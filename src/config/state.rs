@@ -211,8 +211,6 @@ fn check_redis_url(raw: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests")]
-
     use super::*;
 
     fn redis_state(url: &str) -> StateConfig {

@@ -238,7 +238,9 @@ impl RedisConnection {
                         .set_push_sender(ArcPushSender(pushes, Arc::clone(&shared)))
                         .set_automatic_resubscription();
                 }
-                shared.health.set_prober(Prober::Node(client.clone()));
+                shared
+                    .health
+                    .set_prober(Prober::Node(Box::new(client.clone())));
                 Link::Node(ConnectionManager::new_lazy_with_config(client, manager).map_err(scrub)?)
             }
             RedisEndpoint::Cluster(_) => {
@@ -256,7 +258,7 @@ impl RedisConnection {
                 // The probe's own client: no pushes.
                 shared
                     .health
-                    .set_prober(Prober::Cluster(builder().build().map_err(scrub)?));
+                    .set_prober(Prober::Cluster(Box::new(builder().build().map_err(scrub)?)));
                 let mut builder = builder();
                 if let Some(pushes) = pushes {
                     builder = builder

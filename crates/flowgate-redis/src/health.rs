@@ -39,8 +39,8 @@ use crate::{
 /// What [`RedisConnection::check`] connects with: the handle's client,
 /// which holds no connection (so a probe keeps nothing alive).
 pub(crate) enum Prober {
-    Node(redis::Client),
-    Cluster(ClusterClient),
+    Node(Box<redis::Client>),
+    Cluster(Box<ClusterClient>),
 }
 
 /// Per handle (shared by its clones).

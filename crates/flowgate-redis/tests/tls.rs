@@ -7,7 +7,6 @@
 
 #![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "helpers outside #[test] fns: a failure there fails the test"
 )]
 
