@@ -141,8 +141,8 @@ impl StateConfig {
                 })?)
             }
             (None, Some(file)) => read_secret(None, Some(file), &env).map_err(|problem| {
-                let (_, message) = problem.at("password_env", "password_file");
-                ConfigError::one("state.password_file", message)
+                let (field, message) = problem.at("password_env", "password_file");
+                ConfigError::one(format!("state.{field}"), message)
             })?,
             (None, None) => None,
         };

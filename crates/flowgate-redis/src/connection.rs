@@ -104,7 +104,7 @@ pub enum UnavailableKind {
     /// Redis refused the credentials (a wrong or missing password).
     Auth,
     /// Redis answered with an error (out of memory, cluster down, a script
-    /// error, a wrong password).
+    /// error).
     Server,
     /// The configuration cannot work (an unparsable URL, an unusable CA file).
     Config,
@@ -250,9 +250,10 @@ impl RedisConnection {
                         .response_timeout(config.op_timeout)
                         .min_retry_wait(duration_ms(RECONNECT_MIN_DELAY))
                         .max_retry_wait(duration_ms(RECONNECT_MAX_DELAY));
-                    match tls {
-                        true => tls::cluster_trusting(builder, config.tls_ca.as_ref()),
-                        false => builder,
+                    if tls {
+                        tls::cluster_trusting(builder, config.tls_ca.as_ref())
+                    } else {
+                        builder
                     }
                 };
                 // The probe's own client: no pushes.
@@ -475,8 +476,8 @@ impl AsyncPushSender for ArcPushSender {
 }
 
 /// Checks a URL (`redis://`, or `rediss://` for TLS, without the
-/// `#insecure` fragment) and asks for RESP3 where pushes are wanted. Returns the URL to use and its
-/// password, if any, to scrub from messages.
+/// `#insecure` fragment) and asks for RESP3 where pushes are wanted.
+/// Returns the URL to use and its password, if any, to scrub from messages.
 fn check_url(raw: &str, resp3: bool) -> Result<(String, Option<String>), StoreUnavailable> {
     let mut url = url::Url::parse(raw).map_err(|error| {
         StoreUnavailable::config(format!("{} is not a URL: {error}", redact(raw)))
