@@ -5,6 +5,8 @@
 // fast with a message is what a test helper should do.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod process;
+
 use std::{collections::HashMap, sync::Arc};
 
 use flowgate::{
