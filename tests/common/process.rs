@@ -58,7 +58,6 @@ impl GatewayProcess {
             .arg(&config_path)
             .env_clear()
             .envs(super::test_keys())
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
