@@ -5,13 +5,14 @@
 use std::{
     fs::File,
     net::{SocketAddr, TcpListener},
-    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use flowgate::pb::workflow_gateway_client::WorkflowGatewayClient;
 use tonic::transport::{Channel, Endpoint};
+
+use super::temp_dir::TempDir;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -35,7 +36,8 @@ pub struct GatewayProcess {
     /// Its gRPC address (`server.listen` of its configuration).
     pub addr: SocketAddr,
     child: Option<Child>,
-    dir: PathBuf,
+    /// Its configuration and output; removed after the process is killed.
+    dir: TempDir,
 }
 
 impl GatewayProcess {
@@ -43,15 +45,9 @@ impl GatewayProcess {
     /// serve` on it with the test keys ([`super::test_keys`]) as its only
     /// environment. Does not wait: see [`GatewayProcess::ready`].
     pub fn spawn(name: &str, addr: SocketAddr, config: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "flowgate-process-{}-{name}-{}",
-            std::process::id(),
-            addr.port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config_path = dir.join("flowgate.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = File::create(dir.join("output.log")).unwrap();
+        let dir = TempDir::new(&format!("process-{name}-{}", addr.port()));
+        let config_path = dir.write("flowgate.toml", config);
+        let log = File::create(dir.0.join("output.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_flowgate"))
             .arg("serve")
             .arg("--config")
@@ -119,7 +115,7 @@ impl GatewayProcess {
 
     /// What the process wrote so far (its log lines).
     pub fn output(&self) -> String {
-        std::fs::read_to_string(self.dir.join("output.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.0.join("output.log")).unwrap_or_default()
     }
 }
 
@@ -140,7 +136,6 @@ impl Drop for GatewayProcess {
                 tail.join("\n")
             );
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
