@@ -299,7 +299,10 @@ async fn a_callback_landing_on_a_reaches_a_stream_on_b(trio: &Trio) {
         "B follows the run before the callback: {first:?}"
     );
 
-    // The callback the emulator delivers (after a second) lands on A.
+    // The callback the emulator delivers (after a second) lands on A. The
+    // emulator records it once A has answered (A publishes the event
+    // first), so B usually has the event before `delivered_at`; the bound
+    // is from A's answer to B's event.
     let a_ingress = format!("http://{}/webhooks/fh", trio.replicas[0].ingress);
     let ended = async {
         let last = on_b.message().await.unwrap().unwrap();
