@@ -13,46 +13,25 @@ mod common;
 use std::{
     io::Write,
     process::{Command, Stdio},
-    sync::{Arc, Mutex, OnceLock},
+    sync::OnceLock,
 };
 
-use common::{inputs, slug, target};
+use common::{captured_logs::CapturedLogs, inputs, slug, target};
 use flowgate::{auth::KeyHash, config::Config, pb, server};
 use flowgate_emulator::EmulatorConfig;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt as _;
-use tracing_subscriber::fmt::MakeWriter;
 
 const CI_KEY: &str = "fgk_ci_key_one_0123456789abcdefghijklmnopqrstuv";
 const CI_KEY_NEW: &str = "fgk_ci_key_two_0123456789abcdefghijklmnopqrstuv";
 const OPS_KEY: &str = "fgk_ops_key_0123456789abcdefghijklmnopqrstuvwxy";
 const PEER_KEY: &str = "fgk_peer_key_0123456789abcdefghijklmnopqrstuvwx";
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// Everything every test of this binary logs, at every level.
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
+fn logs() -> &'static CapturedLogs {
+    static LOGS: OnceLock<CapturedLogs> = OnceLock::new();
     LOGS.get_or_init(|| {
-        let captured = Captured::default();
+        let captured = CapturedLogs::default();
         let subscriber = tracing_subscriber::fmt()
             .json()
             .with_max_level(tracing::Level::TRACE)
@@ -491,7 +470,7 @@ async fn keys_and_hashes_appear_in_no_log_and_no_error_detail() {
             assert!(!text.contains(secret.as_str()), "{text}");
         }
     }
-    let logged = String::from_utf8_lossy(&logs().0.lock().unwrap()).into_owned();
+    let logged = logs().text();
     assert!(logged.contains("CALLER_"), "the refusals were logged");
     // One access line per call, with the caller, never the key.
     let access: Vec<&str> = logged

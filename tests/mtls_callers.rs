@@ -16,14 +16,17 @@ mod common;
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
     pin::Pin,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::Duration,
 };
 
-use common::{deployment, inputs, slug, target};
+use common::{
+    captured_logs::CapturedLogs,
+    deployment, inputs, slug, target,
+    temp_dir::{TempDir, toml_path},
+};
 use flowgate::{
     auth::KeyHash,
     config::Config,
@@ -46,7 +49,6 @@ use tonic::{
     transport::{Channel, Endpoint, Uri},
 };
 use tonic_types::StatusExt as _;
-use tracing_subscriber::fmt::MakeWriter;
 
 const RUNNER: &str = "spiffe://test.local/ns/ci/sa/runner";
 const OPS_KEY: &str = "fgk_ops_key_0123456789abcdefghijklmnopqrstuvwxy";
@@ -67,31 +69,11 @@ fn callers() -> String {
 
 // ---------------------------------------------------------------- logs ----
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 /// Everything every test of this binary logs, as JSON lines.
-fn logs() -> &'static Captured {
-    static LOGS: OnceLock<Captured> = OnceLock::new();
+fn logs() -> &'static CapturedLogs {
+    static LOGS: OnceLock<CapturedLogs> = OnceLock::new();
     LOGS.get_or_init(|| {
-        let captured = Captured::default();
+        let captured = CapturedLogs::default();
         let subscriber = tracing_subscriber::fmt()
             .json()
             .with_max_level(tracing::Level::INFO)
@@ -104,7 +86,8 @@ fn logs() -> &'static Captured {
 
 /// The `flowgate::access` lines logged so far.
 fn access_lines() -> Vec<String> {
-    String::from_utf8_lossy(&logs().0.lock().unwrap())
+    logs()
+        .text()
         .lines()
         .filter(|line| line.contains(r#""target":"flowgate::access""#))
         .map(str::to_owned)
@@ -173,34 +156,6 @@ impl Ca {
             vec![SanType::DnsName(name.try_into().unwrap())],
             ExtendedKeyUsagePurpose::ClientAuth,
         )
-    }
-}
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "flowgate-mtls-callers-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    /// Writes `text` to `name`; its path as a TOML string.
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).unwrap();
-        format!("{:?}", path.display().to_string())
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -279,7 +234,7 @@ struct Gateway {
 
 async fn gateway(ca: &Ca, name: &str) -> Gateway {
     logs();
-    let dir = TempDir::new(name);
+    let dir = TempDir::new(&format!("mtls-callers-{name}"));
     let server_cert = ca.server();
     let emulator = Emulator::start(EmulatorConfig::default(), "127.0.0.1:0".parse().unwrap())
         .await
@@ -287,9 +242,9 @@ async fn gateway(ca: &Ca, name: &str) -> Gateway {
     let text = format!(
         "{}\n[server.tls]\ncert_file = {}\nkey_file = {}\nclient_ca_file = {}\n{}",
         common::config_text(&emulator),
-        dir.write("tls.crt", &server_cert.cert),
-        dir.write("tls.key", &server_cert.key),
-        dir.write("ca.crt", &ca.pem),
+        toml_path(&dir.write("tls.crt", &server_cert.cert)),
+        toml_path(&dir.write("tls.key", &server_cert.key)),
+        toml_path(&dir.write("ca.crt", &ca.pem)),
         callers(),
     );
     let config = Config::parse(&text, Vec::new()).expect("config parses");

@@ -9,16 +9,18 @@
 mod common;
 
 use std::{
-    io::Write as _,
     net::SocketAddr,
-    path::{Path, PathBuf},
     pin::Pin,
     sync::{Arc, Mutex, OnceLock},
     task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use common::{deployment, inputs, target};
+use common::{
+    captured_logs::CapturedLogs,
+    deployment, inputs, target,
+    temp_dir::{TempDir, toml_path},
+};
 use flowgate::{
     auth::peer::PeerIdentity,
     config::Config,
@@ -49,36 +51,23 @@ use tonic_health::pb::{
 
 /// Every log line of this test binary (all threads), for the identity
 /// line and the "no key material" checks.
-fn logs() -> &'static Mutex<Vec<u8>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+fn logs() -> &'static CapturedLogs {
+    static LOGS: OnceLock<CapturedLogs> = OnceLock::new();
     LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&logs);
+        let logs = CapturedLogs::default();
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 "debug,h2=info,hyper=info,hyper_util=info,tower=info,reqwest=info,tonic=info",
             )
             .with_ansi(false)
-            .with_writer(move || LogWriter(Arc::clone(&sink)))
+            .with_writer(logs.clone())
             .try_init();
         logs
     })
 }
 
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn log_text() -> String {
-    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
+    logs().text()
 }
 
 /// The base64 body lines of a PEM private key: none may appear in a log.
@@ -159,31 +148,6 @@ impl Ca {
             7,
             expired,
         )
-    }
-}
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("flowgate-tls-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        let mut file = std::fs::File::create(&path).unwrap();
-        file.write_all(text.as_bytes()).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -325,10 +289,6 @@ async fn gateway(tls: &str) -> Gateway {
     }
 }
 
-fn toml_path(path: &Path) -> String {
-    format!("{:?}", path.display().to_string())
-}
-
 async fn health(channel: Channel) -> Result<ServingStatus, tonic::Status> {
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest::default())
@@ -360,7 +320,7 @@ async fn refusal(client: &ClientTls, addr: SocketAddr) -> String {
 async fn tls_serves_health_and_invoke_and_plaintext_clients_are_refused() {
     let ca = Ca::new("flowgate test CA");
     let server_cert = ca.server(101);
-    let dir = TempDir::new("basic");
+    let dir = TempDir::new("tls-basic");
     let cert = dir.write("tls.crt", &server_cert.cert);
     let key = dir.write("tls.key", &server_cert.key);
     let gw = gateway(&format!(
@@ -430,7 +390,7 @@ async fn tls_serves_health_and_invoke_and_plaintext_clients_are_refused() {
 async fn mtls_accepts_the_ca_s_clients_and_refuses_others_at_the_handshake() {
     let ca = Ca::new("flowgate test CA");
     let server_cert = ca.server(201);
-    let dir = TempDir::new("mtls");
+    let dir = TempDir::new("tls-mtls");
     let cert = dir.write("tls.crt", &server_cert.cert);
     let key = dir.write("tls.key", &server_cert.key);
     let client_ca = dir.write("ca.crt", &ca.pem);
@@ -491,7 +451,7 @@ async fn the_verified_identity_is_a_request_extension() {
     logs();
     let ca = Ca::new("flowgate test CA");
     let server_cert = ca.server(301);
-    let dir = TempDir::new("seam");
+    let dir = TempDir::new("tls-seam");
     let settings: Config = Config::parse(
         &format!(
             "[providers.kn]\nkind = \"knouds\"\napi_key_env = \"K\"\n\
@@ -596,7 +556,7 @@ where
 async fn slow_and_garbage_handshakes_do_not_wedge_the_listener() {
     let ca = Ca::new("flowgate test CA");
     let server_cert = ca.server(401);
-    let dir = TempDir::new("slow");
+    let dir = TempDir::new("tls-slow");
     let gw = gateway(&format!(
         "cert_file = {}\nkey_file = {}\nhandshake_timeout = \"1s\"\nmax_handshakes = 4\n",
         toml_path(&dir.write("tls.crt", &server_cert.cert)),
@@ -663,7 +623,7 @@ fn mount(dir: &TempDir, version: &str, issued: &Issued) {
 async fn rotated_certificates_serve_new_connections_and_keep_open_streams() {
     let ca = Ca::new("flowgate test CA");
     let first = ca.server(501);
-    let dir = TempDir::new("rotate");
+    let dir = TempDir::new("tls-rotate");
     mount(&dir, "v1", &first);
     let gw = gateway(&format!(
         "cert_file = {}\nkey_file = {}\nreload_interval = \"1s\"\n",
@@ -762,7 +722,7 @@ async fn unusable_files_are_reported_with_their_paths() {
     let ca = Ca::new("flowgate test CA");
     let server_cert = ca.server(601);
     let other = ca.server(602);
-    let dir = TempDir::new("bad");
+    let dir = TempDir::new("tls-bad");
     let cert = dir.write("tls.crt", &server_cert.cert);
     let wrong_key = dir.write("wrong.key", &other.key);
     let not_pem = dir.write("junk.pem", "not PEM at all");
@@ -818,7 +778,7 @@ async fn unusable_files_are_reported_with_their_paths() {
 
 #[test]
 fn check_config_reads_the_tls_files() {
-    let dir = TempDir::new("check-config");
+    let dir = TempDir::new("tls-check-config");
     let ca = Ca::new("flowgate test CA");
     let server_cert = ca.server(701);
     let run = |tls: String| {

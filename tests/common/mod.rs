@@ -1,9 +1,14 @@
 //! Test harness: the emulator and an in-process gateway on 127.0.0.1:0,
-//! and a real gRPC client.
+//! and a real gRPC client; real gateway processes (`process`), captured
+//! logs and temporary directories.
 
 // Shared by several test crates, each using a different subset; failing
 // fast with a message is what a test helper should do.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod captured_logs;
+pub mod process;
+pub mod temp_dir;
 
 use std::{collections::HashMap, sync::Arc};
 
