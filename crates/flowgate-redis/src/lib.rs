@@ -11,18 +11,22 @@
 //! - [`RedisLimitStore`], [`RedisReplayStore`]: the shared provider limits
 //!   (vendor windows, request rate, leased run slots; one Lua script per
 //!   admission) and webhook replay ids (`SET NX PX`).
+//! - [`RedisCallerQuotaStore`]: per-caller quotas (request window, leased
+//!   runs, day and month credit budgets; one Lua script per admission).
 //! - `testing` (feature `test-support`): real `redis-server` processes for
 //!   tests, a single node or a three-master cluster.
 //!
 //! No TLS stack is built in yet: `rediss://` URLs are refused with a
 //! configuration error.
 
+mod caller_quotas;
 mod connection;
 mod limits;
 mod replay;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
+pub use caller_quotas::{PERIODS_LUA, RedisCallerQuotaStore};
 pub use connection::{
     DEFAULT_KEY_PREFIX, DEFAULT_OP_TIMEOUT, RedisConfig, RedisConnection, RedisEndpoint,
     StoreUnavailable, UnavailableKind,
