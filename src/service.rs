@@ -158,6 +158,10 @@ impl GatewayService {
     /// call runs detached from its caller, bounded by the caller's deadline
     /// or `server.default_deadline`, whichever is later, so a caller that
     /// timed out can retry with the key and get the answer.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the detached work needs each part of the call; a struct would only rename them"
+    )]
     async fn invoke_once(
         &self,
         key: IdempotencyKey,

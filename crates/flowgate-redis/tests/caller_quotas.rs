@@ -124,7 +124,10 @@ async fn quota_contract(store: &dyn CallerQuotaStore, caller: &str) {
     assert!(close(after.credits_remaining, 0.6), "{after:?}");
     admitted(store, &paying, &budget).await;
     let after = store.charge(&paying, &budget, 0.7).await.unwrap();
-    assert!(close(after.credits_remaining, 0.0), "never below 0: {after:?}");
+    assert!(
+        close(after.credits_remaining, 0.0),
+        "never below 0: {after:?}"
+    );
     let (limit, retry_after, balance) = refused(store, &paying, &budget).await;
     assert_eq!(limit, QuotaLimit::CreditsPerDay);
     assert!(retry_after.unwrap() > Duration::ZERO && retry_after.unwrap() <= DAY);
@@ -177,7 +180,11 @@ async fn two_instances_on_one_redis_count_one_quota() {
     drop(held);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (balance, _) = admitted(&b, "ci", &quota).await;
-    assert_eq!(balance.requests_remaining, Some(2), "one window across both");
+    assert_eq!(
+        balance.requests_remaining,
+        Some(2),
+        "one window across both"
+    );
     a.charge("ci", &quota, 3.0).await.unwrap();
     let (limit, _, _) = refused(&b, "ci", &quota).await;
     assert_eq!(limit, QuotaLimit::CreditsPerDay, "one budget across both");
