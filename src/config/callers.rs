@@ -300,6 +300,60 @@ mod tests {
     }
 
     #[test]
+    fn quotas_are_read_and_range_checked() {
+        let config = parse(&format!(
+            "[callers.ci]\nkey_hashes = [\"{}\"]\n[callers.ci.quota]\nrequests_per_window = 100\n\
+             window = \"1m\"\nmax_concurrent_runs = 2\ncredits_per_day = 50.0\nunknown_cost = 0.25\n\
+             [callers.ops]\nkey_hashes = [\"{}\"]\n[callers.ops.quota]\n",
+            hash("a"),
+            hash("b")
+        ))
+        .unwrap();
+        let registry = config.caller_registry();
+        let ci = registry.authenticate(Some(b"Bearer a"), None).unwrap();
+        let quota = ci.quota().unwrap();
+        assert_eq!(quota.requests, Some((100, Duration::from_secs(60))));
+        assert_eq!(quota.max_concurrent_runs, Some(2));
+        assert_eq!(quota.credits_per_day, Some(50.0));
+        assert_eq!(quota.credits_per_month, None);
+        assert_eq!(quota.unknown_cost, 0.25);
+        // An empty quota table limits nothing: no store is asked.
+        let ops = registry.authenticate(Some(b"Bearer b"), None).unwrap();
+        assert!(ops.quota().is_none());
+
+        let err = parse(&format!(
+            "[callers.ci]\nkey_hashes = [\"{}\"]\n[callers.ci.quota]\nrequests_per_window = 0\n\
+             window = \"0s\"\nmax_concurrent_runs = 100000\ncredits_per_day = -1.0\n\
+             credits_per_month = 2e12\nunknown_cost = -0.5\n",
+            hash("a")
+        ))
+        .unwrap_err();
+        let mut paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(
+            paths,
+            [
+                "callers.ci.quota.credits_per_day",
+                "callers.ci.quota.credits_per_month",
+                "callers.ci.quota.max_concurrent_runs",
+                "callers.ci.quota.requests_per_window",
+                "callers.ci.quota.unknown_cost",
+                "callers.ci.quota.window",
+            ],
+            "{err}"
+        );
+        let unknown = parse(&format!(
+            "[callers.ci]\nkey_hashes = [\"{}\"]\n[callers.ci.quota]\nrequests = 1\n",
+            hash("a")
+        ))
+        .unwrap_err();
+        assert_eq!(
+            unknown.issues[0].path, "callers.ci.quota.requests",
+            "{unknown}"
+        );
+    }
+
+    #[test]
     fn exposure_needs_callers_or_an_explicit_opt_in() {
         let listen = |addr: &str| format!("[server]\nlisten = \"{addr}\"\n");
         assert!(
