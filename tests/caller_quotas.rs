@@ -4,11 +4,7 @@
 //! the balance as metadata on every answer; and one quota counted by two
 //! gateways on a real Redis.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test helpers fail loudly"
-)]
+#![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 mod common;
 
