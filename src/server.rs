@@ -293,6 +293,11 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         Some(redis_config) => {
             let connection = RedisConnection::open(&redis_config).map_err(unusable)?;
             tracing::info!(redis = ?connection, "run state and idempotency records in Redis");
+            // One round trip at start (none per call): its outcome is the
+            // first value of `flowgate.state_store.up`, and an unreachable
+            // Redis or a refused password is logged now, not on first use.
+            let probe = connection.clone();
+            tokio::spawn(async move { probe.check().await });
             Some((connection, redis_config))
         }
         None => None,

@@ -13,6 +13,8 @@
 //! | `flowgate.shutdown.abandoned` | `flowgate_shutdown_abandoned_total` | counter | `kind` (`background_run`, `run_watch`, `forward`) |
 //! | `flowgate.state_store.degraded` | `flowgate_state_store_degraded_total` | counter | `component` (`limits`, `replay`, `caller_quotas`), `policy` (`local`, `open`, `closed`) |
 //! | `flowgate.credits.used` | `flowgate_credits_used_total` | counter (f64) | `caller`, `flowgate_provider` |
+//! | `flowgate.state_store.up` | `flowgate_state_store_up` | gauge (1/0; absent on the memory store) | none |
+//! | `flowgate.state_store.errors` | `flowgate_state_store_errors_total` | counter | `operation` (`command`, `pipeline`, `script`, `subscribe`, `unsubscribe`, `check`), `kind` (`timeout`, `connection`, `auth`, `server`) |
 //!
 //! Labels are low-cardinality by construction: configured provider names,
 //! dialects, known RPC names (others are `_OTHER`) and status codes; never
@@ -22,13 +24,18 @@
 //! returns no-op instruments and the hooks cost a branch.
 
 use std::{
-    sync::{Arc, LazyLock, OnceLock},
+    sync::{
+        Arc, LazyLock, OnceLock,
+        atomic::{AtomicI8, Ordering},
+    },
     time::Duration,
 };
 
 use opentelemetry::{
     KeyValue,
-    metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _, UpDownCounter},
+    metrics::{
+        Counter, Gauge, Histogram, Meter, MeterProvider as _, ObservableGauge, UpDownCounter,
+    },
 };
 
 /// Latency buckets, in seconds: sub-millisecond gateway answers up to
@@ -54,7 +61,16 @@ pub struct Metrics {
     shutdown_abandoned: Counter<u64>,
     state_store_degraded: Counter<u64>,
     credits_used: Counter<f64>,
+    state_store_errors: Counter<u64>,
+    /// Observes [`STATE_STORE_UP`] at each collection.
+    _state_store_up: ObservableGauge<i64>,
 }
+
+/// Whether the shared state store answered last: 1 yes, 0 no, -1 not
+/// known yet (the memory store: the gauge is then not reported). One value
+/// per process, read by the observable gauge at each collection, so the
+/// exported value is always the latest outcome whatever the thread order.
+static STATE_STORE_UP: AtomicI8 = AtomicI8::new(-1);
 
 static INSTALLED: OnceLock<Metrics> = OnceLock::new();
 static NOOP: LazyLock<Metrics> = LazyLock::new(|| {
@@ -166,6 +182,24 @@ impl Metrics {
                     "credits the providers reported for runs, by caller and provider",
                 )
                 .build(),
+            state_store_errors: meter
+                .u64_counter("flowgate.state_store.errors")
+                .with_description(
+                    "state store (Redis) operations that failed, by operation and kind of failure",
+                )
+                .build(),
+            _state_store_up: meter
+                .i64_observable_gauge("flowgate.state_store.up")
+                .with_description(
+                    "1 while the state store (Redis) answers, 0 while it cannot be reached; from the outcome of the operations made and of reconnections",
+                )
+                .with_callback(|observer| {
+                    let up = STATE_STORE_UP.load(Ordering::Relaxed);
+                    if up >= 0 {
+                        observer.observe(i64::from(up), &[]);
+                    }
+                })
+                .build(),
             shutdown_abandoned: meter
                 .u64_counter("flowgate.shutdown.abandoned")
                 .with_description(
@@ -274,7 +308,7 @@ impl Metrics {
         }
     }
 
-    /// One decision of `component` (`limits`, `replay`) taken without the
+    /// One decision of `component` (`limits`, `replay`, `caller_quotas`) taken without the
     /// shared state store, under failure `policy` (`local`, `open`, `closed`).
     pub fn state_store_degraded(&self, component: &'static str, policy: &'static str) {
         if self.enabled {
@@ -298,6 +332,29 @@ impl Metrics {
                 &[
                     KeyValue::new("caller", caller.to_owned()),
                     provider_label(provider),
+                ],
+            );
+        }
+    }
+
+    /// The state store answered (`up`) or could not be reached. Costs one
+    /// atomic swap; returns `true` when this changed what was known (the
+    /// caller logs the transition, once per change).
+    pub fn state_store_reachable(&self, up: bool) -> bool {
+        let value = i8::from(up);
+        STATE_STORE_UP.swap(value, Ordering::Relaxed) != value
+    }
+
+    /// One state store operation failed: `operation` (`command`,
+    /// `pipeline`, `script`, `subscribe`, `unsubscribe`, `check`) and `kind`
+    /// (`timeout`, `connection`, `auth`, `server`).
+    pub fn state_store_error(&self, operation: &'static str, kind: &'static str) {
+        if self.enabled {
+            self.state_store_errors.add(
+                1,
+                &[
+                    KeyValue::new("operation", operation),
+                    KeyValue::new("kind", kind),
                 ],
             );
         }
