@@ -60,7 +60,7 @@ mod tls;
 mod validate;
 mod webhooks;
 
-pub use callers::{AuthConfig, CallerConfig};
+pub use callers::{AuthConfig, CallerConfig, QuotaConfig};
 use flowgate_core::duration::{deserialize as duration, optional as optional_duration};
 pub use idempotency::IdempotencyConfig;
 pub use providers::{KindConfig, ProviderConfig};

@@ -15,6 +15,7 @@ pub mod config;
 pub mod convert;
 #[cfg(feature = "emulator")]
 pub mod demo;
+pub mod grpc_timeout;
 pub mod health;
 pub mod ingress;
 pub mod layers;

@@ -30,10 +30,10 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
+use flowgate_core::{CallerQuotaStore, LimitStore, ReplayStore};
 use flowgate_core::{Gateway, RunIdSigner, SchemaCatalog};
-use flowgate_core::{LimitStore, ReplayStore};
 use flowgate_providers::{Dialects, HttpClient};
-use flowgate_redis::{RedisConnection, RedisLimitStore, RedisReplayStore};
+use flowgate_redis::{RedisCallerQuotaStore, RedisConnection, RedisLimitStore, RedisReplayStore};
 use flowgate_state::{
     Forwarding, Idempotency, IdempotencyStore, IngressConfig, MemoryIdempotencyStore,
     MemoryRunStore, RedisRunStore, RunStore, RunTracker, StoreLimits, StoreUnavailable,
@@ -54,7 +54,7 @@ use tower::{
 };
 
 use crate::{
-    auth::CallerRegistry,
+    auth::{CallerRegistry, quota::CallerQuotas},
     config::{Config, ConfigError, ConfigIssue, ServerConfig},
     health::DrainingHealth,
     ingress,
@@ -156,12 +156,15 @@ pub struct App {
     /// The Redis connection when `[state] store = "redis"`: one handle
     /// (cheap to clone) for every part that keeps shared state.
     pub redis: Option<RedisConnection>,
+    /// Where caller quotas are counted (Redis when shared).
+    pub quotas: Arc<CallerQuotas>,
     config: Config,
 }
 
-/// The shared provider limits and webhook replay ids.
+/// The shared provider limits, caller quotas and webhook replay ids.
 struct SharedStores {
     limits: Arc<dyn LimitStore>,
+    quotas: Arc<dyn CallerQuotaStore>,
     replay: Arc<dyn ReplayStore>,
 }
 
@@ -182,8 +185,10 @@ fn shared_limits_and_replay(
         })
     })?;
     let limits = RedisLimitStore::new(connection.clone(), config.state.limits.slot_lease);
+    let quotas = RedisCallerQuotaStore::new(connection.clone(), config.state.limits.slot_lease);
     Ok(Some(SharedStores {
         limits: Arc::new(limits),
+        quotas: Arc::new(quotas),
         replay: Arc::new(RedisReplayStore::new(connection)),
     }))
 }
@@ -238,6 +243,14 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
             .with_run_ids(run_ids)
             .with_callback_policy(config.callback_policy()?),
     );
+    // Caller quotas: on the shared store with its failure policy, else here.
+    let quotas = Arc::new(match &shared {
+        Some(shared) => CallerQuotas::shared(
+            Arc::clone(&shared.quotas),
+            config.state.limits.on_unavailable,
+        ),
+        None => CallerQuotas::memory(),
+    });
     let secrets = config.webhook_secrets(&env)?;
     let forwarding = match secrets.signing.first() {
         Some(first) => {
@@ -332,6 +345,7 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         tracker,
         idempotency,
         redis: redis.map(|(connection, _)| connection),
+        quotas,
         config: config.clone(),
     })
 }
@@ -425,7 +439,8 @@ pub async fn serve(
         Arc::clone(&app.tracker),
         server.default_deadline,
     )
-    .with_idempotency(app.idempotency.clone());
+    .with_idempotency(app.idempotency.clone())
+    .with_quotas(Arc::clone(&app.quotas));
     let gateway_server =
         WorkflowGatewayServer::new(service).max_decoding_message_size(server.max_request_bytes);
 

@@ -26,8 +26,13 @@ use futures::Stream;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{Instrument as _, field};
 
+pub use crate::grpc_timeout::parse_grpc_timeout;
+
 use crate::{
-    auth::{Caller, Required, UNAUTHENTICATED},
+    auth::{
+        Caller, Required, UNAUTHENTICATED,
+        quota::{CallerQuotas, QuotaCharge},
+    },
     convert,
     layers::auth::unauthenticated,
     proto::pb::{self, workflow_gateway_server::WorkflowGateway},
@@ -49,6 +54,7 @@ pub struct GatewayService {
     gateway: Arc<Gateway>,
     tracker: Arc<RunTracker>,
     idempotency: Idempotency,
+    quotas: Arc<CallerQuotas>,
     default_deadline: Duration,
 }
 
@@ -68,8 +74,15 @@ impl GatewayService {
                 DEFAULT_IDEMPOTENCY_TTL,
                 DEFAULT_IDEMPOTENCY_CAPACITY,
             ))),
+            quotas: Arc::new(CallerQuotas::memory()),
             default_deadline,
         }
+    }
+
+    /// Replaces where caller quotas are counted (default: this process).
+    pub fn with_quotas(mut self, quotas: Arc<CallerQuotas>) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     /// Replaces the idempotency check (default: a memory store keeping
@@ -108,6 +121,7 @@ impl GatewayService {
         deadline: Deadline,
         trace_parent: Option<String>,
         owner: Option<&str>,
+        charge: &QuotaCharge,
     ) -> Result<Response<pb::InvokeResponse>, GatewayError> {
         let span = tracing::Span::current();
         let invoked = if invocation.async_delivery.is_some() {
@@ -118,6 +132,10 @@ impl GatewayService {
             self.gateway.invoke(&target, &invocation, deadline).await
         };
         let invoked = invoked?;
+        // A run was started: charged to the caller whatever its status.
+        charge
+            .run_started(invoked.provider.name(), invoked.outcome.usage.credits)
+            .await;
         span.record("flowgate.provider", invoked.provider.name());
         // The shape of the target is a guess at the dialect (recorded
         // before routing, for calls that fail there); the provider that
@@ -140,6 +158,10 @@ impl GatewayService {
     /// call runs detached from its caller, bounded by the caller's deadline
     /// or `server.default_deadline`, whichever is later, so a caller that
     /// timed out can retry with the key and get the answer.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the detached work needs each part of the call; a struct would only rename them"
+    )]
     async fn invoke_once(
         &self,
         key: IdempotencyKey,
@@ -148,6 +170,7 @@ impl GatewayService {
         deadline: Deadline,
         trace_parent: Option<String>,
         owner: Option<String>,
+        charge: QuotaCharge,
     ) -> Result<Response<pb::InvokeResponse>, Status> {
         let hash = RequestHash::of(&target, &invocation);
         let work_deadline = match deadline.remaining() {
@@ -163,6 +186,7 @@ impl GatewayService {
                     work_deadline,
                     trace_parent,
                     owner.as_deref(),
+                    &charge,
                 )
                 .await;
             // Errors that prove no run started are answered, not recorded.
@@ -227,6 +251,15 @@ impl Access {
         }
     }
 
+    fn answered(&self, response: &pb::InvokeResponse) {
+        if let Some(record) = &self.0 {
+            record.update(|details| {
+                details.run_id = Some(response.run_id.clone());
+                details.credits = response.usage.as_ref().and_then(|usage| usage.credits);
+            });
+        }
+    }
+
     /// [`reject`], keeping the reason for the access log.
     fn reject(&self, error: &GatewayError) -> Status {
         if let Some(record) = &self.0 {
@@ -285,25 +318,6 @@ fn unknown_run(run_id: &str) -> GatewayError {
     )
 }
 
-/// Parses a `grpc-timeout` header: up to 8 digits and a unit
-/// (`H`, `M`, `S`, `m`, `u`, `n`).
-pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {
-    if text.len() < 2 || text.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = text.split_at(text.len() - 1);
-    let value: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(value.checked_mul(3600)?),
-        "M" => Duration::from_secs(value.checked_mul(60)?),
-        "S" => Duration::from_secs(value),
-        "m" => Duration::from_millis(value),
-        "u" => Duration::from_micros(value),
-        "n" => Duration::from_nanos(value),
-        _ => return None,
-    })
-}
-
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunStatusEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -339,6 +353,12 @@ impl WorkflowGateway for GatewayService {
             if !caller.capabilities().may_invoke(provider, workflow) {
                 return Err(access.reject(&denied(Required::Invoke(provider, workflow))));
             }
+            // The caller's quotas, before anything upstream (one store round
+            // trip when it has any); the ticket holds its run lease.
+            let ticket = match self.quotas.admit(&caller).await {
+                Ok(ticket) => ticket,
+                Err(refused) => return Err(refused.annotate(access.reject(&refused.error))),
+            };
             // Background work of an async run (polls, gateway-run calls)
             // links back to this call's trace.
             let trace_parent = invocation
@@ -357,18 +377,34 @@ impl WorkflowGateway for GatewayService {
                 Some(key) => {
                     let key = IdempotencyKey::new(caller.name(), key)
                         .map_err(|err| access.reject(&err))?;
-                    self.invoke_once(key, target, invocation, deadline, trace_parent, owner)
-                        .await
+                    let charge = ticket.charge().clone();
+                    self.invoke_once(
+                        key,
+                        target,
+                        invocation,
+                        deadline,
+                        trace_parent,
+                        owner,
+                        charge,
+                    )
+                    .await
                 }
                 None => self
-                    .invoke_now(target, invocation, deadline, trace_parent, owner.as_deref())
+                    .invoke_now(
+                        target,
+                        invocation,
+                        deadline,
+                        trace_parent,
+                        owner.as_deref(),
+                        ticket.charge(),
+                    )
                     .await
                     .map_err(|err| access.reject(&err)),
             };
             if let Ok(response) = &answer {
-                access.run_id(&response.get_ref().run_id);
+                access.answered(response.get_ref());
             }
-            answer
+            ticket.answer(answer)
         }
         .instrument(span)
         .await
@@ -548,23 +584,4 @@ fn reject(error: &GatewayError) -> Status {
         ),
     }
     to_status(error)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts() {
-        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
-        assert_eq!(
-            parse_grpc_timeout("99999999u"),
-            Some(Duration::from_micros(99_999_999))
-        );
-        for bad in ["", "S", "5", "5x", "123456789S", "-1S"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
-        }
-    }
 }

@@ -498,6 +498,7 @@ async fn keys_and_hashes_appear_in_no_log_and_no_error_detail() {
     assert!(
         access.iter().any(|line| line.contains(r#""caller":"ci""#)
             && line.contains(r#""code":"OK""#)
+            && line.contains(r#""credits":0.5"#)
             && line.contains(r#""run_id":"fgr_"#)),
         "{access:#?}"
     );

@@ -24,10 +24,12 @@
 pub mod capability;
 pub mod key;
 pub mod peer;
+pub mod quota;
 
 use std::{collections::HashMap, sync::Arc};
 
 pub use capability::{Capabilities, Capability, Required};
+use flowgate_core::CallerQuota;
 pub use key::KeyHash;
 pub use peer::PeerIdentity;
 
@@ -35,19 +37,32 @@ pub use peer::PeerIdentity;
 pub const UNAUTHENTICATED: &str = "unauthenticated";
 
 /// A resolved caller.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub struct Caller {
     name: Arc<str>,
     capabilities: Capabilities,
+    quota: Option<CallerQuota>,
 }
 
 impl Caller {
-    /// A caller named `name` with `capabilities`.
+    /// A caller named `name` with `capabilities` and no quota.
     pub fn new(name: &str, capabilities: Capabilities) -> Self {
         Self {
             name: name.into(),
             capabilities,
+            quota: None,
         }
+    }
+
+    /// The same caller with `quota` (none: unlimited).
+    pub fn with_quota(mut self, quota: Option<CallerQuota>) -> Self {
+        self.quota = quota;
+        self
+    }
+
+    /// Its quota, when it has one ([`quota`]).
+    pub fn quota(&self) -> Option<&CallerQuota> {
+        self.quota.as_ref()
     }
 
     /// The caller `unauthenticated`, with every capability.
@@ -151,6 +166,8 @@ pub struct CallerEntry {
     pub identities: Vec<Identity>,
     /// Its capabilities.
     pub capabilities: Capabilities,
+    /// Its quota (none: unlimited).
+    pub quota: Option<CallerQuota>,
 }
 
 impl CallerRegistry {
@@ -168,7 +185,8 @@ impl CallerRegistry {
             ..Self::default()
         };
         for entry in callers {
-            let caller = Arc::new(Caller::new(&entry.name, entry.capabilities));
+            let caller =
+                Arc::new(Caller::new(&entry.name, entry.capabilities).with_quota(entry.quota));
             registry.names.push(Arc::clone(&caller.name));
             for key in entry.keys {
                 registry.by_key.insert(key, Arc::clone(&caller));
@@ -253,12 +271,14 @@ mod tests {
                         Identity::parse("dns:ci.internal").unwrap(),
                     ],
                     capabilities: Capabilities::default(),
+                    quota: None,
                 },
                 CallerEntry {
                     name: "ops".into(),
                     keys: vec![KeyHash::of(b"fgk_ops")],
                     identities: Vec::new(),
                     capabilities: Capabilities::default(),
+                    quota: None,
                 },
             ],
             allow,

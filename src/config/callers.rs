@@ -5,6 +5,8 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use flowgate_core::CallerQuota;
+
 use crate::auth::{
     CallerEntry, CallerRegistry, Capabilities, Capability, Identity, KeyHash, ReflectionAccess,
     UNAUTHENTICATED,
@@ -24,6 +26,76 @@ pub struct CallerConfig {
     pub identities: Vec<String>,
     /// What the caller may do (see [`crate::auth::capability`]).
     pub capabilities: Vec<String>,
+    /// `[callers.<name>.quota]`: none means unlimited.
+    pub quota: Option<QuotaConfig>,
+}
+
+/// `[callers.<name>.quota]`: each limit is off unless set (see
+/// [`flowgate_core::caller_quota`] and the README's "Quotas").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Requests (Invokes) per fixed `window`.
+    pub requests_per_window: Option<u32>,
+    /// The request window. Default `1m`.
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    /// Invokes in flight at once.
+    pub max_concurrent_runs: Option<u32>,
+    /// Credits per UTC day, counted from the usage vendors report.
+    pub credits_per_day: Option<f64>,
+    /// Credits per UTC calendar month.
+    pub credits_per_month: Option<f64>,
+    /// What a run whose cost the vendor did not report counts. Default 1.0.
+    pub unknown_cost: f64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_window: None,
+            window: Duration::from_secs(60),
+            max_concurrent_runs: None,
+            credits_per_day: None,
+            credits_per_month: None,
+            unknown_cost: CallerQuota::DEFAULT_UNKNOWN_COST,
+        }
+    }
+}
+
+/// The largest credit amount accepted in a quota.
+pub const MAX_CREDITS: f64 = 1e12;
+
+impl QuotaConfig {
+    /// The engine's quota.
+    pub fn to_quota(&self) -> CallerQuota {
+        CallerQuota {
+            requests: self
+                .requests_per_window
+                .map(|requests| (requests, self.window)),
+            max_concurrent_runs: self.max_concurrent_runs,
+            credits_per_day: self.credits_per_day,
+            credits_per_month: self.credits_per_month,
+            unknown_cost: self.unknown_cost,
+        }
+    }
+
+    /// Credit amounts that are not finite numbers in range.
+    fn credit_issues(&self) -> impl Iterator<Item = (&'static str, &'static str)> {
+        let budgets = [
+            ("credits_per_day", self.credits_per_day),
+            ("credits_per_month", self.credits_per_month),
+        ];
+        let budgets = budgets.into_iter().filter_map(|(key, value)| {
+            value
+                .filter(|v| !(v.is_finite() && *v > 0.0 && *v <= MAX_CREDITS))
+                .map(|_| (key, "must be a number above 0 and at most 1e12"))
+        });
+        let unknown = (!(self.unknown_cost.is_finite()
+            && (0.0..=MAX_CREDITS).contains(&self.unknown_cost)))
+        .then_some(("unknown_cost", "must be a number between 0 and 1e12"));
+        budgets.chain(unknown)
+    }
 }
 
 /// `[auth]`. A missing key takes its value from [`Default`].
@@ -96,6 +168,9 @@ impl Config {
                     issue(at(&format!("capabilities[{index}]")), message);
                 }
             }
+            for (key, message) in caller.quota.iter().flat_map(QuotaConfig::credit_issues) {
+                issue(at(&format!("quota.{key}")), message.into());
+            }
         }
         issues
     }
@@ -143,6 +218,11 @@ impl Config {
                         .filter_map(|text| Capability::parse(text).ok())
                         .collect(),
                 ),
+                quota: caller
+                    .quota
+                    .as_ref()
+                    .map(QuotaConfig::to_quota)
+                    .filter(|quota| !quota.is_unlimited()),
             })
             .collect();
         Arc::new(CallerRegistry::new(
@@ -217,6 +297,60 @@ mod tests {
         assert_eq!(unknown.issues[0].path, "callers.ci.keys", "{unknown}");
         let bad_auth = parse("[auth]\nreflection = \"sometimes\"\n").unwrap_err();
         assert_eq!(bad_auth.issues[0].path, "auth.reflection", "{bad_auth}");
+    }
+
+    #[test]
+    fn quotas_are_read_and_range_checked() {
+        let config = parse(&format!(
+            "[callers.ci]\nkey_hashes = [\"{}\"]\n[callers.ci.quota]\nrequests_per_window = 100\n\
+             window = \"1m\"\nmax_concurrent_runs = 2\ncredits_per_day = 50.0\nunknown_cost = 0.25\n\
+             [callers.ops]\nkey_hashes = [\"{}\"]\n[callers.ops.quota]\n",
+            hash("a"),
+            hash("b")
+        ))
+        .unwrap();
+        let registry = config.caller_registry();
+        let ci = registry.authenticate(Some(b"Bearer a"), None).unwrap();
+        let quota = ci.quota().unwrap();
+        assert_eq!(quota.requests, Some((100, Duration::from_secs(60))));
+        assert_eq!(quota.max_concurrent_runs, Some(2));
+        assert_eq!(quota.credits_per_day, Some(50.0));
+        assert_eq!(quota.credits_per_month, None);
+        assert_eq!(quota.unknown_cost, 0.25);
+        // An empty quota table limits nothing: no store is asked.
+        let ops = registry.authenticate(Some(b"Bearer b"), None).unwrap();
+        assert!(ops.quota().is_none());
+
+        let err = parse(&format!(
+            "[callers.ci]\nkey_hashes = [\"{}\"]\n[callers.ci.quota]\nrequests_per_window = 0\n\
+             window = \"0s\"\nmax_concurrent_runs = 100000\ncredits_per_day = -1.0\n\
+             credits_per_month = 2e12\nunknown_cost = -0.5\n",
+            hash("a")
+        ))
+        .unwrap_err();
+        let mut paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(
+            paths,
+            [
+                "callers.ci.quota.credits_per_day",
+                "callers.ci.quota.credits_per_month",
+                "callers.ci.quota.max_concurrent_runs",
+                "callers.ci.quota.requests_per_window",
+                "callers.ci.quota.unknown_cost",
+                "callers.ci.quota.window",
+            ],
+            "{err}"
+        );
+        let unknown = parse(&format!(
+            "[callers.ci]\nkey_hashes = [\"{}\"]\n[callers.ci.quota]\nrequests = 1\n",
+            hash("a")
+        ))
+        .unwrap_err();
+        assert_eq!(
+            unknown.issues[0].path, "callers.ci.quota.requests",
+            "{unknown}"
+        );
     }
 
     #[test]

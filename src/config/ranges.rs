@@ -113,6 +113,9 @@ pub const RANGES: &[Range] = &[
         Duration::ZERO,
         TEN_MINUTES,
     ),
+    count("callers.*.quota.requests_per_window", 1, 1_000_000),
+    duration("callers.*.quota.window", SECOND, DAY),
+    count("callers.*.quota.max_concurrent_runs", 1, 10_000),
 ];
 
 /// A duration as the config writes it: `250ms`, `30s`, `5m`, `24h`.
@@ -259,6 +262,23 @@ impl Config {
                 per_provider.push(("providers.*.limits.max_concurrent_runs", C(u64::from(runs))));
             }
             out.extend(per_provider.into_iter().map(|(key, value)| {
+                let path = key.replacen('*', name, 1);
+                (key, path, value)
+            }));
+        }
+        for (name, quota) in self
+            .callers
+            .iter()
+            .filter_map(|(name, caller)| Some((name, caller.quota.as_ref()?)))
+        {
+            let mut per_caller = vec![("callers.*.quota.window", D(quota.window))];
+            if let Some(requests) = quota.requests_per_window {
+                per_caller.push(("callers.*.quota.requests_per_window", C(requests.into())));
+            }
+            if let Some(runs) = quota.max_concurrent_runs {
+                per_caller.push(("callers.*.quota.max_concurrent_runs", C(runs.into())));
+            }
+            out.extend(per_caller.into_iter().map(|(key, value)| {
                 let path = key.replacen('*', name, 1);
                 (key, path, value)
             }));

@@ -191,6 +191,7 @@ mod tests {
                 keys: vec![KeyHash::of(b"fgk_runner")],
                 identities: vec![Identity::parse("spiffe://c.local/ns/ci/sa/runner").unwrap()],
                 capabilities: Capabilities::default(),
+                quota: None,
             }],
             false,
             reflection,

@@ -19,6 +19,7 @@
 //!   ones, consulted by [`Gateway::invoke`] before any upstream call.
 
 mod callback;
+pub mod caller_quota;
 mod catalog;
 mod deadline;
 pub mod depth;
@@ -37,6 +38,9 @@ mod shared_limits;
 mod target;
 
 pub use callback::{CallbackPolicy, InvalidAllowEntry, MAX_CALLBACK_URL_BYTES, is_forbidden_ip};
+pub use caller_quota::{
+    CallerQuota, CallerQuotaStore, MemoryCallerQuotaStore, QuotaBalance, QuotaLimit, QuotaVerdict,
+};
 pub use catalog::{
     DeclaredSchemas, SchemaCacheObserver, SchemaCacheSettings, SchemaCacheStats, SchemaCatalog,
     SchemaLookup, SchemaSource,

@@ -145,6 +145,9 @@ reasons! {
     CallerUnauthenticated => "CALLER_UNAUTHENTICATED",
     /// The caller lacks the capability (ErrorInfo `required_capability`).
     CallerCapabilityDenied => "CALLER_CAPABILITY_DENIED",
+    /// One of the caller's quotas is spent (QuotaFailure subject
+    /// `caller:<name>`; RetryInfo until it resets, except concurrent runs).
+    CallerQuotaExceeded => "CALLER_QUOTA_EXCEEDED",
 }
 
 impl fmt::Display for Reason {
@@ -248,6 +251,7 @@ mod tests {
                 "MALFORMED_REQUEST",
                 "CALLER_UNAUTHENTICATED",
                 "CALLER_CAPABILITY_DENIED",
+                "CALLER_QUOTA_EXCEEDED",
             ]
         );
     }

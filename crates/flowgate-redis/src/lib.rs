@@ -11,6 +11,8 @@
 //! - [`RedisLimitStore`], [`RedisReplayStore`]: the shared provider limits
 //!   (vendor windows, request rate, leased run slots; one Lua script per
 //!   admission) and webhook replay ids (`SET NX PX`).
+//! - [`RedisCallerQuotaStore`]: per-caller quotas (request window, leased
+//!   runs, day and month credit budgets; one Lua script per admission).
 //! - `rediss://` URLs use TLS (rustls with ring); [`TrustedCas`] replaces
 //!   the system roots with a private CA.
 //! - Health without extra round trips (`health`): each operation's outcome
@@ -20,6 +22,7 @@
 //!   tests, a single node or a three-master cluster, optionally with a
 //!   password or TLS.
 
+mod caller_quotas;
 mod connection;
 mod health;
 mod limits;
@@ -28,6 +31,7 @@ mod replay;
 pub mod testing;
 mod tls;
 
+pub use caller_quotas::{PERIODS_LUA, RedisCallerQuotaStore};
 pub use connection::{
     DEFAULT_KEY_PREFIX, DEFAULT_OP_TIMEOUT, RedisConfig, RedisConnection, RedisEndpoint,
     StoreUnavailable, UnavailableKind,

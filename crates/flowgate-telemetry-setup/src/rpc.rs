@@ -189,6 +189,7 @@ impl Completion {
                     code = code_name(code),
                     reason = details.reason.as_deref(),
                     duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    credits = details.credits,
                     run_id = details.run_id.as_deref(),
                     trace_id,
                     "access"

@@ -32,6 +32,8 @@ pub struct CallDetails {
     pub run_id: Option<String>,
     /// The ErrorInfo reason of a failed call.
     pub reason: Option<String>,
+    /// The credits the provider reported for the run.
+    pub credits: Option<f64>,
 }
 
 impl CallRecord {

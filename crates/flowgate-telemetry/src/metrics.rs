@@ -11,7 +11,8 @@
 //! | `flowgate.circuit.open` | `flowgate_circuit_open` | gauge (0/1) | `flowgate_provider` |
 //! | `flowgate.streams.active` | `flowgate_streams_active` | up-down counter | none |
 //! | `flowgate.shutdown.abandoned` | `flowgate_shutdown_abandoned_total` | counter | `kind` (`background_run`, `run_watch`, `forward`) |
-//! | `flowgate.state_store.degraded` | `flowgate_state_store_degraded_total` | counter | `component` (`limits`, `replay`), `policy` (`local`, `open`, `closed`) |
+//! | `flowgate.state_store.degraded` | `flowgate_state_store_degraded_total` | counter | `component` (`limits`, `replay`, `caller_quotas`), `policy` (`local`, `open`, `closed`) |
+//! | `flowgate.credits.used` | `flowgate_credits_used_total` | counter (f64) | `caller`, `flowgate_provider` |
 //! | `flowgate.state_store.up` | `flowgate_state_store_up` | gauge (1/0; absent on the memory store) | none |
 //! | `flowgate.state_store.errors` | `flowgate_state_store_errors_total` | counter | `operation` (`command`, `pipeline`, `script`, `subscribe`, `unsubscribe`, `check`), `kind` (`timeout`, `connection`, `auth`, `server`) |
 //!
@@ -59,6 +60,7 @@ pub struct Metrics {
     streams_active: UpDownCounter<i64>,
     shutdown_abandoned: Counter<u64>,
     state_store_degraded: Counter<u64>,
+    credits_used: Counter<f64>,
     state_store_errors: Counter<u64>,
     /// Observes [`STATE_STORE_UP`] at each collection.
     _state_store_up: ObservableGauge<i64>,
@@ -172,6 +174,12 @@ impl Metrics {
                 .u64_counter("flowgate.state_store.degraded")
                 .with_description(
                     "decisions taken without the shared state store (it was unavailable), by component and failure policy",
+                )
+                .build(),
+            credits_used: meter
+                .f64_counter("flowgate.credits.used")
+                .with_description(
+                    "credits the providers reported for runs, by caller and provider",
                 )
                 .build(),
             state_store_errors: meter
@@ -300,7 +308,7 @@ impl Metrics {
         }
     }
 
-    /// One decision of `component` (`limits`, `replay`) taken without the
+    /// One decision of `component` (`limits`, `replay`, `caller_quotas`) taken without the
     /// shared state store, under failure `policy` (`local`, `open`, `closed`).
     pub fn state_store_degraded(&self, component: &'static str, policy: &'static str) {
         if self.enabled {
@@ -309,6 +317,21 @@ impl Metrics {
                 &[
                     KeyValue::new("component", component),
                     KeyValue::new("policy", policy),
+                ],
+            );
+        }
+    }
+
+    /// `credits` a provider reported for a run `caller` (a configured
+    /// name or `unauthenticated`) started; negative or non-finite amounts
+    /// are not counted.
+    pub fn credits_used(&self, caller: &str, provider: &str, credits: f64) {
+        if self.enabled && credits.is_finite() && credits >= 0.0 {
+            self.credits_used.add(
+                credits,
+                &[
+                    KeyValue::new("caller", caller.to_owned()),
+                    provider_label(provider),
                 ],
             );
         }
