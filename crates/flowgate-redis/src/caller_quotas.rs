@@ -15,21 +15,22 @@
 //! arithmetic (fixed windows, UTC days and months) is
 //! `lua/caller_quota_periods.lua`, prepended to both.
 //!
-//! **Runs are leases**, like provider run slots: renewed every third of the
-//! lease by a task of the holder (the same renewal script), removed when the
-//! [`RunSlot`] is dropped, lapsing within one lease if the replica dies.
+//! **Runs are leases**, exactly like provider run slots (`slot_lease.rs`):
+//! renewed by their holder, removed when the [`RunSlot`](flowgate_core::RunSlot) is dropped, lapsing
+//! within one lease if the replica dies.
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use flowgate_core::{
-    CallerQuota, CallerQuotaStore, QuotaBalance, QuotaLimit, QuotaVerdict, RunSlot,
-    StateStoreUnavailable,
+    CallerQuota, CallerQuotaStore, QuotaBalance, QuotaLimit, QuotaVerdict, StateStoreUnavailable,
 };
 use redis::Script;
-use tokio::task::JoinHandle;
 
-use crate::{RedisConnection, StoreUnavailable, UnavailableKind};
+use crate::{
+    RedisConnection, StoreUnavailable, UnavailableKind,
+    slot_lease::{SlotLeases, millis},
+};
 
 macro_rules! with_periods {
     ($file:literal) => {
@@ -49,7 +50,7 @@ pub const PERIODS_LUA: &str = include_str!("lua/caller_quota_periods.lua");
 #[derive(Clone, Debug)]
 pub struct RedisCallerQuotaStore {
     redis: RedisConnection,
-    lease: Duration,
+    runs: SlotLeases,
     scripts: Arc<Scripts>,
 }
 
@@ -57,11 +58,6 @@ pub struct RedisCallerQuotaStore {
 struct Scripts {
     admit: Script,
     charge: Script,
-    renew: Script,
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn unavailable(error: StoreUnavailable) -> StateStoreUnavailable {
@@ -94,12 +90,15 @@ impl RedisCallerQuotaStore {
     /// Quotas in `redis`, runs leased for `lease` (at least 1 s).
     pub fn new(redis: RedisConnection, lease: Duration) -> Self {
         Self {
+            runs: SlotLeases::new(
+                redis.clone(),
+                lease.max(Duration::from_secs(1)),
+                "caller run",
+            ),
             redis,
-            lease: lease.max(Duration::from_secs(1)),
             scripts: Arc::new(Scripts {
                 admit: Script::new(with_periods!("lua/caller_quota_admit.lua")),
                 charge: Script::new(with_periods!("lua/caller_quota_charge.lua")),
-                renew: Script::new(include_str!("lua/limits_renew_slot.lua")),
             }),
         }
     }
@@ -109,79 +108,6 @@ impl RedisCallerQuotaStore {
             self.redis.key("quota", caller),
             self.redis.key("quota-runs", caller),
         )
-    }
-
-    /// A held run: renewed until dropped, then removed.
-    fn hold(&self, runs: String, holder: String) -> RunSlot {
-        let renewer = {
-            let store = self.clone();
-            let runs = runs.clone();
-            let holder = holder.clone();
-            tokio::spawn(async move { store.renew_until_dropped(&runs, &holder).await })
-        };
-        RunSlot::new(HeldRun {
-            redis: self.redis.clone(),
-            runs,
-            holder,
-            renewer,
-        })
-    }
-
-    async fn renew_until_dropped(&self, runs: &str, holder: &str) {
-        loop {
-            tokio::time::sleep(self.lease / 3).await;
-            let renewed: Result<i64, _> = self
-                .redis
-                .script(
-                    self.scripts
-                        .renew
-                        .key(runs)
-                        .arg(holder)
-                        .arg(millis(self.lease)),
-                )
-                .await;
-            match renewed {
-                Ok(1) => {}
-                Ok(_) => {
-                    tracing::warn!(
-                        key = runs,
-                        "a caller's run lease lapsed before the run ended; it may be counted twice until the run ends"
-                    );
-                    return;
-                }
-                Err(error) => {
-                    tracing::debug!(%error, key = runs, "caller run lease not renewed; retrying");
-                }
-            }
-        }
-    }
-}
-
-/// A caller's run held in Redis.
-#[derive(Debug)]
-struct HeldRun {
-    redis: RedisConnection,
-    runs: String,
-    holder: String,
-    renewer: JoinHandle<()>,
-}
-
-impl Drop for HeldRun {
-    fn drop(&mut self) {
-        self.renewer.abort();
-        let redis = self.redis.clone();
-        let runs = std::mem::take(&mut self.runs);
-        let holder = std::mem::take(&mut self.holder);
-        // Released in the background; if that fails, the lease lapses.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let released: Result<i64, _> =
-                    redis.query(redis::cmd("ZREM").arg(&runs).arg(&holder)).await;
-                if let Err(error) = released {
-                    tracing::debug!(%error, key = runs, "caller run not released; its lease will lapse");
-                }
-            });
-        }
     }
 }
 
@@ -205,7 +131,7 @@ impl CallerQuotaStore for RedisCallerQuotaStore {
                     .arg(requests)
                     .arg(millis(window).max(1))
                     .arg(quota.max_concurrent_runs.unwrap_or(0))
-                    .arg(millis(self.lease))
+                    .arg(self.runs.lease_ms())
                     .arg(&holder)
                     .arg(budget(quota.credits_per_day))
                     .arg(budget(quota.credits_per_month)),
@@ -231,7 +157,9 @@ impl CallerQuotaStore for RedisCallerQuotaStore {
         match verdict.as_str() {
             "0" => Ok(QuotaVerdict::Admitted {
                 balance,
-                run: quota.max_concurrent_runs.map(|_| self.hold(runs, holder)),
+                run: quota
+                    .max_concurrent_runs
+                    .map(|_| self.runs.hold(runs, holder)),
             }),
             "1" => refused(QuotaLimit::Requests, duration_ms(retry)),
             "2" => refused(QuotaLimit::ConcurrentRuns, None),

@@ -27,6 +27,7 @@ mod connection;
 mod health;
 mod limits;
 mod replay;
+mod slot_lease;
 #[cfg(feature = "test-support")]
 pub mod testing;
 mod tls;

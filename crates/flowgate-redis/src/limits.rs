@@ -15,21 +15,21 @@
 //! free. A slot waits (up to its `wait`) by asking again with backoff: only
 //! a contended call pays more than one round trip.
 //!
-//! **Run slots are leases.** A held slot is renewed every third of
-//! `slot_lease` by a task of the holder; dropping the [`RunSlot`] stops it
-//! and removes the slot. A replica that dies stops renewing, and its slots
-//! lapse within one lease: the next admission sweeps them.
+//! **Run slots are leases** (`slot_lease`): renewed by their holder, removed
+//! when the [`RunSlot`](flowgate_core::RunSlot) is dropped, lapsing within one lease when a replica
+//! dies (see `slot_lease.rs`).
 
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use flowgate_core::{
-    LimitRequest, LimitStore, LimitVerdict, RunSlot, StateStoreUnavailable, WindowNote,
-};
+use flowgate_core::{LimitRequest, LimitStore, LimitVerdict, StateStoreUnavailable, WindowNote};
 use redis::Script;
-use tokio::{task::JoinHandle, time::Instant};
+use tokio::time::Instant;
 
-use crate::{RedisConnection, StoreUnavailable};
+use crate::{
+    RedisConnection, StoreUnavailable,
+    slot_lease::{SlotLeases, millis},
+};
 
 /// How long a run slot is leased unless configured.
 pub const DEFAULT_SLOT_LEASE: Duration = flowgate_core::SharedLimitsSettings::DEFAULT_SLOT_LEASE;
@@ -43,7 +43,7 @@ const SLOT_RETRY_MAX: Duration = Duration::from_millis(500);
 #[derive(Clone, Debug)]
 pub struct RedisLimitStore {
     redis: RedisConnection,
-    slot_lease: Duration,
+    slots: SlotLeases,
     scripts: Arc<Scripts>,
 }
 
@@ -51,19 +51,18 @@ pub struct RedisLimitStore {
 struct Scripts {
     admit: Script,
     note_window: Script,
-    renew_slot: Script,
 }
 
 impl RedisLimitStore {
     /// Limits in `redis`, run slots leased for `slot_lease` (at least 1 s).
     pub fn new(redis: RedisConnection, slot_lease: Duration) -> Self {
+        let lease = slot_lease.max(Duration::from_secs(1));
         Self {
+            slots: SlotLeases::new(redis.clone(), lease, "run slot"),
             redis,
-            slot_lease: slot_lease.max(Duration::from_secs(1)),
             scripts: Arc::new(Scripts {
                 admit: Script::new(include_str!("lua/limits_admit.lua")),
                 note_window: Script::new(include_str!("lua/limits_note_window.lua")),
-                renew_slot: Script::new(include_str!("lua/limits_renew_slot.lua")),
             }),
         }
     }
@@ -94,7 +93,7 @@ impl RedisLimitStore {
                     .arg(rate.map_or(1, |rate| millis(rate.window).max(1)))
                     .arg(u8::from(slot.is_some()))
                     .arg(slot.map_or(1, |slot| slot.max.max(1)))
-                    .arg(millis(self.slot_lease))
+                    .arg(self.slots.lease_ms())
                     .arg(holder),
             )
             .await?;
@@ -107,86 +106,6 @@ impl RedisLimitStore {
             }),
         }
     }
-
-    /// A held slot: renewed until dropped, then removed.
-    fn hold(&self, scope: &str, holder: String) -> RunSlot {
-        let slots = self.key("slots", scope);
-        let renewer = {
-            let store = self.clone();
-            let slots = slots.clone();
-            let holder = holder.clone();
-            tokio::spawn(async move { store.renew_until_dropped(&slots, &holder).await })
-        };
-        RunSlot::new(HeldSlot {
-            redis: self.redis.clone(),
-            slots,
-            holder,
-            renewer,
-        })
-    }
-
-    async fn renew_until_dropped(&self, slots: &str, holder: &str) {
-        let every = self.slot_lease / 3;
-        loop {
-            tokio::time::sleep(every).await;
-            let renewed: Result<i64, _> = self
-                .redis
-                .script(
-                    self.scripts
-                        .renew_slot
-                        .key(slots)
-                        .arg(holder)
-                        .arg(millis(self.slot_lease)),
-                )
-                .await;
-            match renewed {
-                Ok(1) => {}
-                Ok(_) => {
-                    tracing::warn!(
-                        key = slots,
-                        "a run slot's lease lapsed before the run ended (Redis unreachable for a whole lease?); the slot may be counted twice until the run ends"
-                    );
-                    return;
-                }
-                Err(error) => {
-                    tracing::debug!(%error, key = slots, "run slot lease not renewed; retrying");
-                }
-            }
-        }
-    }
-}
-
-/// A run slot held in Redis.
-#[derive(Debug)]
-struct HeldSlot {
-    redis: RedisConnection,
-    slots: String,
-    holder: String,
-    renewer: JoinHandle<()>,
-}
-
-impl Drop for HeldSlot {
-    fn drop(&mut self) {
-        self.renewer.abort();
-        let redis = self.redis.clone();
-        let slots = std::mem::take(&mut self.slots);
-        let holder = std::mem::take(&mut self.holder);
-        // Released in the background; if that fails, the lease lapses.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let released: Result<i64, _> = redis
-                    .query(redis::cmd("ZREM").arg(&slots).arg(&holder))
-                    .await;
-                if let Err(error) = released {
-                    tracing::debug!(%error, key = slots, "run slot not released; its lease will lapse");
-                }
-            });
-        }
-    }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn unavailable(error: StoreUnavailable) -> StateStoreUnavailable {
@@ -216,7 +135,9 @@ impl LimitStore for RedisLimitStore {
             match verdict {
                 0 => {
                     return Ok(LimitVerdict::Admitted(
-                        request.slot.map(|_| self.hold(scope, holder)),
+                        request
+                            .slot
+                            .map(|_| self.slots.hold(self.key("slots", scope), holder)),
                     ));
                 }
                 1 => return Ok(LimitVerdict::WindowExhausted { retry_after: ms }),
