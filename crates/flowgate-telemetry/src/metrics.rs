@@ -12,6 +12,7 @@
 //! | `flowgate.streams.active` | `flowgate_streams_active` | up-down counter | none |
 //! | `flowgate.shutdown.abandoned` | `flowgate_shutdown_abandoned_total` | counter | `kind` (`background_run`, `run_watch`, `forward`) |
 //! | `flowgate.state_store.degraded` | `flowgate_state_store_degraded_total` | counter | `component` (`limits`, `replay`), `policy` (`local`, `open`, `closed`) |
+//! | `flowgate.config.reload_failures` | `flowgate_config_reload_failures_total` | counter | `kind` (`api_key`, `webhook_signing_secret`, `tls`) |
 //!
 //! Labels are low-cardinality by construction: configured provider names,
 //! dialects, known RPC names (others are `_OTHER`) and status codes; never
@@ -52,6 +53,7 @@ pub struct Metrics {
     streams_active: UpDownCounter<i64>,
     shutdown_abandoned: Counter<u64>,
     state_store_degraded: Counter<u64>,
+    reload_failures: Counter<u64>,
 }
 
 static INSTALLED: OnceLock<Metrics> = OnceLock::new();
@@ -162,6 +164,12 @@ impl Metrics {
                 .u64_counter("flowgate.shutdown.abandoned")
                 .with_description(
                     "work that could not finish within the shutdown grace period, by kind",
+                )
+                .build(),
+            reload_failures: meter
+                .u64_counter("flowgate.config.reload_failures")
+                .with_description(
+                    "changed secret or certificate files that could not be used (the previous values stay), by kind",
                 )
                 .build(),
         }
@@ -277,6 +285,14 @@ impl Metrics {
                     KeyValue::new("policy", policy),
                 ],
             );
+        }
+    }
+
+    /// A changed file of `kind` (`api_key`, `webhook_signing_secret`,
+    /// `tls`) could not be used; the previous values stay in use.
+    pub fn config_reload_failed(&self, kind: &'static str) {
+        if self.enabled {
+            self.reload_failures.add(1, &[KeyValue::new("kind", kind)]);
         }
     }
 
