@@ -5,11 +5,7 @@
 //! `process_*` metrics over HTTP; logs written to a pipe carry no colours
 //! and JSON lines hold plain values.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "test helpers fail fast with a message"
-)]
+#![expect(clippy::unwrap_used, reason = "test helpers fail fast with a message")]
 
 mod common;
 
@@ -98,9 +94,10 @@ struct Gateway {
 }
 
 impl Gateway {
-    /// Starts `flowgate serve` on `config` (which must set
-    /// `log.format = "json"` unless `json` is false) and waits for its
-    /// start-up line. With a text log the addresses come from `ports`.
+    /// Starts `flowgate serve` on `config` and waits for its start-up line.
+    /// With `json` (the config sets `log.format = "json"`) the bound gRPC
+    /// and admin addresses are read from that line; otherwise they stay
+    /// unknown (port 0).
     async fn start(dir: &Path, config: &str, json: bool) -> Self {
         let path = dir.join("flowgate.toml");
         std::fs::write(&path, config).unwrap();
