@@ -335,10 +335,6 @@ async fn main() {
         .args(["serve", "--config"])
         .arg(&config)
         .env("BENCH_KEY", flowgate_emulator::keys::KNOUDS_KEY)
-        .env(
-            "FG_SKIP_RECORD",
-            std::env::var("FG_SKIP_RECORD").unwrap_or_default(),
-        )
         .env("BENCH_SIGNING", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -94,6 +94,9 @@ FLOWGATE_PYTHON="$PWD/.venv/bin/python" FLOWGATE_REQUIRE_PYTHON=1 \
 status=${PIPESTATUS[0]}
 set -e
 
+step "deploy/ and the image (scripts/deploy/check.sh)"
+scripts/deploy/check.sh || gates_failed+=("deploy")
+
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
      END { printf "\nflowgate: %d passed, %d failed\n", p, f }' "$log"

@@ -292,6 +292,11 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
                 prefix = connection.prefix(),
                 "run state and idempotency records in Redis"
             );
+            // One round trip at start (none per call): its outcome is the
+            // first value of `flowgate.state_store.up`, and an unreachable
+            // Redis or a refused password is logged now, not on first use.
+            let probe = connection.clone();
+            tokio::spawn(async move { probe.check().await });
             Some((connection, redis_config))
         }
         None => None,

@@ -114,13 +114,14 @@ pub struct LoadedSecrets {
 
 impl Config {
     /// Reads every configured secret (provider keys, run id secrets,
-    /// webhook secrets) and discards them: `check-config` reports each one
+    /// webhook secrets, the Redis password and CA file) and discards them: `check-config` reports each one
     /// that cannot be read in one run, never showing a value.
     pub fn check_secrets(&self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let mut issues: Vec<ConfigIssue> = [
             self.provider_settings(&env).err(),
             self.run_id_signer(&env).err(),
             self.webhook_secrets(&env).err(),
+            self.state.redis(&env).err(),
         ]
         .into_iter()
         .flatten()

@@ -2,7 +2,7 @@
 //! replica) or in Redis (`redis`, several replicas share runs and events).
 
 use flowgate_core::SharedLimitsSettings;
-use flowgate_redis::{RedisConfig, RedisEndpoint};
+use flowgate_redis::{RedisConfig, RedisEndpoint, TrustedCas};
 
 use super::*;
 
@@ -22,7 +22,8 @@ pub enum StoreKind {
 pub struct StateConfig {
     /// `memory` (default) or `redis`.
     pub store: StoreKind,
-    /// A single Redis node (or a proxy): `redis://host:6379[/db]`.
+    /// A single Redis node (or a proxy): `redis://host:6379[/db]`, or
+    /// `rediss://host:6380` for TLS.
     pub url: Option<String>,
     /// Seed nodes of a Redis Cluster, instead of `url`:
     /// `["redis://10.0.0.1:6379", …]`.
@@ -30,6 +31,12 @@ pub struct StateConfig {
     /// Environment variable holding the Redis password (never written in
     /// the URLs of the file).
     pub password_env: Option<String>,
+    /// Or a file holding it (e.g. a mounted Kubernetes Secret), read at
+    /// start and trimmed; one of `password_env` and `password_file`.
+    pub password_file: Option<PathBuf>,
+    /// With `rediss://` URLs: a PEM file of the CA(s) that sign Redis's
+    /// certificate, trusted instead of the system roots (a private CA).
+    pub tls_ca_file: Option<PathBuf>,
     /// Put in front of every Redis key and channel. Default `flowgate:`.
     pub key_prefix: String,
     /// Bounds every Redis operation. Default `500ms`.
@@ -50,6 +57,8 @@ impl Default for StateConfig {
             url: None,
             cluster_nodes: Vec::new(),
             password_env: None,
+            password_file: None,
+            tls_ca_file: None,
             key_prefix: flowgate_redis::DEFAULT_KEY_PREFIX.to_owned(),
             op_timeout: flowgate_redis::DEFAULT_OP_TIMEOUT,
             limits: SharedLimitsSettings::default(),
@@ -77,6 +86,20 @@ impl StateConfig {
                 issue(path, message);
             }
         }
+        if self.password_env.is_some() && self.password_file.is_some() {
+            issue(
+                "password_env",
+                "set password_env or password_file, not both".into(),
+            );
+        }
+        let tls = self
+            .url
+            .iter()
+            .chain(&self.cluster_nodes)
+            .any(|url| url.starts_with("rediss:"));
+        if self.tls_ca_file.is_some() && !tls {
+            issue("tls_ca_file", "only used with rediss:// URLs (TLS)".into());
+        }
         if self.key_prefix.contains(['{', '}']) {
             issue(
                 "key_prefix",
@@ -99,7 +122,8 @@ impl StateConfig {
     }
 
     /// The Redis to use (`None` for the memory store), the password read
-    /// through `env`.
+    /// through `env` or from `password_file`, the CA file read and checked.
+    /// Errors name the field and the file, never the password.
     pub fn redis(
         &self,
         env: impl Fn(&str) -> Option<String>,
@@ -107,13 +131,36 @@ impl StateConfig {
         if self.store == StoreKind::Memory {
             return Ok(None);
         }
-        let password = match &self.password_env {
-            Some(name) => Some(env(name).filter(|value| !value.is_empty()).ok_or_else(|| {
-                ConfigError::one(
-                    "state.password_env",
-                    format!("environment variable {name} is not set"),
-                )
-            })?),
+        let password = match (&self.password_env, &self.password_file) {
+            (Some(name), _) => {
+                Some(env(name).filter(|value| !value.is_empty()).ok_or_else(|| {
+                    ConfigError::one(
+                        "state.password_env",
+                        format!("environment variable {name} is not set"),
+                    )
+                })?)
+            }
+            (None, Some(file)) => read_secret(None, Some(file), &env).map_err(|problem| {
+                let (field, message) = problem.at("password_env", "password_file");
+                ConfigError::one(format!("state.{field}"), message)
+            })?,
+            (None, None) => None,
+        };
+        let tls_ca = match &self.tls_ca_file {
+            Some(file) => {
+                let pem = std::fs::read(file).map_err(|err| {
+                    ConfigError::one(
+                        "state.tls_ca_file",
+                        format!("cannot read {}: {err}", file.display()),
+                    )
+                })?;
+                Some(TrustedCas::from_pem(pem).map_err(|err| {
+                    ConfigError::one(
+                        "state.tls_ca_file",
+                        format!("{}: {}", file.display(), err.detail),
+                    )
+                })?)
+            }
             None => None,
         };
         let with_password = |raw: &String| -> String {
@@ -133,29 +180,124 @@ impl StateConfig {
             endpoint,
             key_prefix: self.key_prefix.clone(),
             op_timeout: self.op_timeout,
+            tls_ca,
         }))
     }
 }
 
 fn check_redis_url(raw: &str) -> Result<(), String> {
     let url = url::Url::parse(raw).map_err(|err| format!("not a URL: {err}"))?;
-    match url.scheme() {
-        "redis" => {}
-        "rediss" => {
-            return Err(
-                "rediss:// (TLS) is not supported yet: reach Redis over a private network or a TLS sidecar".into(),
-            );
-        }
-        _ => return Err("must be a redis:// URL such as redis://redis:6379".into()),
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        return Err("must be a redis:// (or rediss://, TLS) URL such as redis://redis:6379".into());
+    }
+    if url.fragment().is_some() {
+        return Err(
+            "must not have a #fragment: certificate checks cannot be turned off (#insecure); \
+             trust a private CA with state.tls_ca_file"
+                .into(),
+        );
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err("must name a host".into());
     }
     if url.password().is_some() {
         return Err(
-            "holds a password: name the variable that holds it in state.password_env instead"
+            "holds a password: name the variable or file that holds it in state.password_env or state.password_file instead"
                 .into(),
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redis_state(url: &str) -> StateConfig {
+        StateConfig {
+            store: StoreKind::Redis,
+            url: Some(url.to_owned()),
+            ..StateConfig::default()
+        }
+    }
+
+    fn scratch(name: &str, text: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("flowgate-state-{name}-{}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn paths(state: &StateConfig) -> Vec<String> {
+        state.issues().into_iter().map(|issue| issue.path).collect()
+    }
+
+    #[test]
+    fn the_password_file_is_read_and_trimmed_into_the_urls() {
+        let file = scratch("pw", "p@ss word\n");
+        let state = StateConfig {
+            password_file: Some(file.clone()),
+            ..redis_state("redis://cache:6379/1")
+        };
+        assert!(paths(&state).is_empty());
+        let redis = state.redis(|_| None).unwrap().unwrap();
+        let _ = std::fs::remove_file(&file);
+        let RedisEndpoint::Node(url) = &redis.endpoint else {
+            panic!("{redis:?}")
+        };
+        assert_eq!(url, "redis://:p%40ss%20word@cache:6379/1");
+        // Never shown.
+        assert!(!format!("{redis:?}").contains("p%40ss"), "{redis:?}");
+    }
+
+    #[test]
+    fn password_sources_are_exclusive_and_unreadable_files_are_named() {
+        let state = StateConfig {
+            password_env: Some("PW".into()),
+            password_file: Some("/x".into()),
+            ..redis_state("redis://cache:6379")
+        };
+        assert_eq!(paths(&state), ["state.password_env"]);
+        let state = StateConfig {
+            password_file: Some("/nonexistent/redis-pw".into()),
+            ..redis_state("redis://cache:6379")
+        };
+        let error = state.redis(|_| None).unwrap_err();
+        assert_eq!(error.issues[0].path, "state.password_file");
+        assert!(error.issues[0].message.contains("/nonexistent/redis-pw"));
+    }
+
+    #[test]
+    fn the_ca_file_needs_tls_and_a_certificate() {
+        let file = scratch("ca", "no certificate here\n");
+        let plain = StateConfig {
+            tls_ca_file: Some(file.clone()),
+            ..redis_state("redis://cache:6379")
+        };
+        assert_eq!(paths(&plain), ["state.tls_ca_file"]);
+        let tls = StateConfig {
+            tls_ca_file: Some(file.clone()),
+            ..redis_state("rediss://cache:6380")
+        };
+        assert!(paths(&tls).is_empty());
+        let error = tls.redis(|_| None).unwrap_err();
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(error.issues[0].path, "state.tls_ca_file");
+        assert!(
+            error.issues[0].message.contains("no PEM certificate"),
+            "{error}"
+        );
+        let missing = StateConfig {
+            tls_ca_file: Some("/nonexistent/ca.pem".into()),
+            ..redis_state("rediss://cache:6380")
+        };
+        let error = missing.redis(|_| None).unwrap_err();
+        assert!(error.issues[0].message.contains("/nonexistent/ca.pem"));
+        // rediss:// without a CA file: the system roots.
+        let redis = redis_state("rediss://cache:6380")
+            .redis(|_| None)
+            .unwrap()
+            .unwrap();
+        assert!(redis.tls_ca.is_none());
+    }
 }

@@ -432,7 +432,7 @@ fn a_bad_state_section_is_reported_with_its_paths() {
     assert_eq!(paths("url = \"redis://a:1\""), ["state.store"]);
     assert_eq!(paths("store = \"etcd\""), ["state.store"]);
     assert_eq!(
-        paths("store = \"redis\"\nurl = \"rediss://a:1\""),
+        paths("store = \"redis\"\nurl = \"rediss://a:1/#insecure\""),
         ["state.url"]
     );
     assert_eq!(

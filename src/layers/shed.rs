@@ -41,10 +41,10 @@ pub const OVERLOADED: &str = flowgate_core::reason::Reason::Overloaded.as_str();
 pub const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Paths that are never queued or shed.
 const EXEMPT_PREFIX: &str = "/grpc.health.v1.Health/";
-/// Most of a caller's deadline kept back, so the queue answers
-/// DEADLINE_EXCEEDED with details before tonic's own timer cancels the
-/// call with a bare CANCELLED.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
+/// How much of a caller's deadline the queue keeps back (a tenth, at most
+/// this), so it answers DEADLINE_EXCEEDED with details before tonic's own
+/// timer cancels the call with a bare CANCELLED, even on a busy runtime.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 
 /// Limits concurrent calls with a bounded, deadline-aware queue.
 #[derive(Debug, Clone)]
@@ -130,7 +130,7 @@ impl Shared {
         {
             Some(timeout) => (
                 timeout,
-                timeout.saturating_sub((timeout / 20).min(DEADLINE_MARGIN)),
+                timeout.saturating_sub((timeout / 10).min(DEADLINE_MARGIN)),
             ),
             None => (self.default_deadline, self.default_deadline),
         }

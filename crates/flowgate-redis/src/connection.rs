@@ -14,10 +14,17 @@ use redis::{
 };
 use tokio::sync::OnceCell;
 
+use crate::{
+    TrustedCas,
+    health::{self, Prober},
+    tls,
+};
+
 /// Where Redis is.
 #[derive(Clone, PartialEq, Eq)]
 pub enum RedisEndpoint {
-    /// One node (or a proxy in front of several): `redis://[user:password@]host:port[/db]`.
+    /// One node (or a proxy in front of several):
+    /// `redis[s]://[user:password@]host:port[/db]` (`rediss`: TLS).
     Node(String),
     /// Seed nodes of a Redis Cluster, each `redis://[user:password@]host:port`;
     /// the client discovers the rest of the cluster from any one of them.
@@ -46,6 +53,9 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// Bounds every operation, including (re)connecting for it.
     pub op_timeout: Duration,
+    /// With `rediss://` URLs: the CAs to trust instead of the system's
+    /// roots (a private CA).
+    pub tls_ca: Option<TrustedCas>,
 }
 
 impl RedisConfig {
@@ -55,6 +65,7 @@ impl RedisConfig {
             endpoint: RedisEndpoint::Node(url.into()),
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             op_timeout: DEFAULT_OP_TIMEOUT,
+            tls_ca: None,
         }
     }
 
@@ -64,6 +75,7 @@ impl RedisConfig {
             endpoint: RedisEndpoint::Cluster(seeds.into_iter().map(Into::into).collect()),
             key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
             op_timeout: DEFAULT_OP_TIMEOUT,
+            tls_ca: None,
         }
     }
 }
@@ -74,9 +86,9 @@ pub const DEFAULT_KEY_PREFIX: &str = "flowgate:";
 pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Reconnect backoff of a single-node connection: from this...
-const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
+pub(crate) const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
 /// ...doubling up to this...
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
 /// ...for this many attempts (days at the longest delay): a reconnect runs
 /// in the background until Redis is back, so a pub/sub connection, which
 /// sends no requests that would start a new one, comes back by itself.
@@ -87,12 +99,14 @@ const RECONNECT_ATTEMPTS: usize = 1_000_000;
 pub enum UnavailableKind {
     /// No answer within the operation timeout.
     Timeout,
-    /// Not connected, connection refused or dropped.
+    /// Not connected, connection refused or dropped, TLS handshake failed.
     Connection,
+    /// Redis refused the credentials (a wrong or missing password).
+    Auth,
     /// Redis answered with an error (out of memory, cluster down, a script
-    /// error, a wrong password).
+    /// error).
     Server,
-    /// The configuration cannot work (an unparsable URL, TLS requested).
+    /// The configuration cannot work (an unparsable URL, an unusable CA file).
     Config,
 }
 
@@ -109,7 +123,7 @@ pub struct StoreUnavailable {
 }
 
 impl StoreUnavailable {
-    fn config(detail: impl Into<String>) -> Self {
+    pub(crate) fn config(detail: impl Into<String>) -> Self {
         Self {
             kind: UnavailableKind::Config,
             operation: "configuration",
@@ -125,7 +139,7 @@ impl StoreUnavailable {
 #[derive(Clone)]
 pub struct RedisConnection {
     link: Link,
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 #[derive(Clone)]
@@ -139,12 +153,13 @@ struct ClusterLink {
     connection: OnceCell<ClusterConnection>,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     prefix: String,
-    op_timeout: Duration,
+    pub(crate) op_timeout: Duration,
     /// Passwords from the URLs, scrubbed from every error message.
     secrets: Vec<String>,
     endpoint: String,
+    pub(crate) health: health::Health,
 }
 
 impl fmt::Debug for RedisConnection {
@@ -188,6 +203,7 @@ impl RedisConnection {
             }
             RedisEndpoint::Cluster(seeds) => seeds.clone(),
         };
+        let tls = tls::uses_tls(&urls, config.tls_ca.as_ref())?;
         let mut secrets = Vec::new();
         let mut checked = Vec::with_capacity(urls.len());
         for url in &urls {
@@ -204,11 +220,13 @@ impl RedisConnection {
                 .collect::<Vec<_>>()
                 .join(","),
             secrets,
+            health: health::Health::default(),
         });
         let scrub = |error: RedisError| shared.failure("connecting", error);
         let link = match &config.endpoint {
             RedisEndpoint::Node(_) => {
-                let client = redis::Client::open(checked.concat()).map_err(scrub)?;
+                let client =
+                    tls::node_client(checked.concat(), config.tls_ca.as_ref()).map_err(scrub)?;
                 let mut manager = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.op_timeout))
                     .set_response_timeout(Some(config.op_timeout))
@@ -217,21 +235,36 @@ impl RedisConnection {
                     .set_number_of_retries(RECONNECT_ATTEMPTS);
                 if let Some(pushes) = pushes {
                     manager = manager
-                        .set_push_sender(ArcPushSender(pushes))
+                        .set_push_sender(ArcPushSender(pushes, Arc::clone(&shared)))
                         .set_automatic_resubscription();
                 }
+                shared
+                    .health
+                    .set_prober(Prober::Node(Box::new(client.clone())));
                 Link::Node(ConnectionManager::new_lazy_with_config(client, manager).map_err(scrub)?)
             }
             RedisEndpoint::Cluster(_) => {
-                let mut builder = ClusterClientBuilder::new(checked)
-                    .connection_timeout(config.op_timeout)
-                    .response_timeout(config.op_timeout)
-                    .min_retry_wait(duration_ms(RECONNECT_MIN_DELAY))
-                    .max_retry_wait(duration_ms(RECONNECT_MAX_DELAY));
+                let builder = || {
+                    let builder = ClusterClientBuilder::new(checked.clone())
+                        .connection_timeout(config.op_timeout)
+                        .response_timeout(config.op_timeout)
+                        .min_retry_wait(duration_ms(RECONNECT_MIN_DELAY))
+                        .max_retry_wait(duration_ms(RECONNECT_MAX_DELAY));
+                    if tls {
+                        tls::cluster_trusting(builder, config.tls_ca.as_ref())
+                    } else {
+                        builder
+                    }
+                };
+                // The probe's own client: no pushes.
+                shared
+                    .health
+                    .set_prober(Prober::Cluster(Box::new(builder().build().map_err(scrub)?)));
+                let mut builder = builder();
                 if let Some(pushes) = pushes {
                     builder = builder
                         .use_protocol(ProtocolVersion::RESP3)
-                        .push_sender(ArcPushSender(pushes));
+                        .push_sender(ArcPushSender(pushes, Arc::clone(&shared)));
                 }
                 Link::Cluster(Arc::new(ClusterLink {
                     client: builder.build().map_err(scrub)?,
@@ -354,20 +387,26 @@ impl RedisConnection {
             };
             run(connection).await
         };
-        match tokio::time::timeout(self.shared.op_timeout, work).await {
+        let outcome = match tokio::time::timeout(self.shared.op_timeout, work).await {
             Err(_) => Err(StoreUnavailable {
                 kind: UnavailableKind::Timeout,
                 operation,
                 detail: format!("no answer within {:?}", self.shared.op_timeout),
             }),
             Ok(result) => result.map_err(|error| self.shared.failure(operation, error)),
-        }
+        };
+        health::observe(&self.shared, operation, &outcome);
+        outcome
     }
 }
 
 impl Shared {
-    fn failure(&self, operation: &'static str, error: RedisError) -> StoreUnavailable {
-        let kind = if error.is_timeout() {
+    pub(crate) fn failure(&self, operation: &'static str, error: RedisError) -> StoreUnavailable {
+        let kind = if error.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"))
+        {
+            UnavailableKind::Auth
+        } else if error.is_timeout() {
             UnavailableKind::Timeout
         } else if error.is_io_error()
             || error.is_connection_dropped()
@@ -424,35 +463,40 @@ impl ConnectionLike for AnyConnection {
     }
 }
 
-/// A shared push sender (both client kinds want an owned one).
-struct ArcPushSender(Arc<dyn AsyncPushSender>);
+/// A shared push sender (both client kinds want an owned one). Pushes also
+/// tell the store's health: a disconnection, or any message or renewed
+/// subscription (which only a live connection delivers).
+struct ArcPushSender(Arc<dyn AsyncPushSender>, Arc<Shared>);
 
 impl AsyncPushSender for ArcPushSender {
     fn send(&self, info: redis::PushInfo) -> Result<(), redis::aio::SendError> {
+        health::observe_push(&self.1, &info.kind);
         self.0.send(info)
     }
 }
 
-/// Checks a URL (plain `redis://` only: no TLS stack is built in yet) and
-/// asks for RESP3 where pushes are wanted. Returns the URL to use and its
-/// password, if any, to scrub from messages.
+/// Checks a URL (`redis://`, or `rediss://` for TLS, without the
+/// `#insecure` fragment) and asks for RESP3 where pushes are wanted.
+/// Returns the URL to use and its password, if any, to scrub from messages.
 fn check_url(raw: &str, resp3: bool) -> Result<(String, Option<String>), StoreUnavailable> {
     let mut url = url::Url::parse(raw).map_err(|error| {
         StoreUnavailable::config(format!("{} is not a URL: {error}", redact(raw)))
     })?;
     match url.scheme() {
-        "redis" => {}
-        "rediss" => {
-            return Err(StoreUnavailable::config(
-                "rediss:// (TLS) is not supported yet; reach Redis over a private network or a TLS sidecar",
-            ));
-        }
+        "redis" | "rediss" => {}
         other => {
             return Err(StoreUnavailable::config(format!(
-                "unsupported scheme {other:?} in {} (use redis://)",
+                "unsupported scheme {other:?} in {} (use redis:// or rediss://)",
                 redact(raw)
             )));
         }
+    }
+    if url.fragment().is_some() {
+        return Err(StoreUnavailable::config(format!(
+            "{} has a #fragment: certificate checks cannot be turned off (#insecure); \
+             give a private CA in the CA file instead",
+            redact(raw)
+        )));
     }
     let password = url.password().map(|password| {
         url::form_urlencoded::parse(format!("p={password}").as_bytes())
@@ -498,9 +542,13 @@ mod tests {
     }
 
     #[test]
-    fn refuses_tls_and_foreign_schemes() {
+    fn accepts_tls_and_refuses_insecure_tls_and_foreign_schemes() {
+        let (url, _) = check_url("rediss://cache:6380", false).unwrap();
+        assert!(url.starts_with("rediss://cache:6380"), "{url}");
         assert_eq!(
-            check_url("rediss://cache:6380", false).unwrap_err().kind,
+            check_url("rediss://cache:6380/#insecure", false)
+                .unwrap_err()
+                .kind,
             UnavailableKind::Config
         );
         assert!(check_url("http://cache", false).is_err());

@@ -11,17 +11,22 @@
 //! - [`RedisLimitStore`], [`RedisReplayStore`]: the shared provider limits
 //!   (vendor windows, request rate, leased run slots; one Lua script per
 //!   admission) and webhook replay ids (`SET NX PX`).
+//! - `rediss://` URLs use TLS (rustls with ring); [`TrustedCas`] replaces
+//!   the system roots with a private CA.
+//! - Health without extra round trips (`health`): each operation's outcome
+//!   and the reconnect loop feed `flowgate.state_store.up` and
+//!   `flowgate.state_store.errors`.
 //! - `testing` (feature `test-support`): real `redis-server` processes for
-//!   tests, a single node or a three-master cluster.
-//!
-//! No TLS stack is built in yet: `rediss://` URLs are refused with a
-//! configuration error.
+//!   tests, a single node or a three-master cluster, optionally with a
+//!   password or TLS.
 
 mod connection;
+mod health;
 mod limits;
 mod replay;
 #[cfg(feature = "test-support")]
 pub mod testing;
+mod tls;
 
 pub use connection::{
     DEFAULT_KEY_PREFIX, DEFAULT_OP_TIMEOUT, RedisConfig, RedisConnection, RedisEndpoint,
@@ -29,6 +34,7 @@ pub use connection::{
 };
 pub use limits::{DEFAULT_SLOT_LEASE, RedisLimitStore};
 pub use replay::RedisReplayStore;
+pub use tls::TrustedCas;
 
 /// redis-rs, for building commands and scripts.
 pub use redis;

@@ -1,6 +1,7 @@
 //! Real `redis-server` processes for tests (feature `test-support`): one
 //! node, or a three-master Redis Cluster, on 127.0.0.1 ports that were free,
-//! without persistence, killed when dropped. Needs `redis-server` and
+//! without persistence, killed when dropped; optionally with a password or
+//! a TLS port ([`ServerOptions`]). Needs `redis-server` and
 //! `redis-cli` on the PATH (Debian packages `redis-server`, `redis-tools`;
 //! `scripts/test.sh` installs them).
 
@@ -16,30 +17,68 @@ use std::{
 /// How long a server may take to answer PING (and a cluster to agree).
 const READY_WITHIN: Duration = Duration::from_secs(15);
 
+/// How to start a standalone server ([`RedisServer::start_with`]).
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// `--requirepass`: every client must authenticate with it.
+    pub password: Option<String>,
+    /// Also listen for TLS (`--tls-port`, clients not asked for a
+    /// certificate) with this certificate chain and key (PEM).
+    pub tls: Option<ServerTls>,
+}
+
+/// A TLS server certificate chain and its key, PEM.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The certificate chain (the server's first).
+    pub cert_pem: String,
+    /// Its private key.
+    pub key_pem: String,
+}
+
 /// One `redis-server` process on a 127.0.0.1 port.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    tls_port: Option<u16>,
     dir: PathBuf,
     cluster: bool,
+    options: ServerOptions,
     child: Option<Child>,
 }
 
 impl RedisServer {
     /// Starts a standalone server on a free port and waits until it answers.
     pub fn start() -> io::Result<Self> {
-        Self::spawn(false)
+        Self::spawn(false, ServerOptions::default())
     }
 
-    fn spawn(cluster: bool) -> io::Result<Self> {
+    /// Starts a standalone server with a password and/or a TLS port (see
+    /// [`Self::tls_url`]). With a password, [`Self::command`] gets
+    /// `-NOAUTH` answers (it does not authenticate).
+    pub fn start_with(options: ServerOptions) -> io::Result<Self> {
+        Self::spawn(false, options)
+    }
+
+    fn spawn(cluster: bool, options: ServerOptions) -> io::Result<Self> {
         let port = free_port()?;
         let dir =
             std::env::temp_dir().join(format!("flowgate-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
+        let tls_port = match &options.tls {
+            Some(tls) => {
+                std::fs::write(dir.join("server.crt"), &tls.cert_pem)?;
+                std::fs::write(dir.join("server.key"), &tls.key_pem)?;
+                Some(free_port()?)
+            }
+            None => None,
+        };
         let mut server = Self {
             port,
+            tls_port,
             dir,
             cluster,
+            options,
             child: None,
         };
         server.launch()?;
@@ -58,6 +97,18 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(password) = &self.options.password {
+            command.args(["--requirepass", password]);
+        }
+        if let Some(tls_port) = self.tls_port {
+            command
+                .args(["--tls-port", &tls_port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("server.key"))
+                .args(["--tls-auth-clients", "no"]);
+        }
         if self.cluster {
             command.args([
                 "--cluster-enabled",
@@ -76,7 +127,9 @@ impl RedisServer {
         })?);
         let deadline = Instant::now() + READY_WITHIN;
         loop {
-            if matches!(self.command(&["PING"]), Ok(answer) if answer.starts_with("+PONG")) {
+            // `-NOAUTH`: up, and asking for the password.
+            if matches!(self.command(&["PING"]), Ok(answer) if answer.starts_with("+PONG") || answer.starts_with("-NOAUTH"))
+            {
                 return Ok(());
             }
             if let Some(child) = &mut self.child
@@ -105,6 +158,17 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id while it runs (benchmarks read its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `rediss://127.0.0.1:<tls port>` (started with [`ServerOptions::tls`]).
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port
+            .map(|port| format!("rediss://127.0.0.1:{port}"))
     }
 
     /// Kills the process (an outage: every connection drops, data is lost).
@@ -157,7 +221,7 @@ impl RedisCluster {
     /// `cluster_state:ok`.
     pub fn start() -> io::Result<Self> {
         let nodes = (0..3)
-            .map(|_| RedisServer::spawn(true))
+            .map(|_| RedisServer::spawn(true, ServerOptions::default()))
             .collect::<io::Result<Vec<_>>>()?;
         let mut create = Command::new("redis-cli");
         create.args(["--cluster", "create"]);

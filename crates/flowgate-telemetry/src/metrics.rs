@@ -12,6 +12,8 @@
 //! | `flowgate.streams.active` | `flowgate_streams_active` | up-down counter | none |
 //! | `flowgate.shutdown.abandoned` | `flowgate_shutdown_abandoned_total` | counter | `kind` (`background_run`, `run_watch`, `forward`) |
 //! | `flowgate.state_store.degraded` | `flowgate_state_store_degraded_total` | counter | `component` (`limits`, `replay`), `policy` (`local`, `open`, `closed`) |
+//! | `flowgate.state_store.up` | `flowgate_state_store_up` | gauge (1/0; absent on the memory store) | none |
+//! | `flowgate.state_store.errors` | `flowgate_state_store_errors_total` | counter | `operation` (`command`, `pipeline`, `script`, `subscribe`, `unsubscribe`, `check`), `kind` (`timeout`, `connection`, `auth`, `server`) |
 //! | `flowgate.config.reload_failures` | `flowgate_config_reload_failures_total` | counter | `kind` (`api_key`, `webhook_signing_secret`, `tls`) |
 //!
 //! Labels are low-cardinality by construction: configured provider names,
@@ -22,13 +24,18 @@
 //! returns no-op instruments and the hooks cost a branch.
 
 use std::{
-    sync::{Arc, LazyLock, OnceLock},
+    sync::{
+        Arc, LazyLock, OnceLock,
+        atomic::{AtomicI8, Ordering},
+    },
     time::Duration,
 };
 
 use opentelemetry::{
     KeyValue,
-    metrics::{Counter, Gauge, Histogram, Meter, MeterProvider as _, UpDownCounter},
+    metrics::{
+        Counter, Gauge, Histogram, Meter, MeterProvider as _, ObservableGauge, UpDownCounter,
+    },
 };
 
 /// Latency buckets, in seconds: sub-millisecond gateway answers up to
@@ -53,8 +60,17 @@ pub struct Metrics {
     streams_active: UpDownCounter<i64>,
     shutdown_abandoned: Counter<u64>,
     state_store_degraded: Counter<u64>,
+    state_store_errors: Counter<u64>,
+    /// Observes [`STATE_STORE_UP`] at each collection.
+    _state_store_up: ObservableGauge<i64>,
     reload_failures: Counter<u64>,
 }
+
+/// Whether the shared state store answered last: 1 yes, 0 no, -1 not
+/// known yet (the memory store: the gauge is then not reported). One value
+/// per process, read by the observable gauge at each collection, so the
+/// exported value is always the latest outcome whatever the thread order.
+static STATE_STORE_UP: AtomicI8 = AtomicI8::new(-1);
 
 static INSTALLED: OnceLock<Metrics> = OnceLock::new();
 static NOOP: LazyLock<Metrics> = LazyLock::new(|| {
@@ -159,6 +175,24 @@ impl Metrics {
                 .with_description(
                     "decisions taken without the shared state store (it was unavailable), by component and failure policy",
                 )
+                .build(),
+            state_store_errors: meter
+                .u64_counter("flowgate.state_store.errors")
+                .with_description(
+                    "state store (Redis) operations that failed, by operation and kind of failure",
+                )
+                .build(),
+            _state_store_up: meter
+                .i64_observable_gauge("flowgate.state_store.up")
+                .with_description(
+                    "1 while the state store (Redis) answers, 0 while it cannot be reached; from the outcome of the operations made and of reconnections",
+                )
+                .with_callback(|observer| {
+                    let up = STATE_STORE_UP.load(Ordering::Relaxed);
+                    if up >= 0 {
+                        observer.observe(i64::from(up), &[]);
+                    }
+                })
                 .build(),
             shutdown_abandoned: meter
                 .u64_counter("flowgate.shutdown.abandoned")
@@ -283,6 +317,29 @@ impl Metrics {
                 &[
                     KeyValue::new("component", component),
                     KeyValue::new("policy", policy),
+                ],
+            );
+        }
+    }
+
+    /// The state store answered (`up`) or could not be reached. Costs one
+    /// atomic swap; returns `true` when this changed what was known (the
+    /// caller logs the transition, once per change).
+    pub fn state_store_reachable(&self, up: bool) -> bool {
+        let value = i8::from(up);
+        STATE_STORE_UP.swap(value, Ordering::Relaxed) != value
+    }
+
+    /// One state store operation failed: `operation` (`command`,
+    /// `pipeline`, `script`, `subscribe`, `unsubscribe`, `check`) and `kind`
+    /// (`timeout`, `connection`, `auth`, `server`).
+    pub fn state_store_error(&self, operation: &'static str, kind: &'static str) {
+        if self.enabled {
+            self.state_store_errors.add(
+                1,
+                &[
+                    KeyValue::new("operation", operation),
+                    KeyValue::new("kind", kind),
                 ],
             );
         }
