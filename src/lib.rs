@@ -22,6 +22,7 @@ pub mod layers;
 pub mod logging;
 pub mod proto;
 pub mod recorded;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -121,7 +121,7 @@ async fn run(command: Command) -> Result<(), String> {
                 .map_err(|err| format!("cannot listen: {err}"))?;
             let admin = match telemetry.prometheus() {
                 Some(metrics) => Some(
-                    admin::spawn(config.server.admin_listen, metrics)
+                    admin::spawn(config.server.admin_listen, metrics, app.readiness.clone())
                         .await
                         .map_err(|err| {
                             format!(
@@ -132,13 +132,25 @@ async fn run(command: Command) -> Result<(), String> {
                 ),
                 None => None,
             };
+            let (listen, ingress) = listeners
+                .local_addrs()
+                .map_err(|err| format!("cannot listen: {err}"))?;
+            let names = |names: Vec<&String>| {
+                names
+                    .into_iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            // Plain values (a JSON log gets strings, not Rust debug text);
+            // an address that is not configured is left out.
             tracing::info!(
-                listen = %config.server.listen,
-                ingress = ?config.webhooks.listen,
-                admin = ?admin.as_ref().map(|admin| admin.addr),
+                listen = %listen,
+                ingress = ingress.map(tracing::field::display),
+                admin = admin.as_ref().map(|admin| tracing::field::display(admin.addr)),
                 traces = telemetry.traces_enabled(),
-                providers = ?config.providers.keys().collect::<Vec<_>>(),
-                callers = ?config.callers.keys().collect::<Vec<_>>(),
+                providers = %names(config.providers.keys().collect()),
+                callers = %names(config.callers.keys().collect()),
                 "flowgate serving"
             );
             if config.callers.is_empty() {

@@ -36,8 +36,8 @@ use flowgate_providers::{Dialects, HttpClient};
 use flowgate_redis::{RedisCallerQuotaStore, RedisConnection, RedisLimitStore, RedisReplayStore};
 use flowgate_state::{
     Forwarding, Idempotency, IdempotencyStore, IngressConfig, MemoryIdempotencyStore,
-    MemoryRunStore, RedisRunStore, RunStore, RunTracker, StoreLimits, StoreUnavailable,
-    TrackerConfig, idempotency::RedisIdempotencyStore,
+    MemoryRunStore, RedisRunStore, RunStore, RunTracker, SigningSecrets, StoreLimits,
+    StoreUnavailable, TrackerConfig, idempotency::RedisIdempotencyStore,
 };
 use flowgate_telemetry::SchemaCacheOutcome;
 use flowgate_telemetry_setup::RpcTelemetryLayer;
@@ -54,6 +54,7 @@ use tower::{
 };
 
 use crate::{
+    admin::Readiness,
     auth::{CallerRegistry, quota::CallerQuotas},
     config::{Config, ConfigError, ConfigIssue, ServerConfig},
     health::DrainingHealth,
@@ -63,6 +64,7 @@ use crate::{
         shed::LoadShedLayer,
     },
     proto::{FILE_DESCRIPTOR_SET, pb::workflow_gateway_server::WorkflowGatewayServer},
+    reload::SecretFiles,
     service::GatewayService,
     tls::{PeerIdentityLayer, TlsIncoming, TlsMaterial},
 };
@@ -158,6 +160,10 @@ pub struct App {
     pub redis: Option<RedisConnection>,
     /// Where caller quotas are counted (Redis when shared).
     pub quotas: Arc<CallerQuotas>,
+    /// Set while health says SERVING (the admin `/readyz`).
+    pub readiness: Readiness,
+    /// Read again while serving.
+    secret_files: SecretFiles,
     config: Config,
 }
 
@@ -204,8 +210,9 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
     let http = HttpClient::new()?;
     let shared = shared_limits_and_replay(config, &env)?;
     let dialects = Dialects::builtin();
-    let providers = config
-        .provider_settings(&env)?
+    let provider_settings = config.provider_settings(&env)?;
+    let mut secret_files = SecretFiles::of(config, &provider_settings);
+    let providers = provider_settings
         .into_iter()
         .map(|settings| match &shared {
             Some(shared) => dialects.build_sharing_limits(
@@ -261,6 +268,8 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
                         message: "signing secrets must be whsec_ followed by base64".into(),
                     }],
                 })?;
+            let secrets = SigningSecrets::new(signing_secret, secrets.signing.clone());
+            secret_files.watch_signing_secrets(config, &secrets);
             Some(Forwarding {
                 forwarder: Forwarder::new(
                     ForwarderConfig {
@@ -274,8 +283,7 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
                         std::io::Error::other(format!("building the callback client: {err}"))
                     })?,
                 ),
-                signing_secret,
-                verify_secrets: secrets.signing.clone(),
+                secrets,
             })
         }
         None => None,
@@ -292,7 +300,11 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
     let redis = match config.state.redis(&env)? {
         Some(redis_config) => {
             let connection = RedisConnection::open(&redis_config).map_err(unusable)?;
-            tracing::info!(redis = ?connection, "run state and idempotency records in Redis");
+            tracing::info!(
+                cluster = connection.is_cluster(),
+                prefix = connection.prefix(),
+                "run state and idempotency records in Redis"
+            );
             // One round trip at start (none per call): its outcome is the
             // first value of `flowgate.state_store.up`, and an unreachable
             // Redis or a refused password is logged now, not on first use.
@@ -346,6 +358,8 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         idempotency,
         redis: redis.map(|(connection, _)| connection),
         quotas,
+        readiness: Readiness::default(),
+        secret_files,
         config: config.clone(),
     })
 }
@@ -405,16 +419,21 @@ impl Listeners {
         };
         Ok(Self { grpc, ingress, tls })
     }
+
+    /// The bound gRPC and ingress addresses.
+    pub fn local_addrs(&self) -> std::io::Result<(SocketAddr, Option<SocketAddr>)> {
+        let ingress = match &self.ingress {
+            Some(listener) => Some(listener.local_addr()?),
+            None => None,
+        };
+        Ok((self.grpc.local_addr()?, ingress))
+    }
 }
 
 /// Binds and serves in the background until [`RunningServer::shutdown`].
 pub async fn spawn(app: App) -> Result<RunningServer, ServeError> {
     let listeners = Listeners::bind(&app.config).await?;
-    let addr = listeners.grpc.local_addr()?;
-    let ingress_addr = match &listeners.ingress {
-        Some(listener) => Some(listener.local_addr()?),
-        None => None,
-    };
+    let (addr, ingress_addr) = listeners.local_addrs()?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(app, listeners, async move {
         let _ = shutdown_rx.await;
@@ -453,6 +472,9 @@ pub async fn serve(
         .set_serving::<WorkflowGatewayServer<GatewayService>>()
         .await;
     health.set_service_status("", ServingStatus::Serving).await;
+    app.readiness.set(true);
+    // Rotated secret files take effect without a restart (crate::reload).
+    let _secret_reload = app.secret_files.spawn();
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -467,11 +489,13 @@ pub async fn serve(
     let (drain_started_tx, drain_started_rx) = oneshot::channel::<tokio::time::Instant>();
     let (ingress_stop_tx, ingress_stop_rx) = oneshot::channel::<()>();
     let draining_health = health.clone();
+    let draining_readiness = app.readiness.clone();
     let draining_tracker = Arc::clone(&app.tracker);
     let signal = async move {
         shutdown.await;
         tracing::info!("shutdown requested: NOT_SERVING, draining in-flight calls");
         let _ = drain_started_tx.send(tokio::time::Instant::now());
+        draining_readiness.set(false);
         draining_health
             .set_not_serving::<WorkflowGatewayServer<GatewayService>>()
             .await;

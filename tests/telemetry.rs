@@ -175,6 +175,7 @@ fn env() -> &'static Env {
             let admin = admin::spawn(
                 "127.0.0.1:0".parse().unwrap(),
                 telemetry.prometheus().unwrap(),
+                admin::Readiness::default(),
             )
             .await
             .unwrap();

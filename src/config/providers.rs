@@ -94,16 +94,8 @@ impl Config {
             )
             .and_then(|key| key.ok_or(SecretProblem::Env("required".to_owned())))
             .map_err(|problem| problem.at("api_key_env", "api_key_file"));
-            let key = key.and_then(|key| {
-                if key.bytes().all(|b| b.is_ascii_graphic()) {
-                    Ok(key)
-                } else {
-                    Err((
-                        "api_key_env",
-                        "the key holds characters that cannot be sent in an HTTP header".to_owned(),
-                    ))
-                }
-            });
+            let key =
+                key.and_then(|key| header_safe(key).map_err(|message| ("api_key_env", message)));
             match key {
                 Ok(key) => {
                     let mut provider_settings =
@@ -130,4 +122,25 @@ impl Config {
             Err(ConfigError { issues })
         }
     }
+}
+
+/// `key` when an HTTP header can carry it (printable ASCII, no spaces).
+fn header_safe(key: String) -> Result<String, String> {
+    if key.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(key)
+    } else {
+        Err("the key holds characters that cannot be sent in an HTTP header".to_owned())
+    }
+}
+
+/// Reads a provider key from `file` with the checks of start-up (trimmed,
+/// not empty, fit for an HTTP header): for re-reading a rotated
+/// `api_key_file`. The message names the file, never the key.
+pub(crate) fn read_api_key_file(file: &Path) -> Result<SecretString, String> {
+    let key = read_secret(None, Some(file), |_| None)
+        .map_err(|problem| problem.at("", "").1)?
+        .ok_or_else(|| format!("{} is empty", file.display()))?;
+    header_safe(key)
+        .map(SecretString::new)
+        .map_err(|message| format!("{}: {message}", file.display()))
 }

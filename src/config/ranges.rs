@@ -57,6 +57,7 @@ pub const RANGES: &[Range] = &[
     count("server.max_request_bytes", 1024, 64 * MIB),
     count("server.max_concurrent_requests", 1, 100_000),
     count("server.max_queued_requests", 0, 100_000),
+    duration("server.secret_reload_interval", SECOND, DAY),
     duration("server.tls.reload_interval", SECOND, DAY),
     duration(
         "server.tls.handshake_timeout",
@@ -180,6 +181,10 @@ impl Config {
             (
                 "server.max_queued_requests",
                 C(to_u64(server.max_queued_requests)),
+            ),
+            (
+                "server.secret_reload_interval",
+                D(server.secret_reload_interval),
             ),
             ("webhooks.tolerance", D(webhooks.tolerance)),
             (

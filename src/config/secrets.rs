@@ -78,6 +78,31 @@ fn rotation(text: &str) -> Vec<SecretString> {
         .collect()
 }
 
+/// Reads flowgate's Standard Webhooks secrets from `file` with the checks
+/// of start-up, for re-reading a rotated `webhooks.signing_secret_file`:
+/// the signing secret and every secret accepted (the signing one first).
+/// The message names the file, never a secret.
+pub(crate) fn read_signing_secret_file(
+    file: &Path,
+) -> Result<(flowgate_webhook::StandardSecret, Vec<SecretString>), String> {
+    let text = read_secret(None, Some(file), |_| None)
+        .map_err(|problem| problem.at("", "").1)?
+        .unwrap_or_default();
+    let secrets = rotation(&text);
+    let parsed: Result<Vec<_>, _> = secrets
+        .iter()
+        .map(|secret| flowgate_webhook::StandardSecret::parse(secret.expose()))
+        .collect();
+    match parsed.map(|parsed| parsed.into_iter().next()) {
+        Ok(Some(signing)) => Ok((signing, secrets)),
+        Ok(None) => Err(format!("{} holds no secret", file.display())),
+        Err(_) => Err(format!(
+            "{}: signing secrets must be whsec_ followed by base64",
+            file.display()
+        )),
+    }
+}
+
 /// Secrets read from the environment or files, by name or path.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedSecrets {

@@ -22,8 +22,15 @@ pub struct ServerConfig {
     /// it calls are shed with RESOURCE_EXHAUSTED / `OVERLOADED`. 0 sheds
     /// as soon as every slot is taken. Default 1024.
     pub max_queued_requests: usize,
-    /// The admin HTTP listener (`GET /metrics`). Default `127.0.0.1:9464`.
+    /// The admin HTTP listener (`GET /metrics`, `/healthz`, `/readyz`).
+    /// Default `127.0.0.1:9464`.
     pub admin_listen: SocketAddr,
+    /// How often the secret files (`providers.*.api_key_file`,
+    /// `webhooks.signing_secret_file`) are read again; a changed, valid
+    /// file replaces the secret without a restart.
+    /// Default `10s`.
+    #[serde(deserialize_with = "duration")]
+    pub secret_reload_interval: Duration,
     /// `[server.tls]`: TLS (and mTLS) on the gRPC listener; absent, plaintext.
     pub tls: Option<TlsConfig>,
 }
@@ -38,6 +45,7 @@ impl Default for ServerConfig {
             max_concurrent_requests: 1024,
             max_queued_requests: 1024,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            secret_reload_interval: Duration::from_secs(10),
             tls: None,
         }
     }

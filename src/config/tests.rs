@@ -40,7 +40,7 @@ fn example_parses_with_defaults() {
     let settings = config.provider_settings(keys).unwrap();
     assert_eq!(settings[0].base_url, "https://api.fetchhive.com/v1");
     assert_eq!(settings[1].base_url, "http://127.0.0.1:8700/knouds");
-    assert_eq!(settings[1].api_key.expose(), "key-for-KN_KEY");
+    assert_eq!(settings[1].api_key.current().expose(), "key-for-KN_KEY");
 }
 
 #[test]

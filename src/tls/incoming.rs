@@ -72,11 +72,18 @@ impl TlsIncoming {
                     })
                 }
                 Ok(Err(err)) => {
-                    tracing::debug!(?remote, %err, "TLS handshake failed");
+                    tracing::debug!(
+                        remote = remote.map(tracing::field::display),
+                        %err,
+                        "TLS handshake failed"
+                    );
                     None
                 }
                 Err(_) => {
-                    tracing::debug!(?remote, "TLS handshake timed out");
+                    tracing::debug!(
+                        remote = remote.map(tracing::field::display),
+                        "TLS handshake timed out"
+                    );
                     None
                 }
             }

@@ -16,7 +16,10 @@ use rustls::{
 };
 use tokio_util::task::AbortOnDropHandle;
 
-use crate::config::{ClientAuth, ConfigError, ConfigIssue, TlsConfig};
+use crate::{
+    config::{ClientAuth, ConfigError, ConfigIssue, TlsConfig},
+    reload::{self, Reload},
+};
 
 /// The TLS configuration being served, and how to read it again.
 ///
@@ -74,30 +77,16 @@ impl TlsMaterial {
         &self.settings
     }
 
-    /// Starts re-reading the files every `reload_interval`; the task ends
-    /// when the handle is dropped.
+    /// Starts re-reading the files every `reload_interval` (see
+    /// [`crate::reload`]); the task ends when the handle is dropped.
     pub(super) fn spawn_reload(&self) -> AbortOnDropHandle<()> {
-        AbortOnDropHandle::new(tokio::spawn(self.clone().reload_forever()))
-    }
-
-    async fn reload_forever(mut self) {
-        let mut ticks = tokio::time::interval(self.settings.reload_interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
-            let this = self.clone();
-            match tokio::task::spawn_blocking(move || this.reread()).await {
-                Ok(seen) => self.loaded = seen,
-                Err(err) => tracing::warn!(%err, "re-reading the TLS files failed"),
-            }
-        }
+        reload::spawn_reload(self.settings.reload_interval, self.clone())
     }
 
     /// Reads the files; when their contents changed since they were last
     /// read and they parse, installs the new configuration. Returns the
     /// hash of what it saw, so the same bad contents warn only once.
-    fn reread(&self) -> u64 {
+    fn reread_files(&self) -> u64 {
         let files = match Files::read(&self.settings) {
             Ok(files) => files,
             Err(problems) => {
@@ -127,7 +116,16 @@ impl TlsMaterial {
     }
 }
 
+impl Reload for TlsMaterial {
+    const WHAT: &'static str = "TLS files";
+
+    fn reread(&mut self) {
+        self.loaded = self.reread_files();
+    }
+}
+
 fn warn_kept(problems: &[ConfigIssue]) {
+    flowgate_telemetry::metrics().config_reload_failed("tls");
     for problem in problems {
         tracing::warn!(
             path = %problem.path,

@@ -13,7 +13,9 @@
 //!   open connections keep their sessions. Files that do not parse (a
 //!   half-written rotation, a key that does not match) keep the old
 //!   configuration and log a warning with the path and the reason, once per
-//!   content, never any key material;
+//!   content, never any key material, and count it in
+//!   `flowgate.config.reload_failures{kind="tls"}` (the mechanism is
+//!   [`crate::reload`]'s, shared with the secret files);
 //! - with mTLS the verified client certificate's URI and DNS SANs become
 //!   the connection's [`PeerIdentity`](crate::auth::peer::PeerIdentity),
 //!   which [`PeerIdentityLayer`] copies into every request's extensions.

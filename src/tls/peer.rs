@@ -60,8 +60,8 @@ where
             extensions.insert(tcp);
             if let Some(peer) = peer {
                 tracing::debug!(
-                    uris = ?peer.uris,
-                    dns_names = ?peer.dns_names,
+                    uris = %peer.uris.join(","),
+                    dns_names = %peer.dns_names.join(","),
                     "mTLS client certificate identity"
                 );
                 extensions.insert(PeerIdentity::clone(&peer));

@@ -120,7 +120,7 @@ impl CallbackSender {
                 error,
             };
             let ok = record.delivered();
-            tracing::debug!(?dialect, url, attempt, ?status, "emulator callback attempt");
+            tracing::debug!(?dialect, url, attempt, status, "emulator callback attempt");
             self.log.push(record);
             if ok {
                 return;

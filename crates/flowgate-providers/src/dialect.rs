@@ -18,7 +18,7 @@ use flowgate_core::{
     AsyncMode, Deadline, FieldViolation, GatewayError, Invocation, Provider, ProviderKind,
     RunError, RunOutcome, WorkflowRef, WorkflowSchema,
 };
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, Method};
 
 pub use http::HeaderName;
 use serde::Serialize;
@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::{
     HttpClient, ProviderSettings,
     errors::{run_not_found, safe_run_error},
-    http::{BaseUrl, UpstreamRequest, UpstreamResponse, auth_header, is_upstream_id},
+    http::{BaseUrl, UpstreamRequest, UpstreamResponse, is_upstream_id},
 };
 
 /// One request a dialect wants sent: method, path below the base URL (one
@@ -210,28 +210,32 @@ pub trait Dialect: fmt::Debug + Default + Send + Sync + 'static {
 }
 
 /// A configured provider of dialect `D`: settings, the shared client, the
-/// parsed base URL and the auth header, built once.
+/// parsed base URL and the auth header's name (its value is the key's
+/// current one, see [`crate::ApiKey`]).
 #[derive(Debug)]
 pub struct HttpProvider<D> {
     settings: ProviderSettings,
     http: HttpClient,
     base: BaseUrl,
-    auth: (HeaderName, HeaderValue),
+    auth_name: HeaderName,
+    /// `Bearer <key>` rather than the key alone.
+    bearer: bool,
     dialect: D,
 }
 
 impl<D: Dialect> HttpProvider<D> {
     /// A provider for `settings`, sharing `http`.
     pub fn new(settings: ProviderSettings, http: HttpClient) -> Self {
-        let auth = match D::AUTH {
-            Auth::Bearer => auth_header(http::header::AUTHORIZATION, "Bearer ", &settings),
-            Auth::Header(name) => auth_header(name, "", &settings),
+        let (auth_name, bearer) = match D::AUTH {
+            Auth::Bearer => (http::header::AUTHORIZATION, true),
+            Auth::Header(name) => (name, false),
         };
         Self {
             base: BaseUrl::parse(&settings.base_url),
             settings,
             http,
-            auth,
+            auth_name,
+            bearer,
             dialect: D::default(),
         }
     }
@@ -328,7 +332,10 @@ impl<D: Dialect> HttpProvider<D> {
         let request = UpstreamRequest {
             url: self.url(&request)?,
             method: request.method,
-            auth: (&self.auth.0, &self.auth.1),
+            auth: (
+                &self.auth_name,
+                self.settings.api_key.header_value(self.bearer),
+            ),
             body: request.body,
         };
         self.http.send(&self.settings, request, deadline).await

@@ -121,7 +121,7 @@ impl UpstreamResponse {
 pub(crate) struct UpstreamRequest<'a> {
     pub method: http::Method,
     pub url: reqwest::Url,
-    pub auth: (&'a HeaderName, &'a HeaderValue),
+    pub auth: (&'a HeaderName, HeaderValue),
     pub body: Option<Vec<u8>>,
 }
 
@@ -178,24 +178,6 @@ impl BaseUrl {
         url.set_query(query);
         Ok(url)
     }
-}
-
-/// The auth header a dialect sends, built once and marked sensitive so it is
-/// never printed by the HTTP stack.
-pub(crate) fn auth_header(
-    name: HeaderName,
-    prefix: &str,
-    settings: &ProviderSettings,
-) -> (HeaderName, HeaderValue) {
-    let value = HeaderValue::from_str(&format!("{prefix}{}", settings.api_key.expose()))
-        .map(|mut value| {
-            value.set_sensitive(true);
-            value
-        })
-        // A key with bytes invalid in a header is rejected by config
-        // validation; an empty value then fails upstream as a 401.
-        .unwrap_or_else(|_| HeaderValue::from_static(""));
-    (name, value)
 }
 
 /// Who is being called, for error context.
@@ -275,7 +257,7 @@ impl HttpClient {
         let mut builder = self
             .client
             .request(request.method, request.url)
-            .header(request.auth.0, request.auth.1.clone())
+            .header(request.auth.0, request.auth.1)
             .header(header::ACCEPT, "application/json")
             .headers(trace_headers)
             .timeout(budget);

@@ -22,6 +22,7 @@
 //! a config `kind` name.
 
 pub mod aitutor;
+mod api_key;
 pub mod dialect;
 pub mod errors;
 pub mod fetchhive;
@@ -38,6 +39,7 @@ use std::sync::Arc;
 
 use flowgate_core::Provider;
 
+pub use api_key::ApiKey;
 pub use dialect::{Dialect, HttpProvider};
 pub use flowgate_core::{depth, numbers};
 pub use guard::Guarded;

@@ -29,10 +29,15 @@ const MAX_REQUEST_ID_CHARS: usize = 128;
 /// The reason used when a vendor's code is not a plain code token.
 pub const UNREADABLE_REASON: &str = Reason::UpstreamError.as_str();
 
-/// `text` with the provider key, and every fragment of it of
-/// [`MIN_FRAGMENT`] or more characters, replaced by `[redacted]`.
+/// `text` with the provider key (and the key it replaced, after a
+/// rotation), and every fragment of them of [`MIN_FRAGMENT`] or more
+/// characters, replaced by `[redacted]`.
 pub(crate) fn redact(settings: &ProviderSettings, text: &str) -> String {
-    redact_key(settings.api_key.expose(), text)
+    let mut text = text.to_owned();
+    settings
+        .api_key
+        .for_each_key(|key| text = redact_key(key, &text));
+    text
 }
 
 fn redact_key(key: &str, text: &str) -> String {
@@ -85,7 +90,11 @@ pub fn safe_message(settings: &ProviderSettings, message: &str) -> String {
 /// occurrence overlapping the kept part lies inside it), so an upstream's
 /// megabyte-long message costs no more than a short one.
 fn bounded<'a>(settings: &ProviderSettings, text: &'a str) -> &'a str {
-    let limit = MAX_MESSAGE_CHARS + settings.api_key.expose().chars().count() + 1;
+    let mut longest_key = 0;
+    settings
+        .api_key
+        .for_each_key(|key| longest_key = longest_key.max(key.chars().count()));
+    let limit = MAX_MESSAGE_CHARS + longest_key + 1;
     match text.char_indices().nth(limit) {
         Some((at, _)) => &text[..at],
         None => text,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use flowgate_core::{ProviderKind, SecretString, duration};
 use serde::Deserialize;
 
-use crate::dialect::Dialect;
+use crate::{ApiKey, dialect::Dialect};
 
 /// A provider's resolved settings (the key already loaded).
 #[derive(Clone, Debug)]
@@ -16,8 +16,9 @@ pub struct ProviderSettings {
     pub kind: ProviderKind,
     /// Base URL without a trailing slash, e.g. `https://api.fetchhive.com/v1`.
     pub base_url: String,
-    /// The provider API key.
-    pub api_key: SecretString,
+    /// The provider API key (replaced while serving when its file is
+    /// rotated; every clone shares it).
+    pub api_key: ApiKey,
     /// Longest an upstream request may take (the caller's deadline may cut it
     /// shorter).
     pub timeout: Duration,
@@ -153,7 +154,7 @@ impl ProviderSettings {
             name: name.into(),
             kind,
             base_url: base_url.to_owned(),
-            api_key,
+            api_key: ApiKey::new(api_key),
             timeout,
             default_variant: None,
             resilience: Resilience::default(),

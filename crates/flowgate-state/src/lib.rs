@@ -26,6 +26,6 @@ pub use store::{
 pub use tracker::{
     CallbackRejection, Forwarding, IngressConfig, REASON_POLL_GAVE_UP, REASON_SHUTTING_DOWN,
     REASON_STATE_STORE_UNAVAILABLE, REASON_WATCH_FAILED, REASON_WATCH_LIMIT, RunStream, RunTracker,
-    ShutdownReport, TrackerConfig, Verification, VerifyKey, WatchEnd, shutting_down,
-    store_unavailable,
+    ShutdownReport, SigningSecrets, TrackerConfig, Verification, VerifyKey, WatchEnd,
+    shutting_down, store_unavailable,
 };

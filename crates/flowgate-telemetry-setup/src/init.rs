@@ -188,6 +188,10 @@ impl TelemetryBuilder {
                 .with_target(false)
                 .with_filter(exporter_stack)
         });
+        // Colours only for a person at a terminal: a pipe, a file or a
+        // container runtime's log collector gets plain text.
+        let ansi =
+            self.log_writer.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
         let writer = self
             .log_writer
             .unwrap_or_else(|| BoxMakeWriter::new(std::io::stderr));
@@ -199,12 +203,14 @@ impl TelemetryBuilder {
         // the trace and span ids to join the two.
         let logs = match settings.log_format {
             LogFormat::Text => tracing_fmt::layer()
+                .with_ansi(ansi)
                 .with_writer(writer)
                 .with_filter(filter_fn(|metadata| metadata.is_event()))
                 .boxed(),
             LogFormat::Json => tracing_fmt::layer()
                 .event_format(JsonWithTraceIds::new())
                 .fmt_fields(JsonFields::new())
+                .with_ansi(false)
                 .with_writer(writer)
                 .with_filter(filter_fn(|metadata| metadata.is_event()))
                 .boxed(),

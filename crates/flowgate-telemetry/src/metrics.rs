@@ -15,6 +15,7 @@
 //! | `flowgate.credits.used` | `flowgate_credits_used_total` | counter (f64) | `caller`, `flowgate_provider` |
 //! | `flowgate.state_store.up` | `flowgate_state_store_up` | gauge (1/0; absent on the memory store) | none |
 //! | `flowgate.state_store.errors` | `flowgate_state_store_errors_total` | counter | `operation` (`command`, `pipeline`, `script`, `subscribe`, `unsubscribe`, `check`), `kind` (`timeout`, `connection`, `auth`, `server`) |
+//! | `flowgate.config.reload_failures` | `flowgate_config_reload_failures_total` | counter | `kind` (`api_key`, `webhook_signing_secret`, `tls`) |
 //!
 //! Labels are low-cardinality by construction: configured provider names,
 //! dialects, known RPC names (others are `_OTHER`) and status codes; never
@@ -64,6 +65,7 @@ pub struct Metrics {
     state_store_errors: Counter<u64>,
     /// Observes [`STATE_STORE_UP`] at each collection.
     _state_store_up: ObservableGauge<i64>,
+    reload_failures: Counter<u64>,
 }
 
 /// Whether the shared state store answered last: 1 yes, 0 no, -1 not
@@ -204,6 +206,12 @@ impl Metrics {
                 .u64_counter("flowgate.shutdown.abandoned")
                 .with_description(
                     "work that could not finish within the shutdown grace period, by kind",
+                )
+                .build(),
+            reload_failures: meter
+                .u64_counter("flowgate.config.reload_failures")
+                .with_description(
+                    "changed secret or certificate files that could not be used (the previous values stay), by kind",
                 )
                 .build(),
         }
@@ -357,6 +365,14 @@ impl Metrics {
                     KeyValue::new("kind", kind),
                 ],
             );
+        }
+    }
+
+    /// A changed file of `kind` (`api_key`, `webhook_signing_secret`,
+    /// `tls`) could not be used; the previous values stay in use.
+    pub fn config_reload_failed(&self, kind: &'static str) {
+        if self.enabled {
+            self.reload_failures.add(1, &[KeyValue::new("kind", kind)]);
         }
     }
 

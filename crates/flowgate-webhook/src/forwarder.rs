@@ -463,8 +463,8 @@ async fn deliver(shared: Arc<Shared>, job: Job, mut stop: watch::Receiver<bool>)
         tracing::debug!(
             event_id = %job.delivery.event_id,
             attempts,
-            ?last_status,
-            ?delay,
+            last_status,
+            delay_seconds = delay.as_secs_f64(),
             "webhook delivery failed, retrying"
         );
         tokio::select! {
@@ -534,7 +534,19 @@ impl Shared {
         match result {
             DeliveryResult::Delivered { .. } => bump(&self.counters.delivered),
             DeliveryResult::Rejected { .. } | DeliveryResult::Exhausted { .. } => {
-                tracing::warn!(%event_id, host, attempts, ?result, "webhook delivery given up");
+                let (outcome, status) = match result {
+                    DeliveryResult::Rejected { status } => ("rejected", status),
+                    DeliveryResult::Exhausted { last_status } => ("exhausted", last_status),
+                    _ => ("given_up", None),
+                };
+                tracing::warn!(
+                    %event_id,
+                    host,
+                    attempts,
+                    outcome,
+                    status,
+                    "webhook delivery given up"
+                );
                 self.dedup.invalidate(&job.dedup_key);
                 bump(&self.counters.failed);
             }

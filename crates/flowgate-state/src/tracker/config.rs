@@ -1,6 +1,11 @@
 //! The tracker's settings: pacing and bounds, callback ingress, forwarding.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
 
 use flowgate_core::{ReplayStore, SecretString};
 use flowgate_webhook::{Forwarder, StandardSecret};
@@ -60,9 +65,57 @@ pub struct IngressConfig {
 pub struct Forwarding {
     /// The delivery queue.
     pub forwarder: Forwarder,
-    /// The secret flowgate signs with (Standard Webhooks).
-    pub signing_secret: StandardSecret,
-    /// Every secret still accepted by VerifyWebhook for the Standard scheme
-    /// (the signing one first, older ones after, for rotation).
-    pub verify_secrets: Vec<SecretString>,
+    /// flowgate's Standard Webhooks secrets.
+    pub secrets: SigningSecrets,
+}
+
+/// The secret flowgate signs forwarded events with (Standard Webhooks) and
+/// every secret VerifyWebhook still accepts for the Standard scheme (the
+/// signing one first, older ones after, for rotation).
+///
+/// Clones share them: [`SigningSecrets::replace`] (a rotated secret file)
+/// changes them for every later delivery and verification; a delivery
+/// already queued keeps the secret it was queued with.
+#[derive(Clone)]
+pub struct SigningSecrets(Arc<RwLock<Arc<SigningSet>>>);
+
+struct SigningSet {
+    signing: StandardSecret,
+    verify: Vec<SecretString>,
+}
+
+impl SigningSecrets {
+    /// Signs with `signing`; VerifyWebhook accepts every one of `verify`.
+    pub fn new(signing: StandardSecret, verify: Vec<SecretString>) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(SigningSet {
+            signing,
+            verify,
+        }))))
+    }
+
+    /// Replaces both, for every clone.
+    pub fn replace(&self, signing: StandardSecret, verify: Vec<SecretString>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) =
+            Arc::new(SigningSet { signing, verify });
+    }
+
+    fn current(&self) -> Arc<SigningSet> {
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The secret new deliveries are signed with.
+    pub fn signing(&self) -> StandardSecret {
+        self.current().signing.clone()
+    }
+
+    /// Every secret accepted, the signing one first.
+    pub fn verify(&self) -> Vec<SecretString> {
+        self.current().verify.clone()
+    }
+}
+
+impl fmt::Debug for SigningSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SigningSecrets([redacted])")
+    }
 }

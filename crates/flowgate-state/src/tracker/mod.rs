@@ -48,7 +48,7 @@ use flowgate_webhook::{Delivery, ForwardedEvent, Verifier, VerifierConfig};
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-pub use config::{Forwarding, IngressConfig, TrackerConfig};
+pub use config::{Forwarding, IngressConfig, SigningSecrets, TrackerConfig};
 pub use shutdown::ShutdownReport;
 pub use stream::{
     REASON_POLL_GAVE_UP, REASON_SHUTTING_DOWN, REASON_WATCH_FAILED, REASON_WATCH_LIMIT, RunStream,
@@ -360,10 +360,10 @@ impl RunTracker {
             url,
             event_id: event.event_id(),
             body: event.to_body(),
-            secret: forwarding.signing_secret.clone(),
+            secret: forwarding.secrets.signing(),
         };
         if let Err(error) = forwarding.forwarder.enqueue(delivery) {
-            tracing::warn!(run_id = %record.run_id.encode(), ?error, "callback not queued");
+            tracing::warn!(run_id = %record.run_id.encode(), %error, "callback not queued");
         }
     }
 

@@ -158,7 +158,7 @@ impl RunTracker {
                 WebhookScheme::Standard => self
                     .forwarding
                     .as_ref()
-                    .map(|forwarding| forwarding.verify_secrets.clone())
+                    .map(|forwarding| forwarding.secrets.verify())
                     .unwrap_or_default(),
                 _ => provider
                     .as_ref()
@@ -212,7 +212,7 @@ impl RunTracker {
             return Ok(self
                 .forwarding
                 .as_ref()
-                .map(|forwarding| forwarding.verify_secrets.clone())
+                .map(|forwarding| forwarding.secrets.verify())
                 .unwrap_or_default());
         }
         let unknown = || {
