@@ -171,7 +171,9 @@ class Checker:
 
         # Probes: native gRPC on the health service while the listener is
         # plaintext; with TLS the kubelet's gRPC probe cannot connect, so a
-        # gRPC probe there would never pass.
+        # gRPC probe there would never pass: then HTTP on the admin port
+        # (/readyz for startup and readiness, which follows the health
+        # service and drains; /healthz for liveness).
         tls = "tls" in server
         if "startupProbe" not in container:
             self.fail("gateway", "startupProbe missing")
@@ -183,8 +185,11 @@ class Checker:
             else:
                 if "grpc" in probe:
                     self.fail("gateway", f"{name} is gRPC but server.tls is on (kubelet probes are plaintext)")
-                elif probe.get("tcpSocket", {}).get("port") not in ("grpc", grpc_port) and "httpGet" not in probe:
-                    self.fail("gateway", f"{name} must check the gRPC port or the admin endpoints")
+                else:
+                    http = probe.get("httpGet", {})
+                    path = "/healthz" if name == "livenessProbe" else "/readyz"
+                    if http.get("port") not in ("admin", admin_port) or http.get("path") != path:
+                        self.fail("gateway", f"{name} must be GET {path} on the admin port (server.tls is on)")
 
         # Shutdown: endpoints drain (preStop), then calls get shutdown_grace.
         grace = duration_seconds(server.get("shutdown_grace", "30s"))
