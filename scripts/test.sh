@@ -90,7 +90,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
 FLOWGATE_PYTHON="$PWD/.venv/bin/python" FLOWGATE_REQUIRE_PYTHON=1 \
-  cargo test --workspace --locked 2>&1 | tee "$log"
+  cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 

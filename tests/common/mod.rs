@@ -7,6 +7,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod captured_logs;
+pub mod pki;
 pub mod process;
 pub mod temp_dir;
 
