@@ -149,7 +149,10 @@ async fn python_client_against_a_real_gateway() {
         .status()
         .is_ok_and(|status| status.success());
     if !found {
-        return skip(&format!("python interpreter `{}` not found", python.display()));
+        return skip(&format!(
+            "python interpreter `{}` not found",
+            python.display()
+        ));
     }
 
     let emulator = Emulator::start(

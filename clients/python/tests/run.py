@@ -20,6 +20,16 @@ def main() -> int:
     sys.path.insert(0, str(CLIENT))
     import codegen
 
+    try:
+        import grpc_status  # noqa: F401
+        import grpc_tools  # noqa: F401
+    except ImportError as missing:
+        print(
+            f"python client: {missing}; install scripts/requirements-test.txt "
+            f"into this interpreter ({sys.executable}) or run scripts/test.sh",
+            file=sys.stderr,
+        )
+        return 1
     # Always regenerate: the stubs under test are the protos' of this commit.
     codegen.generate()
     sys.path.insert(0, str(CLIENT / "src"))
