@@ -117,8 +117,12 @@ class Gateway(unittest.TestCase):
             async with AsyncClient(ADDR, api_key=KEYS["app"]) as client:
                 message = tutor("wf_story", {"story": "an async dragon"})
                 message.async_options.enabled = True
-                started = (await client.invoke(message, timeout=15)).response
+                invoked = await client.invoke(message, timeout=15)
+                started = invoked.response
                 self.assertTrue(started.run_id)
+                # grpc.aio metadata, typed the same way.
+                assert invoked.quota is not None
+                self.assertIsNotNone(invoked.quota.requests_remaining)
                 statuses = [e.status async for e in client.stream_status(started.run_id, timeout=STREAM_TIMEOUT)]
                 self.assertEqual(statuses[-1], pb.RUN_STATUS_COMPLETED)
                 final = await client.wait_for_run(started.run_id, timeout=STREAM_TIMEOUT)
@@ -129,6 +133,7 @@ class Gateway(unittest.TestCase):
                 self.assertEqual(raised.exception.code, C.NOT_FOUND)
                 assert raised.exception.details.resource_info is not None
                 self.assertEqual(raised.exception.details.resource_info.resource_type, "aitutor.workflow")
+                self.assertIsNotNone(raised.exception.quota)
 
         asyncio.run(scenario())
 
@@ -200,9 +205,13 @@ class Gateway(unittest.TestCase):
     def test_deadline(self) -> None:
         emulator.inject(dialect="aitutor", path_contains="wf_research", latency_ms=3000, times=1)
         started = time.monotonic()
-        error = self.failure(self.client.invoke, tutor("wf_research", {"topic": "deadlines"}), timeout=0.5)
+        recorder = Recorder()
+        message = tutor("wf_research", {"topic": "deadlines"})
+        error = self.failure(self.client.invoke, message, timeout=0.5, retry=RetryPolicy(on_retry=recorder))
         self.assertEqual(error.code, C.DEADLINE_EXCEEDED)
         self.assertLess(time.monotonic() - started, 2.5)
+        # A paid run that may have started: not retried.
+        self.assertEqual(recorder.retries, [])
 
     # --- the retry helper ----------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Callable, Iterator, Optional, Sequence, Tuple, TypeVar
 
 import grpc
 
@@ -12,6 +12,8 @@ from .metadata import as_dict
 from .results import Invoked, attempt_timeout, call_metadata, is_terminal, stream_ended_early
 from .v1 import gateway_pb2 as pb
 from .v1 import gateway_pb2_grpc as pb_grpc
+
+R = TypeVar("R")
 
 
 class Client:
@@ -134,10 +136,16 @@ class Client:
         """Checks a webhook delivery's signature."""
         return self._read(self.stub.VerifyWebhook, request, timeout, retry)
 
-    def _read(self, method, request, timeout, retry):  # type: ignore[no-untyped-def]
+    def _read(
+        self,
+        method: Callable[..., R],
+        request: object,
+        timeout: Optional[float],
+        retry: Optional[_retry.RetryPolicy],
+    ) -> R:
         md = call_metadata(self._api_key, ())
 
-        def once(remaining: Optional[float]):  # type: ignore[no-untyped-def]
+        def once(remaining: Optional[float]) -> R:
             try:
                 return method(request, timeout=attempt_timeout(remaining), metadata=md)
             except grpc.RpcError as error:
