@@ -134,6 +134,8 @@ class Gateway(unittest.TestCase):
                 assert raised.exception.details.resource_info is not None
                 self.assertEqual(raised.exception.details.resource_info.resource_type, "aitutor.workflow")
                 self.assertIsNotNone(raised.exception.quota)
+                schema = await client.get_workflow_schema(pb.WorkflowTarget(provider="kn", slug="summarize-text"), timeout=15)
+                self.assertIn("text", [f.name for f in schema.fields])
 
         asyncio.run(scenario())
 

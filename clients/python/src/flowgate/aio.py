@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Optional, Sequence, Tuple
+from typing import AsyncIterator, Awaitable, Callable, Optional, Sequence, Tuple, TypeVar
 
 import grpc
 import grpc.aio
@@ -14,6 +14,8 @@ from .metadata import as_dict
 from .results import Invoked, attempt_timeout, call_metadata, is_terminal, stream_ended_early
 from .v1 import gateway_pb2 as pb
 from .v1 import gateway_pb2_grpc as pb_grpc
+
+R = TypeVar("R")
 
 
 class AsyncClient:
@@ -120,14 +122,31 @@ class AsyncClient:
         retry: Optional[_retry.RetryPolicy] = None,
     ) -> pb.GetWorkflowSchemaResponse:
         """A workflow's input fields."""
-        md = call_metadata(self._api_key, ())
         request = pb.GetWorkflowSchemaRequest(target=target)
+        return await self._read(self.stub.GetWorkflowSchema, request, timeout, retry)
 
-        async def once(remaining: Optional[float]) -> pb.GetWorkflowSchemaResponse:
+    async def verify_webhook(
+        self,
+        request: pb.VerifyWebhookRequest,
+        *,
+        timeout: Optional[float] = None,
+        retry: Optional[_retry.RetryPolicy] = None,
+    ) -> pb.VerifyWebhookResponse:
+        """Checks a webhook delivery's signature."""
+        return await self._read(self.stub.VerifyWebhook, request, timeout, retry)
+
+    async def _read(
+        self,
+        method: Callable[..., Awaitable[R]],
+        request: object,
+        timeout: Optional[float],
+        retry: Optional[_retry.RetryPolicy],
+    ) -> R:
+        md = call_metadata(self._api_key, ())
+
+        async def once(remaining: Optional[float]) -> R:
             try:
-                return await self.stub.GetWorkflowSchema(
-                    request, timeout=attempt_timeout(remaining), metadata=md
-                )
+                return await method(request, timeout=attempt_timeout(remaining), metadata=md)
             except grpc.RpcError as error:
                 raise FlowgateError.from_rpc_error(error) from None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from google.rpc import error_details_pb2, status_pb2
 
@@ -148,7 +148,7 @@ def decode(status: Optional[status_pb2.Status]) -> ErrorDetails:
     of a type sent twice, the first counts)."""
     if status is None:
         return ErrorDetails()
-    found: dict = {}
+    found: Dict[str, Any] = {}
     for detail in status.details:
         for message_type, name, convert in _DECODERS:
             if name not in found and detail.Is(message_type.DESCRIPTOR):

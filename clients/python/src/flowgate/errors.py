@@ -56,10 +56,10 @@ class FlowgateError(Exception):
     @classmethod
     def from_rpc_error(cls, error: grpc.RpcError) -> "FlowgateError":
         """Decodes a ``grpc.RpcError`` or ``grpc.aio.AioRpcError``."""
-        code = error.code()  # type: ignore[attr-defined]
-        message = error.details() or ""  # type: ignore[attr-defined]
+        code = error.code()
+        message = error.details() or ""
         try:
-            status = rpc_status.from_call(error)  # type: ignore[arg-type]
+            status = rpc_status.from_call(error)
         except ValueError:
             # A status trailer that disagrees with the call's own status is
             # not trusted.
@@ -67,6 +67,6 @@ class FlowgateError(Exception):
         initial = getattr(error, "initial_metadata", None)
         metadata = as_dict(
             initial() if callable(initial) else None,
-            error.trailing_metadata(),  # type: ignore[attr-defined]
+            error.trailing_metadata(),
         )
         return cls(code, message, _details.decode(status), metadata)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, Mapping, Optional, Tuple, Union
 
 Metadata = Iterable[Tuple[str, Union[str, bytes]]]
 
 
-def as_dict(*sources: Optional[Metadata]) -> dict:
+def as_dict(*sources: Optional[Metadata]) -> Dict[str, str]:
     """Text metadata of one or more sources as one dict (later sources win)."""
-    merged: dict = {}
+    merged: Dict[str, str] = {}
     for source in sources:
         for key, value in source or ():
             if not key.endswith("-bin") and isinstance(value, str):

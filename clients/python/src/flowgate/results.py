@@ -4,7 +4,7 @@ terminal states."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 
@@ -53,7 +53,7 @@ def stream_ended_early(run_id: str) -> FlowgateError:
     )
 
 
-def call_metadata(api_key: Optional[str], extra: Sequence[Tuple[str, str]]) -> list:
+def call_metadata(api_key: Optional[str], extra: Sequence[Tuple[str, str]]) -> List[Tuple[str, str]]:
     """The request metadata: the caller's key (``authorization: Bearer``) and ``extra``."""
     md = [("authorization", f"Bearer {api_key}")] if api_key else []
     md.extend(extra)
