@@ -26,6 +26,7 @@
 
 mod background;
 mod config;
+mod owners;
 mod shutdown;
 mod stream;
 #[cfg(test)]
@@ -96,6 +97,8 @@ pub struct RunTracker {
     background_runs: TaskTracker,
     /// Pollers stopped at shutdown while their run still owed a forward.
     abandoned_watches: AtomicUsize,
+    /// This replica's owner-lease tokens.
+    owner_tokens: owners::OwnerTokens,
 }
 
 impl fmt::Debug for RunTracker {
@@ -197,7 +200,7 @@ impl RunTracker {
                 None => verifier,
             }
         };
-        Arc::new(Self {
+        let tracker = Arc::new(Self {
             background: Arc::new(Semaphore::new(config.max_background_runs.max(1))),
             ingress_verifier: verifier("ingress"),
             rpc_verifier: verifier("verify_webhook"),
@@ -216,7 +219,10 @@ impl RunTracker {
             pollers: TaskTracker::new(),
             background_runs: TaskTracker::new(),
             abandoned_watches: AtomicUsize::new(0),
-        })
+            owner_tokens: owners::OwnerTokens::new(),
+        });
+        tracker.start_sweeper();
+        tracker
     }
 
     /// Starts an async run (`invocation.async_delivery` set) and records
