@@ -257,8 +257,14 @@ async fn one_owner_at_a_time_and_lapsed_leases_are_found(a: &dyn RunStore, b: &d
     let lease = Duration::from_millis(400);
     let expired = async |store: &dyn RunStore| store.expired_owners(10_000).await.unwrap();
     assert!(a.claim_owner(&id, "a-1", lease).await.unwrap());
-    assert!(!b.claim_owner(&id, "b-1", lease).await.unwrap(), "held by a");
-    assert!(a.claim_owner(&id, "a-1", lease).await.unwrap(), "a claims again");
+    assert!(
+        !b.claim_owner(&id, "b-1", lease).await.unwrap(),
+        "held by a"
+    );
+    assert!(
+        a.claim_owner(&id, "a-1", lease).await.unwrap(),
+        "a claims again"
+    );
     assert!(!b.renew_owner(&id, "b-1", lease).await.unwrap(), "not b's");
     for _ in 0..4 {
         tokio::time::sleep(lease / 2).await;
@@ -266,7 +272,10 @@ async fn one_owner_at_a_time_and_lapsed_leases_are_found(a: &dyn RunStore, b: &d
     }
     assert!(!expired(b).await.contains(&id), "renewed: never lapsed");
     b.release_owner(&id, "b-1").await.unwrap();
-    assert!(!b.claim_owner(&id, "b-1", lease).await.unwrap(), "b cannot free it");
+    assert!(
+        !b.claim_owner(&id, "b-1", lease).await.unwrap(),
+        "b cannot free it"
+    );
     a.release_owner(&id, "a-1").await.unwrap();
     assert!(b.claim_owner(&id, "b-1", lease).await.unwrap(), "released");
     // b dies: its lease lapses.
@@ -287,7 +296,10 @@ async fn one_owner_at_a_time_and_lapsed_leases_are_found(a: &dyn RunStore, b: &d
     assert!(a.claim_owner(&id, "a-3", lease).await.unwrap(), "released");
     a.release_owner(&id, "a-3").await.unwrap();
     tokio::time::sleep(lease + Duration::from_millis(200)).await;
-    assert!(!expired(a).await.contains(&id), "a released lease is no work");
+    assert!(
+        !expired(a).await.contains(&id),
+        "a released lease is no work"
+    );
 }
 
 async fn contract(a: &dyn RunStore, b: &dyn RunStore) {
@@ -369,9 +381,16 @@ async fn records_expire_and_events_carry_no_secret() {
     assert_eq!(event.status, RunStatus::Completed);
     assert_eq!(event.webhook_secret, None, "events never carry the secret");
     // Owner leases: the lease expires by itself, its index with the runs.
-    assert!(a.claim_owner(&id, "a-1", Duration::from_secs(5)).await.unwrap());
+    assert!(
+        a.claim_owner(&id, "a-1", Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
     let keys = server.command(&["KEYS", "fg:run-owner*"]).unwrap();
-    let keys: Vec<&str> = keys.lines().filter(|line| line.contains("run-owner")).collect();
+    let keys: Vec<&str> = keys
+        .lines()
+        .filter(|line| line.contains("run-owner"))
+        .collect();
     assert_eq!(keys.len(), 2, "the lease and its shard's index: {keys:?}");
     for key in keys {
         let key = key.trim().trim_start_matches('+');

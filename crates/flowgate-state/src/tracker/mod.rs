@@ -26,6 +26,8 @@
 
 mod background;
 mod config;
+#[cfg(test)]
+mod owner_tests;
 mod owners;
 mod shutdown;
 mod stream;

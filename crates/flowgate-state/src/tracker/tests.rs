@@ -18,7 +18,7 @@ use crate::{MemoryRunStore, StoreLimits};
 /// How a fake provider answers status polls (and, for AI Tutor-like
 /// ones, runs).
 #[derive(Debug, Clone, Copy)]
-enum Polls {
+pub(super) enum Polls {
     /// Panics on the first poll, then reports the run completed.
     PanicOnce,
     /// Always fails (UNAVAILABLE).
@@ -40,7 +40,7 @@ enum Polls {
 }
 
 #[derive(Debug)]
-struct Fake {
+pub(super) struct Fake {
     polls: Polls,
     count: AtomicUsize,
     native_async: bool,
@@ -129,7 +129,7 @@ impl Provider for Fake {
     }
 }
 
-fn tracker(polls: Polls, native_async: bool) -> (Arc<RunTracker>, Arc<Fake>) {
+pub(super) fn tracker(polls: Polls, native_async: bool) -> (Arc<RunTracker>, Arc<Fake>) {
     let provider = Arc::new(Fake {
         polls,
         count: AtomicUsize::new(0),
@@ -155,7 +155,7 @@ fn tracker(polls: Polls, native_async: bool) -> (Arc<RunTracker>, Arc<Fake>) {
     (tracker, provider)
 }
 
-async fn running_run(tracker: &RunTracker) -> String {
+pub(super) async fn running_run(tracker: &RunTracker) -> String {
     let id = RunId::new("kn", "e-1");
     tracker
         .store
@@ -307,7 +307,7 @@ async fn drain_waits_for_background_runs_until_the_deadline_and_reports_the_rest
 }
 
 /// The provider's status polls so far.
-fn polls(provider: &Fake) -> usize {
+pub(super) fn polls(provider: &Fake) -> usize {
     provider.count.load(Ordering::SeqCst)
 }
 

@@ -81,7 +81,9 @@ fn shard(encoded: &str) -> u32 {
 }
 
 fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 impl RedisRunStore {
@@ -130,7 +132,11 @@ impl RedisRunStore {
         let (lease_key, index, member) = self.owner_keys(run_id);
         let mut invocation = self.inner.owners.release.prepare_invoke();
         invocation.key(lease_key).key(index).arg(token).arg(member);
-        self.inner.commands.script::<i64>(&invocation).await.map(drop)
+        self.inner
+            .commands
+            .script::<i64>(&invocation)
+            .await
+            .map(drop)
     }
 
     pub(super) async fn owners_expired(&self, max: usize) -> Result<Vec<RunId>, StoreUnavailable> {
