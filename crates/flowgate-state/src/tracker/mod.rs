@@ -23,6 +23,11 @@
 //! shutdown streams end at once with `SHUTTING_DOWN`, pollers stop, and
 //! background runs and queued forwards get the grace period
 //! ([`RunTracker::drain`]).
+//!
+//! Across replicas, a gateway-run call and a run's poller are owned by the
+//! replica holding the run's owner lease; every replica sweeps lapsed
+//! leases, failing a dead replica's gateway-run runs with
+//! `GATEWAY_REPLICA_LOST` and polling its polled runs on (see `owners`).
 
 mod background;
 mod config;
