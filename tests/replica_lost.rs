@@ -17,14 +17,13 @@ mod common;
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use axum::{Router, extract::State, routing::post};
 use common::{
     inputs,
     process::{GatewayProcess, free_addr},
+    receiver::receiver,
     slug, target, workflow_id,
 };
 use flowgate::pb;
@@ -44,27 +43,6 @@ const TAKEN_OVER_WITHIN: Duration = Duration::from_secs(2 * 2 + 2);
 
 /// Knouds async runs end this long after they start.
 const RUN_TAKES: Duration = Duration::from_secs(5);
-
-/// Bodies a local callback receiver got.
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<serde_json::Value>>>);
-
-/// A callback receiver on 127.0.0.1:0 answering 200.
-async fn receiver() -> (String, Received) {
-    async fn hook(State(received): State<Received>, body: axum::body::Bytes) -> &'static str {
-        let body = serde_json::from_slice(&body).unwrap_or(json!(null));
-        received.0.lock().unwrap().push(body);
-        "ok"
-    }
-    let received = Received::default();
-    let app = Router::new()
-        .route("/hook", post(hook))
-        .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, received)
-}
 
 fn replica_config(emulator: &Emulator, redis: &RedisServer, grpc: SocketAddr) -> String {
     let text = common::config_text(emulator);
@@ -181,13 +159,17 @@ async fn a_dead_replicas_runs_are_taken_over_or_fail_with_gateway_replica_lost()
     let mut events = Vec::new();
     while killed.elapsed() < RUN_TAKES + TAKEN_OVER_WITHIN && events.is_empty() {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        events = received.0.lock().unwrap().clone();
+        events = received
+            .all()
+            .iter()
+            .map(|(_, body)| serde_json::from_slice::<serde_json::Value>(body).unwrap())
+            .collect();
     }
     assert_eq!(events.len(), 1, "one completion event: {events:?}");
     assert_eq!(events[0]["type"], "run.completed", "{events:?}");
     assert_eq!(events[0]["data"]["run_id"], json!(knouds.run_id));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(received.0.lock().unwrap().len(), 1, "forwarded once");
+    assert_eq!(received.all().len(), 1, "forwarded once");
 
     // A runs an AI Tutor call whose answer is held; A dies.
     emulator.inject_fault(

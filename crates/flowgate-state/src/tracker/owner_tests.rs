@@ -4,9 +4,7 @@
 //! holding is renewed and never swept; a stream polls only while no other
 //! replica does.
 
-use flowgate_core::{AsyncDelivery, WorkflowRef};
-
-use super::tests::{Polls, polls, running_run, tracker};
+use super::tests::{Polls, polls, running_run, start_background, tracker};
 use super::*;
 
 const DEAD: &str = "dead-replica-1";
@@ -54,16 +52,7 @@ async fn a_gateway_run_run_whose_owner_died_fails_with_gateway_replica_lost() {
 #[tokio::test(start_paused = true)]
 async fn a_running_background_run_keeps_its_lease() {
     let (tracker, _) = tracker(Polls::Hang, false);
-    let mut invocation = Invocation::new(WorkflowRef::WorkflowId("wf".into()));
-    invocation.async_delivery = Some(AsyncDelivery { callback_url: None });
-    let target = WorkflowTarget {
-        provider: None,
-        workflow: invocation.workflow.clone(),
-    };
-    let invoked = tracker
-        .start(&target, invocation, Deadline::NONE, None)
-        .await
-        .unwrap();
+    let invoked = start_background(&tracker).await;
     tokio::time::sleep(lease(&tracker) * 4).await;
     assert!(tracker.store.expired_owners(10).await.unwrap().is_empty());
     let record = tracker.store.get(&invoked.run_id).await.unwrap().unwrap();
