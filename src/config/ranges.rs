@@ -74,6 +74,7 @@ pub const RANGES: &[Range] = &[
     duration("runs.poll_max", MS, HOUR),
     duration("runs.max_watch", SECOND, Duration::from_secs(7 * 24 * 3600)),
     count("runs.max_background_runs", 1, 100_000),
+    duration("runs.owner_lease", SECOND, Duration::from_secs(600)),
     duration(
         "idempotency.ttl",
         SECOND,
@@ -204,6 +205,7 @@ impl Config {
                 "runs.max_background_runs",
                 C(to_u64(runs.max_background_runs)),
             ),
+            ("runs.owner_lease", D(runs.owner_lease)),
             ("idempotency.ttl", D(self.idempotency.ttl)),
             ("idempotency.capacity", C(self.idempotency.capacity)),
             ("state.op_timeout", D(self.state.op_timeout)),
@@ -397,6 +399,7 @@ mod tests {
             "runs.poll_max",
             "runs.max_watch",
             "runs.max_background_runs",
+            "runs.owner_lease",
             "idempotency.ttl",
             "idempotency.capacity",
             "schemas.ttl",

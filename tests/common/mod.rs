@@ -9,6 +9,7 @@
 pub mod captured_logs;
 pub mod pki;
 pub mod process;
+pub mod receiver;
 pub mod temp_dir;
 
 use std::{collections::HashMap, sync::Arc};
