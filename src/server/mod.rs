@@ -6,7 +6,8 @@
 //!    authenticated, load shedding, malformed requests (see there, one comment a layer);
 //! 3. the routes: `WorkflowGateway` (message size capped by
 //!    `server.max_request_bytes`), `grpc.health.v1.Health`, and server
-//!    reflection v1 and v1alpha (with the health descriptor registered).
+//!    reflection v1 and v1alpha (the health descriptor, the `google.rpc`
+//!    error details and the well-known types registered too).
 //!
 //! With `[server.tls]` the listener speaks TLS ([`crate::tls`]: its own
 //! acceptor, certificates re-read while serving) and [`PeerIdentityLayer`]
