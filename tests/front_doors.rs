@@ -8,6 +8,7 @@
 //! buf test is skipped loudly, unless `FLOWGATE_REQUIRE_BUF=1`, in which case
 //! it fails.
 
+
 mod common;
 
 use std::{

@@ -4,6 +4,12 @@
 //! error's status and details, the same caller authentication as gRPC, and
 //! CORS preflights from an allowed origin and from another one.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail loudly"
+)]
+
 mod common;
 
 use std::collections::BTreeMap;
