@@ -8,7 +8,6 @@
 //! buf test is skipped loudly, unless `FLOWGATE_REQUIRE_BUF=1`, in which case
 //! it fails.
 
-
 mod common;
 
 use std::{
