@@ -1,7 +1,8 @@
 //! What a tool needs from reflection: the service, the `google.rpc` error
 //! detail types and the well-known types, each with every file it imports,
-//! over reflection v1 and v1alpha; and what `buf curl` (when buf is
-//! installed) prints for a failed call's details.
+//! over reflection v1 and v1alpha; and, when buf is installed, `buf curl`
+//! calling Invoke over gRPC and gRPC-Web through reflection, and what it
+//! prints for a failed call's details.
 //!
 //! buf is looked up as `$FLOWGATE_BUF`, then `.tools/node_modules/.bin/buf`
 //! (where scripts/test.sh installs it), then `buf` on `PATH`. Without it the
@@ -231,6 +232,48 @@ fn skip_without_buf() -> Option<PathBuf> {
     found
 }
 
+/// Runs `buf curl` with `args`, bounded in time.
+async fn buf_curl(buf: &PathBuf, args: &[&str]) -> std::process::Output {
+    let run = tokio::process::Command::new(buf)
+        .arg("curl")
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("buf curl finishes")
+        .expect("buf curl runs")
+}
+
+#[tokio::test]
+async fn buf_curl_invokes_over_grpc_and_grpc_web_on_the_same_port() {
+    let Some(buf) = skip_without_buf() else {
+        return;
+    };
+    let h = common::start_minimal().await;
+    let url = format!(
+        "http://{}/flowgate.v1.WorkflowGateway/Invoke",
+        h.server.addr
+    );
+    let data = r#"{"target":{"slug":"summarize-text"},"inputs":{"text":"hello"}}"#;
+    // gRPC needs HTTP/2 (prior knowledge on plaintext); gRPC-Web goes over
+    // HTTP/1.1 here, as from a browser.
+    for protocol in [
+        &["--http2-prior-knowledge", "--protocol", "grpc"][..],
+        &["--protocol", "grpcweb"][..],
+    ] {
+        let output = buf_curl(&buf, &[protocol, &["-d", data, &url]].concat()).await;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{protocol:?}: {stderr}");
+        let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(answer["status"], "RUN_STATUS_COMPLETED", "{protocol:?}");
+        assert_eq!(answer["provider"], "kn", "{protocol:?}");
+        assert!(answer["output"]["summary"].is_string(), "{answer:#}");
+    }
+}
+
 #[tokio::test]
 async fn buf_curl_prints_a_failed_calls_details_as_type_names_and_bytes() {
     let Some(buf) = skip_without_buf() else {
@@ -241,20 +284,19 @@ async fn buf_curl_prints_a_failed_calls_details_as_type_names_and_bytes() {
         "http://{}/flowgate.v1.WorkflowGateway/Invoke",
         h.server.addr
     );
-    let run = tokio::process::Command::new(&buf)
-        .args(["curl", "--http2-prior-knowledge", "--protocol", "grpc"])
-        .args([
+    let data = r#"{"target":{"provider":"kn","slug":"no-such-flow"}}"#;
+    let output = buf_curl(
+        &buf,
+        &[
+            "--http2-prior-knowledge",
+            "--protocol",
+            "grpc",
             "-d",
-            r#"{"target":{"provider":"kn","slug":"no-such-flow"}}"#,
-        ])
-        .arg(&url)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("buf curl finishes")
-        .expect("buf curl runs");
+            data,
+            &url,
+        ],
+    )
+    .await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the call fails: {stdout}");
