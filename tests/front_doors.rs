@@ -9,6 +9,8 @@
 //! buf test is skipped loudly, unless `FLOWGATE_REQUIRE_BUF=1`, in which case
 //! it fails.
 
+#![expect(clippy::expect_used, reason = "test helpers fail loudly")]
+
 mod common;
 
 use std::{
