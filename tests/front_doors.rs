@@ -234,6 +234,18 @@ fn skip_without_buf() -> Option<PathBuf> {
     found
 }
 
+/// buf, a gateway (one provider per dialect) and its Invoke URL; none
+/// without buf.
+async fn buf_and_gateway() -> Option<(PathBuf, common::Harness, String)> {
+    let buf = skip_without_buf()?;
+    let h = common::start_minimal().await;
+    let url = format!(
+        "http://{}/flowgate.v1.WorkflowGateway/Invoke",
+        h.server.addr
+    );
+    Some((buf, h, url))
+}
+
 /// Runs `buf curl` with `args`, bounded in time.
 async fn buf_curl(buf: &PathBuf, args: &[&str]) -> std::process::Output {
     let run = tokio::process::Command::new(buf)
@@ -250,14 +262,9 @@ async fn buf_curl(buf: &PathBuf, args: &[&str]) -> std::process::Output {
 
 #[tokio::test]
 async fn buf_curl_invokes_over_grpc_and_grpc_web_on_the_same_port() {
-    let Some(buf) = skip_without_buf() else {
+    let Some((buf, _h, url)) = buf_and_gateway().await else {
         return;
     };
-    let h = common::start_minimal().await;
-    let url = format!(
-        "http://{}/flowgate.v1.WorkflowGateway/Invoke",
-        h.server.addr
-    );
     let data = r#"{"target":{"slug":"summarize-text"},"inputs":{"text":"hello"}}"#;
     // gRPC needs HTTP/2 (prior knowledge on plaintext); gRPC-Web goes over
     // HTTP/1.1 here, as from a browser.
@@ -278,14 +285,9 @@ async fn buf_curl_invokes_over_grpc_and_grpc_web_on_the_same_port() {
 
 #[tokio::test]
 async fn buf_curl_prints_a_failed_calls_details_as_type_names_and_bytes() {
-    let Some(buf) = skip_without_buf() else {
+    let Some((buf, _h, url)) = buf_and_gateway().await else {
         return;
     };
-    let h = common::start_minimal().await;
-    let url = format!(
-        "http://{}/flowgate.v1.WorkflowGateway/Invoke",
-        h.server.addr
-    );
     let data = r#"{"target":{"provider":"kn","slug":"no-such-flow"}}"#;
     let output = buf_curl(
         &buf,

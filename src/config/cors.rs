@@ -83,19 +83,7 @@ fn check_origin(origin: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const BASE: &str = "[providers.kn]\nkind = \"knouds\"\napi_key_env = \"K\"\n";
-
-    fn problems(text: &str) -> Vec<String> {
-        match Config::parse(&format!("{BASE}{text}"), Vec::new()) {
-            Ok(_) => Vec::new(),
-            Err(err) => err
-                .issues
-                .into_iter()
-                .map(|issue| format!("{}: {}", issue.path, issue.message))
-                .collect(),
-        }
-    }
+    use crate::config::tls::tests::{BASE, problems};
 
     #[test]
     fn off_by_default_and_read_when_set() {
@@ -122,6 +110,7 @@ mod tests {
              \"https://App.example.com\", \"https://a.example.com:443\", \"ftp://x.example\", \
              \"https://*.example.com\", \"app.example.com\", \"https://ok.example.com\"]\n\
              max_age = \"48h\"\n",
+            &[],
         );
         let paths: Vec<_> = found
             .iter()
