@@ -1,8 +1,9 @@
 //! gRPC-Web and CORS on the gRPC port, as a browser speaks them: raw
 //! HTTP/1.1 requests (no gRPC client) to a real gateway and the emulator.
 //! Binary and base64 text framing, the answer's message and trailers, an
-//! error's status and details, the same caller authentication as gRPC, and
-//! CORS preflights from an allowed origin and from another one.
+//! error's status and details, hostile bodies, the same caller
+//! authentication as gRPC, and CORS preflights from an allowed origin and
+//! from another one.
 
 #![expect(
     clippy::unwrap_used,
@@ -227,6 +228,47 @@ async fn a_grpc_web_error_carries_its_status_and_details() {
     assert_eq!(
         details.resource_info().expect("ResourceInfo").resource_name,
         "no-such-flow"
+    );
+}
+
+#[tokio::test]
+async fn hostile_grpc_web_bodies_are_invalid_argument_like_grpc_ones() {
+    use tonic_types::StatusExt as _;
+    let h = start().await;
+    // Bad base64 in grpc-web-text (tonic-web cannot read it) and a frame
+    // that is not an InvokeRequest (prost cannot decode it).
+    let cases = [
+        ("application/grpc-web-text", b"not base64 at all!".to_vec()),
+        (
+            "application/grpc-web+proto",
+            vec![0, 0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff],
+        ),
+    ];
+    for (content_type, body) in cases {
+        let response = post(&h, content_type, body.clone(), Some(WEB_KEY)).await;
+        let headers = response.headers().clone();
+        let raw = response.bytes().await.unwrap();
+        let raw = if content_type.ends_with("-text") {
+            decode_text(&raw)
+        } else {
+            raw.to_vec()
+        };
+        let answer = parse_frames(&raw);
+        assert!(answer.messages.is_empty(), "{body:?}");
+        let status = status_of(&headers, &answer);
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{body:?}: {status:?}"
+        );
+        assert_eq!(
+            status.get_error_details().error_info().unwrap().reason,
+            "MALFORMED_REQUEST"
+        );
+    }
+    assert!(
+        h.emulator.requests().is_empty(),
+        "nothing reached a provider"
     );
 }
 
