@@ -113,10 +113,12 @@ pub fn edge_stack(server: &ServerConfig, callers: Arc<CallerRegistry>) -> EdgeSt
         .option_layer(cors::layer(&server.cors))
         // gRPC-Web (HTTP/1.1 or 2, binary or base64 text) becomes gRPC here
         // and the answer gRPC-Web again, so every layer below sees one
-        // protocol (a panic answer too). Any other HTTP/1.1 request is 400.
+        // protocol (a panic answer too). Any other HTTP/1.1 request is
+        // answered 400 here: other HTTP/1.1 protocols translate above it.
         .layer(tonic_web::GrpcWebLayer::new())
         // A panic anywhere below (a layer, a handler, a stream item) becomes
-        // INTERNAL / INTERNAL_PANIC; outermost, so nothing escapes it.
+        // INTERNAL / INTERNAL_PANIC; outermost of the gRPC layers (only the
+        // library protocol adapters above), so nothing of ours escapes it.
         .layer(CatchPanicLayer::new(SERVED_METHODS))
         // Server span and RPC metrics per call (health and reflection too);
         // outside the limit, so time spent queued and shed calls show.
