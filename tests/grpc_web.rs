@@ -161,6 +161,12 @@ async fn grpc_web_binary_invoke_answers_the_message_then_the_trailers_over_http1
     ] {
         assert!(exposed.contains(name), "{name} not in {exposed:?}");
     }
+    // The provider's rate-limit data, as gRPC response metadata (headers).
+    assert!(
+        header(&response, "x-ratelimit-remaining").is_some(),
+        "{:?}",
+        response.headers()
+    );
     let answer = parse_frames(&response.bytes().await.unwrap());
     assert_completed(&answer);
 }
