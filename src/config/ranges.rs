@@ -65,6 +65,7 @@ pub const RANGES: &[Range] = &[
         MINUTE,
     ),
     count("server.tls.max_handshakes", 1, 100_000),
+    duration("server.cors.max_age", Duration::ZERO, DAY),
     duration("webhooks.tolerance", SECOND, DAY),
     count("webhooks.max_body_bytes", 1024, 64 * MIB),
     count("webhooks.forward_max_attempts", 1, 50),
@@ -187,6 +188,7 @@ impl Config {
                 "server.secret_reload_interval",
                 D(server.secret_reload_interval),
             ),
+            ("server.cors.max_age", D(server.cors.max_age)),
             ("webhooks.tolerance", D(webhooks.tolerance)),
             (
                 "webhooks.max_body_bytes",
