@@ -2,7 +2,7 @@
 //!
 //! The gRPC stack, outermost first:
 //! 1. tonic's HTTP/2 server (keepalive, per-connection settings);
-//! 2. the edge layers of [`edge_stack`]: panics caught, telemetry, callers
+//! 2. the edge layers of [`edge_stack`]: the Connect protocol, panics caught, telemetry, callers
 //!    authenticated, load shedding, malformed requests (see there, one comment a layer);
 //! 3. the routes: `WorkflowGateway` (message size capped by
 //!    `server.max_request_bytes`), `grpc.health.v1.Health`, and server
@@ -51,6 +51,7 @@ use tower::{
 use crate::{
     auth::CallerRegistry,
     config::{ConfigError, ServerConfig},
+    connect::ConnectLayer,
     health::DrainingHealth,
     ingress,
     layers::{
@@ -82,7 +83,10 @@ pub type EdgeStack = ServiceBuilder<
         MalformedRequestLayer,
         Stack<
             LoadShedLayer,
-            Stack<AuthLayer, Stack<RpcTelemetryLayer, Stack<CatchPanicLayer, Identity>>>,
+            Stack<
+                AuthLayer,
+                Stack<RpcTelemetryLayer, Stack<CatchPanicLayer, Stack<ConnectLayer, Identity>>>,
+            >,
         >,
     >,
 >;
@@ -91,6 +95,10 @@ pub type EdgeStack = ServiceBuilder<
 /// [`serve`] puts it around the routes; tests put it around their own.
 pub fn edge_stack(server: &ServerConfig, callers: Arc<CallerRegistry>) -> EdgeStack {
     ServiceBuilder::new()
+        // Connect requests (JSON or binary, unary or streaming) become the
+        // gRPC requests below and their answers Connect answers, so every
+        // layer and the error table serve them as gRPC (crate::connect).
+        .layer(ConnectLayer::new(server.max_request_bytes))
         // A panic anywhere below (a layer, a handler, a stream item) becomes
         // INTERNAL / INTERNAL_PANIC; outermost, so nothing escapes it.
         .layer(CatchPanicLayer::new(SERVED_METHODS))
@@ -221,6 +229,8 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let builder = Server::builder()
+        // HTTP/1.1 beside HTTP/2 for Connect callers such as curl.
+        .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
 
