@@ -8,6 +8,7 @@ use std::{collections::HashMap, sync::LazyLock};
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor, SerializeOptions};
+use serde_json::Value;
 
 use crate::proto::FILE_DESCRIPTOR_SET;
 
@@ -106,13 +107,41 @@ pub fn json_to_frame(desc: &MessageDescriptor, json: &[u8]) -> Result<Bytes, Str
 /// Protobuf bytes of `desc` → proto3 JSON (field names in lowerCamelCase,
 /// default values left out, as Connect clients expect).
 pub fn proto_to_json(desc: &MessageDescriptor, proto: &[u8]) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(&proto_to_value(desc, proto)?).map_err(|err| err.to_string())
+}
+
+/// Protobuf bytes of `desc` → a proto3 JSON value, whole numbers in
+/// `double` fields (every number of a `google.protobuf.Value`) written as
+/// integers (`3`, not `3.0`), as the gRPC answer's readers see them.
+pub fn proto_to_value(desc: &MessageDescriptor, proto: &[u8]) -> Result<Value, String> {
     let message = DynamicMessage::decode(desc.clone(), proto).map_err(|err| err.to_string())?;
-    let mut out = Vec::with_capacity(proto.len().saturating_mul(2));
-    let mut serializer = serde_json::Serializer::new(&mut out);
-    message
-        .serialize_with_options(&mut serializer, &SerializeOptions::new())
+    let mut value = message
+        .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new())
         .map_err(|err| err.to_string())?;
-    Ok(out)
+    whole_numbers_as_integers(&mut value);
+    Ok(value)
+}
+
+/// Largest integer a double holds exactly (2^53).
+const EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+fn whole_numbers_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(number) => {
+            if let Some(float) = number.as_f64().filter(|_| number.is_f64())
+                && float.fract() == 0.0
+                && float.abs() <= EXACT_INTEGER
+            {
+                // Exact: a whole number within ±2^53.
+                #[allow(clippy::cast_possible_truncation)]
+                let whole = float as i64;
+                *number = whole.into();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+        Value::Null | Value::Bool(_) | Value::String(_) => {}
+    }
 }
 
 /// `message` behind a frame prefix with `flags`; `None` when it is longer
@@ -152,7 +181,8 @@ pub fn single_frame(bytes: &Bytes) -> Option<(u8, Bytes)> {
     let header = bytes.get(..FRAME_HEADER)?;
     let declared = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
     let len = usize::try_from(declared).ok()?;
-    (bytes.len().checked_sub(FRAME_HEADER)? == len).then(|| (header[0], bytes.slice(FRAME_HEADER..)))
+    (bytes.len().checked_sub(FRAME_HEADER)? == len)
+        .then(|| (header[0], bytes.slice(FRAME_HEADER..)))
 }
 
 #[cfg(test)]
@@ -162,14 +192,20 @@ mod tests {
     #[test]
     fn the_catalog_knows_every_method_and_the_detail_types() {
         let catalog = Catalog::get().unwrap();
-        let invoke = catalog.method("/flowgate.v1.WorkflowGateway/Invoke").unwrap();
+        let invoke = catalog
+            .method("/flowgate.v1.WorkflowGateway/Invoke")
+            .unwrap();
         assert!(!invoke.server_streaming);
         assert_eq!(invoke.input.full_name(), "flowgate.v1.InvokeRequest");
         let stream = catalog
             .method("/flowgate.v1.WorkflowGateway/StreamStatus")
             .unwrap();
         assert!(stream.server_streaming);
-        assert!(catalog.method("/flowgate.v1.WorkflowGateway/Nope").is_none());
+        assert!(
+            catalog
+                .method("/flowgate.v1.WorkflowGateway/Nope")
+                .is_none()
+        );
         assert!(catalog.message("google.rpc.ErrorInfo").is_some());
         assert!(catalog.message("google.rpc.BadRequest").is_some());
     }
@@ -177,20 +213,27 @@ mod tests {
     #[test]
     fn json_round_trips_through_protobuf() {
         let catalog = Catalog::get().unwrap();
-        let invoke = catalog.method("/flowgate.v1.WorkflowGateway/Invoke").unwrap();
-        let json = br#"{"target":{"provider":"kn","slug":"summarize"},"inputs":{"text":"hi","n":[1,2]},"idempotencyKey":"k1"}"#;
+        let invoke = catalog
+            .method("/flowgate.v1.WorkflowGateway/Invoke")
+            .unwrap();
+        let json = br#"{"target":{"provider":"kn","slug":"summarize"},"inputs":{"text":"hi","n":[1,2.5,1e300]},"idempotencyKey":"k1"}"#;
         let framed = json_to_frame(&invoke.input, json).unwrap();
         let (flags, proto) = single_frame(&framed).unwrap();
         assert_eq!(flags, 0);
         let back: serde_json::Value =
             serde_json::from_slice(&proto_to_json(&invoke.input, &proto).unwrap()).unwrap();
-        assert_eq!(back, serde_json::from_slice::<serde_json::Value>(json).unwrap());
+        assert_eq!(
+            back,
+            serde_json::from_slice::<serde_json::Value>(json).unwrap()
+        );
     }
 
     #[test]
     fn bad_json_is_an_error_not_a_panic() {
         let catalog = Catalog::get().unwrap();
-        let invoke = catalog.method("/flowgate.v1.WorkflowGateway/Invoke").unwrap();
+        let invoke = catalog
+            .method("/flowgate.v1.WorkflowGateway/Invoke")
+            .unwrap();
         for bad in [
             &b"{"[..],
             b"[]",
@@ -201,7 +244,11 @@ mod tests {
         ] {
             assert!(json_to_frame(&invoke.input, bad).is_err(), "{bad:?}");
         }
-        let deep = format!("{{\"inputs\":{}{}}}", "{\"a\":".repeat(200), "1".to_owned() + &"}".repeat(200));
+        let deep = format!(
+            "{{\"inputs\":{}{}}}",
+            "{\"a\":".repeat(200),
+            "1".to_owned() + &"}".repeat(200)
+        );
         assert!(json_to_frame(&invoke.input, deep.as_bytes()).is_err());
     }
 
@@ -212,11 +259,17 @@ mod tests {
         buffer.extend_from_slice(&framed[..3]);
         assert_eq!(take_frame(&mut buffer, 10), Ok(None));
         buffer.extend_from_slice(&framed[3..]);
-        assert_eq!(take_frame(&mut buffer, 10), Ok(Some((0, Bytes::from_static(b"hello")))));
+        assert_eq!(
+            take_frame(&mut buffer, 10),
+            Ok(Some((0, Bytes::from_static(b"hello"))))
+        );
         assert!(buffer.is_empty());
         buffer.extend_from_slice(&[0, 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(take_frame(&mut buffer, 10), Err(0xffff_ffff));
-        assert_eq!(single_frame(&framed), Some((0, Bytes::from_static(b"hello"))));
+        assert_eq!(
+            single_frame(&framed),
+            Some((0, Bytes::from_static(b"hello")))
+        );
         assert_eq!(single_frame(&framed.slice(..6)), None);
         assert_eq!(single_frame(&Bytes::from_static(b"\0\0")), None);
         let mut two = BytesMut::from(&framed[..]);

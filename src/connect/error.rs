@@ -9,7 +9,7 @@ use prost::Message as _;
 use serde_json::{Map, Value, json};
 use tonic::{Code, Status};
 
-use super::codec::{Catalog, proto_to_json};
+use super::codec::{Catalog, proto_to_value};
 
 /// Connect's name for `code` (`invalid_argument`).
 pub fn code_name(code: Code) -> &'static str {
@@ -93,8 +93,7 @@ fn details(encoded: &[u8]) -> Vec<Value> {
             );
             let debug = catalog
                 .and_then(|catalog| catalog.message(name))
-                .and_then(|desc| proto_to_json(&desc, &any.value).ok())
-                .and_then(|json| serde_json::from_slice::<Value>(&json).ok());
+                .and_then(|desc| proto_to_value(&desc, &any.value).ok());
             if let Some(debug) = debug {
                 detail.insert("debug".into(), debug);
             }
@@ -173,7 +172,9 @@ mod tests {
             .decode(info["value"].as_str().unwrap())
             .unwrap();
         assert_eq!(
-            tonic_types::pb::ErrorInfo::decode(&bytes[..]).unwrap().reason,
+            tonic_types::pb::ErrorInfo::decode(&bytes[..])
+                .unwrap()
+                .reason,
             "CALLER_QUOTA_EXCEEDED"
         );
         let retry = details

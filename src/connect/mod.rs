@@ -109,7 +109,9 @@ where
                 let (mut parts, body) = request.into_parts();
                 let framed = match request::grpc_body(&call, &parts.headers, body, max).await {
                     Ok(framed) => framed,
-                    Err(status) => return Ok(answer::error(call.shape, &status, http::HeaderMap::new())),
+                    Err(status) => {
+                        return Ok(answer::error(call.shape, &status, http::HeaderMap::new()));
+                    }
                 };
                 if let Err(status) = request::grpc_headers(&mut parts.headers) {
                     return Ok(answer::error(call.shape, &status, http::HeaderMap::new()));

@@ -87,8 +87,8 @@ pub fn recognise<B>(request: &Request<B>) -> Option<Result<Call, Refusal>> {
 
 /// A malformed request: INVALID_ARGUMENT, reason `MALFORMED_REQUEST`.
 pub fn malformed(message: impl std::fmt::Display) -> Status {
-    let message = crate::status::cap(&message.to_string(), crate::status::MAX_MESSAGE_CHARS)
-        .into_owned();
+    let message =
+        crate::status::cap(&message.to_string(), crate::status::MAX_MESSAGE_CHARS).into_owned();
     crate::status::to_status(&GatewayError::new(
         ErrorClass::InvalidArgument,
         MALFORMED_REQUEST,
@@ -98,7 +98,12 @@ pub fn malformed(message: impl std::fmt::Display) -> Status {
 
 /// The request body read within `max` bytes and turned into one framed
 /// protobuf message for the gRPC service.
-pub async fn grpc_body<B>(call: &Call, headers: &HeaderMap, body: B, max: usize) -> Result<Bytes, Status>
+pub async fn grpc_body<B>(
+    call: &Call,
+    headers: &HeaderMap,
+    body: B,
+    max: usize,
+) -> Result<Bytes, Status>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<super::BoxError>,
@@ -173,7 +178,11 @@ pub fn grpc_headers(headers: &mut HeaderMap) -> Result<(), Status> {
                 || name.starts_with("grpc-")
                 || matches!(
                     name,
-                    "content-type" | "content-length" | "content-encoding" | "accept-encoding" | "te"
+                    "content-type"
+                        | "content-length"
+                        | "content-encoding"
+                        | "accept-encoding"
+                        | "te"
                 )
         })
         .cloned()
@@ -181,7 +190,10 @@ pub fn grpc_headers(headers: &mut HeaderMap) -> Result<(), Status> {
     for name in names {
         headers.remove(&name);
     }
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
     if let Some(timeout) = timeout {
         headers.insert("grpc-timeout", timeout);
@@ -252,18 +264,34 @@ mod tests {
         assert!(recognise(&request("GET", invoke, "application/json")).is_none());
         assert!(matches!(
             recognise(&request("POST", invoke, "application/json; charset=utf-8")),
-            Some(Ok(Call { shape: Shape { encoding: Encoding::Json, streaming: false }, .. }))
+            Some(Ok(Call {
+                shape: Shape {
+                    encoding: Encoding::Json,
+                    streaming: false
+                },
+                ..
+            }))
         ));
         assert!(matches!(
             recognise(&request("POST", stream, "application/connect+proto")),
-            Some(Ok(Call { shape: Shape { encoding: Encoding::Proto, streaming: true }, .. }))
+            Some(Ok(Call {
+                shape: Shape {
+                    encoding: Encoding::Proto,
+                    streaming: true
+                },
+                ..
+            }))
         ));
         assert!(matches!(
             recognise(&request("POST", stream, "application/json")),
             Some(Err(Refusal::Http(StatusCode::UNSUPPORTED_MEDIA_TYPE)))
         ));
         assert!(matches!(
-            recognise(&request("POST", "/flowgate.v1.WorkflowGateway/Nope", "application/json")),
+            recognise(&request(
+                "POST",
+                "/flowgate.v1.WorkflowGateway/Nope",
+                "application/json"
+            )),
             Some(Err(Refusal::Status(_, _)))
         ));
     }

@@ -164,7 +164,8 @@ mod tests {
         let desc = super::super::codec::Catalog::get()
             .unwrap()
             .message("google.rpc.ErrorInfo");
-        let body = ConnectStreamBody::new(StreamBody::new(futures::stream::iter(frames)), desc, None);
+        let body =
+            ConnectStreamBody::new(StreamBody::new(futures::stream::iter(frames)), desc, None);
         let bytes = body.collect().await.unwrap().to_bytes();
         let got = envelopes(BytesMut::from(&bytes[..]));
         assert_eq!(got.len(), 2);
