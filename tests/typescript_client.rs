@@ -94,7 +94,10 @@ fn run(logs: &Path, program: &str, args: &[&str], env: &[(&str, &str)], limit: D
 async fn typescript_client_over_grpc_and_connect() {
     let node = Command::new("node").arg("--version").output();
     if !node.is_ok_and(|out| out.status.success()) {
-        assert!(!node_required(), "FLOWGATE_REQUIRE_NODE=1 but node is not installed");
+        assert!(
+            !node_required(),
+            "FLOWGATE_REQUIRE_NODE=1 but node is not installed"
+        );
         eprintln!("SKIPPED: node is not installed; the TypeScript client was not tested");
         return;
     }
@@ -105,8 +108,20 @@ async fn typescript_client_over_grpc_and_connect() {
             let args = ["ci", "--no-audit", "--no-fund"];
             run(&logs_dir, "npm", &args, &[], Duration::from_secs(300));
         }
-        run(&logs_dir, "npm", &["run", "generate"], &[], Duration::from_secs(120));
-        run(&logs_dir, "npm", &["run", "typecheck"], &[], Duration::from_secs(120));
+        run(
+            &logs_dir,
+            "npm",
+            &["run", "generate"],
+            &[],
+            Duration::from_secs(120),
+        );
+        run(
+            &logs_dir,
+            "npm",
+            &["run", "typecheck"],
+            &[],
+            Duration::from_secs(120),
+        );
     })
     .await
     .unwrap();
