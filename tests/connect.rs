@@ -331,3 +331,48 @@ async fn connect_timeout_is_the_deadline() {
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["code"], "deadline_exceeded");
 }
+
+#[tokio::test]
+async fn binary_streams_of_any_route_pass_through_reflection_included() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, ServerReflectionResponse,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let h = common::start().await;
+    // Server reflection is a bidirectional stream: one request envelope,
+    // then the request ends; over HTTP/2 as `buf curl --protocol connect`.
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let response = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+        .post(url(
+            &h,
+            "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        ))
+        .header("content-type", "application/connect+proto")
+        .body(envelope(&request.encode_to_vec()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let frames = envelopes(&response.bytes().await.unwrap());
+    let answer = ServerReflectionResponse::decode(&frames[0].1[..]).unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    assert!(
+        list.service
+            .iter()
+            .any(|s| s.name == "flowgate.v1.WorkflowGateway")
+    );
+    assert_eq!(frames.last().unwrap().0, 2);
+
+    // Health over Connect JSON.
+    let (status, _, body) = post_json(&h, "grpc.health.v1.Health/Check", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"status": "SERVING"}));
+}

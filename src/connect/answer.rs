@@ -93,7 +93,7 @@ where
     if shape.streaming {
         headers.insert(header::CONTENT_TYPE, content_type(shape));
         let json = match shape.encoding {
-            Encoding::Json => Some(call.method.output.clone()),
+            Encoding::Json => call.method.map(|method| method.output.clone()),
             Encoding::Proto => None,
         };
         let body = Body::new(ConnectStreamBody::new(body, json, head));
@@ -131,7 +131,11 @@ where
     };
     let body = match shape.encoding {
         Encoding::Proto => message,
-        Encoding::Json => match proto_to_json(&call.method.output, &message) {
+        Encoding::Json => match call
+            .method
+            .ok_or_else(|| "no such method".to_owned())
+            .and_then(|method| proto_to_json(&method.output, &message))
+        {
             Ok(json) => Bytes::from(json),
             Err(problem) => {
                 tracing::warn!(%problem, "Connect: an answer could not be encoded as JSON");

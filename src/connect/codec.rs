@@ -30,9 +30,10 @@ pub struct Method {
     pub server_streaming: bool,
 }
 
-/// The methods of the `flowgate.v1` services by path
-/// (`/flowgate.v1.WorkflowGateway/Invoke`), and the pool that also knows
-/// the `google.rpc` error detail types (for the `debug` form of details).
+/// The methods of the `flowgate.v1` and `grpc.health.v1` services by path
+/// (`/flowgate.v1.WorkflowGateway/Invoke`): the ones Connect JSON can be
+/// transcoded for; and the pool that also knows the `google.rpc` error
+/// detail types (for the `debug` form of details).
 #[derive(Debug)]
 pub struct Catalog {
     pool: DescriptorPool,
@@ -52,9 +53,10 @@ impl Catalog {
     fn build() -> Result<Self, prost_reflect::DescriptorError> {
         let mut pool = DescriptorPool::decode(FILE_DESCRIPTOR_SET)?;
         pool.decode_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)?;
+        pool.decode_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)?;
         let mut methods = HashMap::new();
         for service in pool.services() {
-            if service.package_name() != "flowgate.v1" {
+            if !matches!(service.package_name(), "flowgate.v1" | "grpc.health.v1") {
                 continue;
             }
             for method in service.methods() {
@@ -208,6 +210,7 @@ mod tests {
         );
         assert!(catalog.message("google.rpc.ErrorInfo").is_some());
         assert!(catalog.message("google.rpc.BadRequest").is_some());
+        assert!(catalog.method("/grpc.health.v1.Health/Check").is_some());
     }
 
     #[test]

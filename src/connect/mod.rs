@@ -4,12 +4,14 @@
 //! authentication, limits, telemetry and the error table are the gRPC
 //! path's own.
 //!
-//! Recognised by content type on `POST /flowgate.v1.WorkflowGateway/<Method>`:
-//! `application/json` or `application/proto` for unary methods,
-//! `application/connect+json` or `application/connect+proto` for
-//! `StreamStatus` (anything else, gRPC included, passes on untouched).
-//! JSON is the proto3 JSON mapping, transcoded from the descriptor set by
-//! `prost-reflect`. Requests are read within `server.max_request_bytes`;
+//! Recognised by content type on a `POST`: `application/json` or
+//! `application/proto` for unary methods, `application/connect+json` or
+//! `application/connect+proto` for streaming ones (anything else, gRPC and
+//! gRPC-Web included, passes on untouched). JSON is the proto3 JSON
+//! mapping, transcoded from the descriptor set by `prost-reflect`, for
+//! `flowgate.v1` and health; binary works for every route, server
+//! reflection's bidirectional stream included (so `buf curl --protocol
+//! connect` resolves the schema), its envelopes passed through as frames. Requests are read within `server.max_request_bytes`;
 //! an oversized, undecodable or compressed body is INVALID_ARGUMENT with
 //! reason `MALFORMED_REQUEST` before the service is called. Errors are
 //! Connect error JSON whose `details` are the status's `google.rpc`
@@ -107,16 +109,22 @@ where
         ConnectFuture::Connect {
             future: Box::pin(async move {
                 let (mut parts, body) = request.into_parts();
-                let framed = match request::grpc_body(&call, &parts.headers, body, max).await {
-                    Ok(framed) => framed,
-                    Err(status) => {
-                        return Ok(answer::error(call.shape, &status, http::HeaderMap::new()));
+                let body = if call.shape.streaming && call.method.is_none() {
+                    // Binary envelopes are gRPC frames: passed on as they
+                    // come (full duplex), bounded by the routes' limits.
+                    body
+                } else {
+                    match request::grpc_body(&call, &parts.headers, body, max).await {
+                        Ok(framed) => Body::new(http_body_util::Full::new(framed)),
+                        Err(status) => {
+                            return Ok(answer::error(call.shape, &status, http::HeaderMap::new()));
+                        }
                     }
                 };
                 if let Err(status) = request::grpc_headers(&mut parts.headers) {
                     return Ok(answer::error(call.shape, &status, http::HeaderMap::new()));
                 }
-                let grpc = Request::from_parts(parts, Body::new(http_body_util::Full::new(framed)));
+                let grpc = Request::from_parts(parts, body);
                 let response = inner.call(grpc).await?;
                 Ok(answer::translate(&call, response).await)
             }),

@@ -36,8 +36,10 @@ pub struct Shape {
 /// A recognised Connect call.
 #[derive(Debug, Clone)]
 pub struct Call {
-    /// The method called.
-    pub method: &'static Method,
+    /// The method called, when the catalog knows it (always for JSON).
+    /// Binary calls of other methods (reflection's bidirectional stream)
+    /// pass their protobuf through: a Connect envelope is a gRPC frame.
+    pub method: Option<&'static Method>,
     /// Its encoding and kind.
     pub shape: Shape,
 }
@@ -75,14 +77,17 @@ pub fn recognise<B>(request: &Request<B>) -> Option<Result<Call, Refusal>> {
         let status = Status::internal("the Connect protocol is unavailable");
         return Some(Err(Refusal::Status(shape, status)));
     };
-    let Some(method) = catalog.method(request.uri().path()) else {
-        let status = Status::unimplemented("no such method");
-        return Some(Err(Refusal::Status(shape, status)));
-    };
-    if method.server_streaming != streaming {
-        return Some(Err(Refusal::Http(StatusCode::UNSUPPORTED_MEDIA_TYPE)));
+    let method = catalog.method(request.uri().path());
+    match method {
+        Some(method) if method.server_streaming != streaming => {
+            Some(Err(Refusal::Http(StatusCode::UNSUPPORTED_MEDIA_TYPE)))
+        }
+        None if encoding == Encoding::Json => {
+            let status = Status::unimplemented("no such method for JSON");
+            Some(Err(Refusal::Status(shape, status)))
+        }
+        _ => Some(Ok(Call { method, shape })),
     }
-    Some(Ok(Call { method, shape }))
 }
 
 /// A malformed request: INVALID_ARGUMENT, reason `MALFORMED_REQUEST`.
@@ -157,7 +162,10 @@ where
     };
     match call.shape.encoding {
         Encoding::Proto => frame(0, &message).ok_or_else(too_large),
-        Encoding::Json => json_to_frame(&call.method.input, &message).map_err(malformed),
+        Encoding::Json => match call.method {
+            Some(method) => json_to_frame(&method.input, &message).map_err(malformed),
+            None => Err(Status::unimplemented("no such method for JSON")),
+        },
     }
 }
 
