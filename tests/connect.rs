@@ -376,3 +376,52 @@ async fn binary_streams_of_any_route_pass_through_reflection_included() {
     assert_eq!(status, 200);
     assert_eq!(body, json!({"status": "SERVING"}));
 }
+
+#[tokio::test]
+async fn callers_are_authenticated_before_the_body_is_read() {
+    const KEY: &str = "fgk_connect_key_0123456789abcdefghijklmnopqrs";
+    let hash = flowgate::auth::KeyHash::of(KEY.as_bytes()).to_config();
+    let h = common::start_with(Default::default(), |text| {
+        format!(
+            "{text}\n[callers.web]\nkey_hashes = [\"{hash}\"]\ncapabilities = [\"invoke:kn/*\"]\n"
+        )
+    })
+    .await;
+    let call = |key: Option<&str>, body: &'static str| {
+        let mut request = reqwest::Client::new()
+            .post(url(&h, INVOKE))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        request.send()
+    };
+    // A stranger's garbage is refused as a stranger, never parsed.
+    let response = call(None, "{garbage").await.unwrap();
+    assert_eq!(response.status(), 401);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["code"], "unauthenticated");
+    assert_eq!(
+        detail(&error, "google.rpc.ErrorInfo")["reason"],
+        "CALLER_UNAUTHENTICATED"
+    );
+    // The caller's garbage is malformed; the caller's request runs.
+    let response = call(Some(KEY), "{garbage").await.unwrap();
+    assert_eq!(response.status(), 400);
+    let response = call(
+        Some(KEY),
+        r#"{"target": {"provider": "kn", "slug": "summarize-text"}, "inputs": {"text": "hi"}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    // Capabilities hold as for gRPC.
+    let response = call(
+        Some(KEY),
+        r#"{"target": {"provider": "fh", "deployment": {"name": "summarize", "variant": "default"}}}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 403);
+}

@@ -11,12 +11,15 @@
 //! mapping, transcoded from the descriptor set by `prost-reflect`, for
 //! `flowgate.v1` and health; binary works for every route, server
 //! reflection's bidirectional stream included (so `buf curl --protocol
-//! connect` resolves the schema), its envelopes passed through as frames. Requests are read within `server.max_request_bytes`;
-//! an oversized, undecodable or compressed body is INVALID_ARGUMENT with
-//! reason `MALFORMED_REQUEST` before the service is called. Errors are
-//! Connect error JSON whose `details` are the status's `google.rpc`
-//! details (`type`, base64 `value`, and `debug` in JSON). GET requests are
-//! not served.
+//! connect` resolves the schema), its envelopes passed through as frames.
+//!
+//! A request body is read (within `server.max_request_bytes`) and
+//! transcoded only when the gRPC service reads its request, so after
+//! authentication and load shedding; an oversized, undecodable or
+//! compressed body is INVALID_ARGUMENT with reason `MALFORMED_REQUEST`.
+//! Errors are Connect error JSON whose `details` are the status's
+//! `google.rpc` details (`type`, base64 `value`, and `debug` in JSON).
+//! GET requests are not served.
 
 mod answer;
 mod codec;
@@ -32,6 +35,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body::Frame;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
@@ -114,12 +118,16 @@ where
                     // come (full duplex), bounded by the routes' limits.
                     body
                 } else {
-                    match request::grpc_body(&call, &parts.headers, body, max).await {
-                        Ok(framed) => Body::new(http_body_util::Full::new(framed)),
-                        Err(status) => {
-                            return Ok(answer::error(call.shape, &status, http::HeaderMap::new()));
-                        }
+                    if let Err(status) = request::check_headers(&call, &parts.headers, max) {
+                        return Ok(answer::error(call.shape, &status, http::HeaderMap::new()));
                     }
+                    // Read and transcoded when the service reads it; a
+                    // refusal is the error tonic answers with.
+                    let call = call.clone();
+                    let framed = futures::stream::once(async move {
+                        request::grpc_body(&call, body, max).await.map(Frame::data)
+                    });
+                    Body::new(http_body_util::StreamBody::new(framed))
                 };
                 if let Err(status) = request::grpc_headers(&mut parts.headers) {
                     return Ok(answer::error(call.shape, &status, http::HeaderMap::new()));

@@ -101,18 +101,20 @@ pub fn malformed(message: impl std::fmt::Display) -> Status {
     ))
 }
 
-/// The request body read within `max` bytes and turned into one framed
-/// protobuf message for the gRPC service.
-pub async fn grpc_body<B>(
-    call: &Call,
-    headers: &HeaderMap,
-    body: B,
-    max: usize,
-) -> Result<Bytes, Status>
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<super::BoxError>,
-{
+fn too_large(max: usize) -> Status {
+    malformed(format!(
+        "request body larger than server.max_request_bytes ({max})"
+    ))
+}
+
+/// A streaming request's one message sits behind its 5-byte prefix.
+fn body_limit(call: &Call, max: usize) -> usize {
+    max.saturating_add(if call.shape.streaming { 5 } else { 0 })
+}
+
+/// What the headers alone refuse: a compressed body, or one whose
+/// declared length is over `max`; answered before anything is read.
+pub fn check_headers(call: &Call, headers: &HeaderMap, max: usize) -> Result<(), Status> {
     let encoding_header = if call.shape.streaming {
         "connect-content-encoding"
     } else {
@@ -125,20 +127,28 @@ where
             "compressed requests are not supported; send them uncompressed",
         ));
     }
-    let too_large = || {
-        malformed(format!(
-            "request body larger than server.max_request_bytes ({max})"
-        ))
-    };
-    // A streaming request's one message sits behind its 5-byte prefix.
-    let limit = max.saturating_add(if call.shape.streaming { 5 } else { 0 });
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > u64::try_from(limit).unwrap_or(u64::MAX)) {
-        return Err(too_large());
+    let limit = u64::try_from(body_limit(call, max)).unwrap_or(u64::MAX);
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large(max));
     }
+    Ok(())
+}
+
+/// The request body read within `max` bytes and turned into one framed
+/// protobuf message for the gRPC service. Run when the gRPC service reads
+/// its request, so after authentication and load shedding: a stranger's
+/// body is never buffered.
+pub async fn grpc_body<B>(call: &Call, body: B, max: usize) -> Result<Bytes, Status>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<super::BoxError>,
+{
+    let too_large = || too_large(max);
+    let limit = body_limit(call, max);
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(err) if err.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
