@@ -425,3 +425,40 @@ async fn callers_are_authenticated_before_the_body_is_read() {
     .unwrap();
     assert_eq!(response.status(), 403);
 }
+
+#[tokio::test]
+async fn a_chunked_body_is_cut_at_the_limit() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let h = common::start_with(Default::default(), |text| {
+        text.replace("[server]\n", "[server]\nmax_request_bytes = 2048\n")
+    })
+    .await;
+    // No content-length: the limit is found while reading, 1 KiB chunks
+    // of an endless string.
+    let mut stream = tokio::net::TcpStream::connect(h.server.addr).await.unwrap();
+    let head = format!(
+        "POST /{INVOKE} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         transfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+        h.server.addr
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(b"b\r\n{\"user\": \"x\r\n").await.unwrap();
+    for _ in 0..4 {
+        let chunk = "x".repeat(1024);
+        let sent = stream
+            .write_all(format!("400\r\n{chunk}\r\n").as_bytes())
+            .await;
+        if sent.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("max_request_bytes"), "{answer}");
+}

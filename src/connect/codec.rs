@@ -255,6 +255,19 @@ mod tests {
         assert!(json_to_frame(&invoke.input, deep.as_bytes()).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let catalog = Catalog::get().unwrap();
+            let invoke = catalog.method("/flowgate.v1.WorkflowGateway/Invoke").unwrap();
+            let _ = json_to_frame(&invoke.input, &bytes);
+            let _ = proto_to_json(&invoke.output, &bytes);
+            let _ = single_frame(&Bytes::from(bytes.clone()));
+            let mut buffer = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = take_frame(&mut buffer, 16) {}
+        }
+    }
+
     #[test]
     fn frames_are_taken_whole_and_bounded() {
         let mut buffer = BytesMut::new();
