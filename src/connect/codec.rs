@@ -52,8 +52,23 @@ impl Catalog {
 
     fn build() -> Result<Self, prost_reflect::DescriptorError> {
         let mut pool = DescriptorPool::decode(FILE_DESCRIPTOR_SET)?;
-        pool.decode_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)?;
-        pool.decode_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)?;
+        // The detail types and health, unless the crate's own set already
+        // has them; a version that clashes with it is left out (details
+        // then lose only their `debug` form).
+        for (has, extra) in [
+            ("google.rpc.ErrorInfo", tonic_types::pb::FILE_DESCRIPTOR_SET),
+            (
+                "grpc.health.v1.HealthCheckRequest",
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+            ),
+        ] {
+            if pool.get_message_by_name(has).is_none() {
+                let mut extended = pool.clone();
+                if extended.decode_file_descriptor_set(extra).is_ok() {
+                    pool = extended;
+                }
+            }
+        }
         let mut methods = HashMap::new();
         for service in pool.services() {
             if !matches!(service.package_name(), "flowgate.v1" | "grpc.health.v1") {
