@@ -62,13 +62,16 @@ pub fn recognise<B>(request: &Request<B>) -> Option<Result<Call, Refusal>> {
     }
     let content_type = request.headers().get(header::CONTENT_TYPE)?.to_str().ok()?;
     let essence = content_type.split(';').next().unwrap_or_default().trim();
-    let (encoding, streaming) = match essence.to_ascii_lowercase().as_str() {
-        "application/json" => (Encoding::Json, false),
-        "application/proto" => (Encoding::Proto, false),
-        "application/connect+json" => (Encoding::Json, true),
-        "application/connect+proto" => (Encoding::Proto, true),
-        _ => return None,
-    };
+    // Compared without allocating: every gRPC call passes here too.
+    let (encoding, streaming) = [
+        ("application/json", Encoding::Json, false),
+        ("application/proto", Encoding::Proto, false),
+        ("application/connect+json", Encoding::Json, true),
+        ("application/connect+proto", Encoding::Proto, true),
+    ]
+    .into_iter()
+    .find(|(name, _, _)| essence.eq_ignore_ascii_case(name))
+    .map(|(_, encoding, streaming)| (encoding, streaming))?;
     let shape = Shape {
         encoding,
         streaming,
@@ -278,6 +281,10 @@ mod tests {
         let invoke = "/flowgate.v1.WorkflowGateway/Invoke";
         let stream = "/flowgate.v1.WorkflowGateway/StreamStatus";
         assert!(recognise(&request("POST", invoke, "application/grpc")).is_none());
+        assert!(matches!(
+            recognise(&request("POST", invoke, "Application/JSON")),
+            Some(Ok(_))
+        ));
         assert!(recognise(&request("POST", invoke, "application/grpc-web+proto")).is_none());
         assert!(recognise(&request("GET", invoke, "application/json")).is_none());
         assert!(matches!(
