@@ -3,7 +3,7 @@
 //! Connect error JSON with decoded details, StreamStatus envelopes, and
 //! hostile bodies; gRPC on the same port keeps working.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 mod common;
 

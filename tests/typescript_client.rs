@@ -8,7 +8,7 @@
 //! `FLOWGATE_REQUIRE_NODE=1` (scripts/test.sh sets it and installs the
 //! package's dependencies first); without `node_modules` it runs `npm ci`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 mod common;
 

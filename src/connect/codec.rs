@@ -150,9 +150,7 @@ fn whole_numbers_as_integers(value: &mut Value) {
                 && float.abs() <= EXACT_INTEGER
             {
                 // Exact: a whole number within ±2^53.
-                #[allow(clippy::cast_possible_truncation)]
-                let whole = float as i64;
-                *number = whole.into();
+                *number = (float as i64).into();
             }
         }
         Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
