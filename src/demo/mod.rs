@@ -1,7 +1,10 @@
 //! `flowgate demo`: the emulator and the gateway on loopback, and real gRPC
 //! calls to every dialect through the generated client, printing what a
 //! user needs to see: status, output, usage, rate-limit data, and typed
-//! errors with their details.
+//! errors with their details. [`keep`]: the same, kept running for calls
+//! by hand.
+
+pub mod keep;
 
 use std::collections::HashMap;
 
