@@ -26,8 +26,8 @@ async fn the_emulator_example_serves_calls_against_the_emulator() {
         .replace("127.0.0.1:8700", &emulator.addr().to_string())
         .replace("127.0.0.1:50051", &gateway.to_string())
         .replace("127.0.0.1:9464", &common::process::free_addr().to_string())
-        .replace("127.0.0.1:8080", &common::process::free_addr().to_string());
-    for port in ["8700", "50051", "9464", "8080"] {
+        .replace("127.0.0.1:8780", &common::process::free_addr().to_string());
+    for port in ["8700", "50051", "9464", "8780"] {
         assert!(!config.contains(&format!("127.0.0.1:{port}\"")), "{config}");
     }
     let mut process = GatewayProcess::spawn("example", gateway, &config);
