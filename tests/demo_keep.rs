@@ -2,6 +2,8 @@
 //! it prints, a real gRPC call to the port it names with the key it prints,
 //! and a clean stop on SIGTERM that frees every port.
 
+// `flowgate demo` exists with the default `emulator` feature only.
+#![cfg(feature = "emulator")]
 #![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 mod common;
