@@ -5,13 +5,15 @@
 
 mod common;
 
-use std::process::Command;
+use std::{path::PathBuf, process::Command};
 
 use common::{process::GatewayProcess, temp_dir::TempDir};
 use flowgate::pb;
 use flowgate_emulator::{Emulator, EmulatorConfig};
 
-#[tokio::test]
+// Multi-threaded: the emulator keeps answering while the test waits for
+// the README's commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_emulator_example_serves_calls_against_the_emulator() {
     let emulator = Emulator::start(EmulatorConfig::default(), common::process::free_addr())
         .await
@@ -56,8 +58,73 @@ async fn the_emulator_example_serves_calls_against_the_emulator() {
             .into_inner();
         assert_eq!(answer.status(), pb::RunStatus::Completed, "{answer:?}");
     }
+
+    // The commands of the README's "Call it", as written but for the ports
+    // (buf where scripts/test.sh installed it, grpcurl where installed).
+    let admin = config
+        .lines()
+        .find_map(|line| line.strip_prefix("admin_listen = \""))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    for command in readme_call_it() {
+        let tool = command.split_whitespace().next().unwrap_or_default();
+        let Some(path) = tool_path(tool) else {
+            continue;
+        };
+        let command = command
+            .replace("127.0.0.1:50051", &gateway.to_string())
+            .replace("127.0.0.1:9464", &admin);
+        let output = Command::new("sh")
+            .args(["-c", &command])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let expected = if tool == "curl" {
+            "rpc_method=\"Invoke\""
+        } else {
+            "COMPLETED"
+        };
+        assert!(
+            output.status.success() && stdout.contains(expected),
+            "{command}\n{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
     drop(process);
     emulator.shutdown().await;
+}
+
+/// The commands of the README's "Call it" block, continuation lines joined.
+fn readme_call_it() -> Vec<String> {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let block = readme.split("**Call it.**").nth(1).unwrap();
+    let block = block.split("```sh\n").nth(1).unwrap();
+    let block = block.split("```").next().unwrap();
+    let commands: Vec<String> = block
+        .replace("\\\n", " ")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect();
+    assert!(commands.len() >= 3, "{commands:?}");
+    commands
+}
+
+/// A PATH under which `tool` is found: the repository's `.tools` (buf) and
+/// the system's; `None` when it is not installed here.
+fn tool_path(tool: &str) -> Option<String> {
+    let tools = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/node_modules/.bin");
+    let path = format!(
+        "{}:{}",
+        tools.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    std::env::split_paths(&path)
+        .any(|dir| dir.join(tool).is_file())
+        .then_some(path)
 }
 
 #[test]
