@@ -77,11 +77,10 @@ fn toml_string(path: &Path) -> String {
 fn config_text(addrs: &KeepAddrs, emulator: &Emulator, key_hash: &str, dir: &DemoDir) -> String {
     let key_file = |name: &str| toml_string(&dir.0.join(name));
     format!(
-        r#"# Written by `flowgate demo --keep`; removed when the demo stops.
-# Serve it yourself (with the emulator running) as
-#   flowgate serve --config {config}
-# The provider keys are the emulator's test keys, in files beside this one
-# (with the secret run ids are signed with).
+        r#"# Written by `flowgate demo --keep` and served by it; removed when the demo
+# stops. The provider keys are the emulator's test keys, in files beside
+# this one (with the secret run ids are signed with). To serve a gateway of
+# your own against `flowgate emulator`, start from examples/emulator.toml.
 
 [server]
 listen = "{gateway}"
@@ -112,7 +111,6 @@ kind = "knouds"
 base_url = "{knouds}"
 api_key_file = {knouds_key}
 "#,
-        config = dir.0.join("flowgate.toml").display(),
         gateway = addrs.gateway,
         admin = addrs.admin,
         fetchhive = emulator.fetchhive_base_url(),
