@@ -3,6 +3,8 @@
 //! ports rewritten to free ones), and `examples/vendors.toml` passes
 //! `check-config` once the secrets it names exist.
 
+#![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
+
 mod common;
 
 use std::{path::PathBuf, process::Command};
