@@ -245,7 +245,10 @@ async fn calls(client: &mut Client) -> Result<(), String> {
         convert::json_to_value(json!({"tier": "nested"})),
     );
     invoke(client, bad).await?;
-    say("\nDone. See README.md for configuration and the error table.");
+    say(
+        "\nDone. `flowgate demo --keep` keeps the emulator and a gateway running for calls by \
+         hand; README.md has the configuration and the error table.",
+    );
     Ok(())
 }
 
