@@ -111,6 +111,15 @@ FLOWGATE_PYTHON="$PWD/.venv/bin/python" FLOWGATE_REQUIRE_PYTHON=1 FLOWGATE_REQUI
 status=${PIPESTATUS[0]}
 set -e
 
+step "examples/emulator.toml passes check-config as it is (its emulator-only secrets are in the repository)"
+# The config the README's "Run it yourself" serves against `flowgate
+# emulator`; tests/examples.rs also serves it and makes a call.
+if cargo run --quiet --locked -- check-config examples/emulator.toml; then
+  :
+else
+  gates_failed+=("examples/emulator.toml")
+fi
+
 step "deploy/ and the image (scripts/deploy/check.sh)"
 scripts/deploy/check.sh || gates_failed+=("deploy")
 
