@@ -193,6 +193,39 @@ async fn async_run_completes(gateway: &mut Gateway) {
         .await
         .unwrap()
         .into_inner();
+    follow_to_completion(gateway, started.run_id).await;
+}
+
+/// After an outage: as a caller honouring RetryInfo would, retries
+/// STATE_STORE_UNAVAILABLE (a connection may reconnect a moment after
+/// another one reported Redis up) for at most ten seconds, then follows the
+/// run to its end.
+async fn async_run_completes_after_recovery(gateway: &mut Gateway) {
+    for _ in 0..10 {
+        match gateway.client.invoke(story(true)).await {
+            Ok(started) => return follow_to_completion(gateway, started.into_inner().run_id).await,
+            Err(status) => {
+                let reason = status
+                    .get_error_details()
+                    .error_info()
+                    .map(|info| info.reason.clone());
+                assert_eq!(
+                    reason.as_deref(),
+                    Some("STATE_STORE_UNAVAILABLE"),
+                    "{status:?}"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    panic!("async runs did not recover within 10 s of Redis coming back");
+}
+
+async fn follow_to_completion(gateway: &mut Gateway, run_id: String) {
+    let started = pb::InvokeResponse {
+        run_id,
+        ..Default::default()
+    };
     let mut events = gateway
         .client
         .stream_status(pb::StreamStatusRequest {
@@ -265,7 +298,7 @@ async fn store_health_on_the_prometheus_page_follows_a_redis_outage() {
     // async runs work again.
     redis.restart().unwrap();
     gateway.wait_for_up(1.0).await;
-    async_run_completes(&mut gateway).await;
+    async_run_completes_after_recovery(&mut gateway).await;
     let log = gateway.log_text();
     assert!(log.contains("state store (Redis) unreachable"), "{log}");
     assert!(log.contains("state store (Redis) reachable"), "{log}");
