@@ -1,7 +1,7 @@
 //! Guard behaviour with a scripted provider and paused time.
 
 use super::*;
-use crate::{CircuitPolicy, LocalLimits};
+use crate::{CircuitPolicy, LocalLimits, RetryPolicy};
 use flowgate_core::{RunStatus, WorkflowRef};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
