@@ -184,6 +184,17 @@ mod minimal {
             }))
         }
 
+        type InvokeStreamStream = std::pin::Pin<
+            Box<dyn futures::Stream<Item = Result<pb::InvokeStreamEvent, Status>> + Send>,
+        >;
+
+        async fn invoke_stream(
+            &self,
+            _: Request<pb::InvokeRequest>,
+        ) -> Result<Response<Self::InvokeStreamStream>, Status> {
+            Err(Status::unimplemented(""))
+        }
+
         type StreamStatusStream = Events;
 
         async fn stream_status(
