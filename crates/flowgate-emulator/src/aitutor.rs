@@ -416,6 +416,8 @@ fn text_stream(shared: &AiTutor, text: String) -> Response {
     };
     let stream = futures::stream::unfold(state, |mut state| async move {
         if state.fail_after != 0 && state.sent == state.fail_after {
+            // Let the chunks already sent reach the client first.
+            tokio::time::sleep(STREAM_CHUNK_DELAY).await;
             state.watch.finish();
             return Some((
                 Err(std::io::Error::other("stream cut by the emulator")),
