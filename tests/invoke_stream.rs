@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::{sync::OnceLock, time::Duration};
+use std::time::Duration;
 
 use common::{captured_logs::CapturedLogs, deployment, inputs, json, slug, target, workflow_id};
 use flowgate::{auth::KeyHash, pb};
@@ -19,19 +19,8 @@ use serde_json::json;
 use tonic::{Code, Request, Status, Streaming};
 use tonic_types::StatusExt as _;
 
-/// Everything the tests of this binary log, at every level.
 fn logs() -> &'static CapturedLogs {
-    static LOGS: OnceLock<CapturedLogs> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let captured = CapturedLogs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(captured.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
-        captured
-    })
+    common::captured_logs::global()
 }
 
 async fn start() -> common::Harness {

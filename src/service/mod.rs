@@ -26,8 +26,8 @@ pub use crate::grpc_timeout::parse_grpc_timeout;
 
 use crate::{
     auth::{
-        Required,
-        quota::{CallerQuotas, QuotaCharge},
+        Caller, Required,
+        quota::{CallerQuotas, QuotaCharge, QuotaTicket},
     },
     convert,
     proto::pb::{self, workflow_gateway_server::WorkflowGateway},
@@ -214,6 +214,28 @@ impl GatewayService {
 }
 
 impl GatewayService {
+    /// What a call that runs a workflow passes before anything upstream:
+    /// the caller's capability `invoke:<provider>/<workflow>`, then its
+    /// quotas (one store round trip when it has any). The ticket holds the
+    /// caller's run lease. Records the target in the access log.
+    async fn admit_run(
+        &self,
+        caller: &Caller,
+        access: &Access,
+        target: &WorkflowTarget,
+    ) -> Result<QuotaTicket, Status> {
+        let provider = self.provider_name(target);
+        let workflow = workflow_name(&target.workflow);
+        access.target(provider, workflow);
+        if !caller.capabilities().may_invoke(provider, workflow) {
+            return Err(access.reject(&denied(Required::Invoke(provider, workflow))));
+        }
+        self.quotas
+            .admit(caller)
+            .await
+            .map_err(|refused| refused.annotate(access.reject(&refused.error)))
+    }
+
     /// The provider a target names or resolves to, for capability checks:
     /// a target that resolves to none is checked by the name it gives (`*`
     /// when it gives none: only a `*` provider pattern allows it), and a
@@ -255,18 +277,7 @@ impl WorkflowGateway for GatewayService {
             let (target, invocation) =
                 convert::invoke_request(request.into_inner()).map_err(|err| access.reject(&err))?;
             // Before anything is fetched or started.
-            let provider = self.provider_name(&target);
-            let workflow = workflow_name(&target.workflow);
-            access.target(provider, workflow);
-            if !caller.capabilities().may_invoke(provider, workflow) {
-                return Err(access.reject(&denied(Required::Invoke(provider, workflow))));
-            }
-            // The caller's quotas, before anything upstream (one store round
-            // trip when it has any); the ticket holds its run lease.
-            let ticket = match self.quotas.admit(&caller).await {
-                Ok(ticket) => ticket,
-                Err(refused) => return Err(refused.annotate(access.reject(&refused.error))),
-            };
+            let ticket = self.admit_run(&caller, &access, &target).await?;
             // Background work of an async run (polls, gateway-run calls)
             // links back to this call's trace.
             let trace_parent = invocation

@@ -34,13 +34,8 @@ use tokio::{sync::mpsc, time::Instant};
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, field};
 
-use super::{Access, GatewayService, caller_of, denied, owner, workflow_name};
-use crate::{
-    auth::{Required, quota::QuotaCharge},
-    convert,
-    proto::pb,
-    status::insert_rate_limit,
-};
+use super::{Access, GatewayService, caller_of, owner};
+use crate::{auth::quota::QuotaCharge, convert, proto::pb, status::insert_rate_limit};
 
 /// The events of one InvokeStream call.
 pub(crate) type InvokeEventStream =
@@ -89,16 +84,8 @@ impl GatewayService {
                     ),
                 ])));
             }
+            let ticket = self.admit_run(&caller, &access, &target).await?;
             let provider = self.provider_name(&target).to_owned();
-            let workflow = workflow_name(&target.workflow);
-            access.target(&provider, workflow);
-            if !caller.capabilities().may_invoke(&provider, workflow) {
-                return Err(access.reject(&denied(Required::Invoke(&provider, workflow))));
-            }
-            let ticket = match self.quotas.admit(&caller).await {
-                Ok(ticket) => ticket,
-                Err(refused) => return Err(refused.annotate(access.reject(&refused.error))),
-            };
             let span = tracing::Span::current();
             span.record("flowgate.dialect", target.workflow.kind().as_str());
             span.record("flowgate.workflow", field::display(&target.workflow));
