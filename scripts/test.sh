@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone: installs what it needs (a Python
 # venv with the official fetch-hive-sdk, buf from npm), then runs the lint
-# wall, buf lint and every Rust test. .ci/run runs exactly this.
+# wall, buf lint, buf breaking and every Rust test. .ci/run runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +59,10 @@ cargo fmt --all -- --check
 step "buf lint"
 "$TOOLS/node_modules/.bin/buf" lint
 
+step "buf breaking: proto/ against the previous commit (scripts/proto_breaking.sh)"
+BUF="$TOOLS/node_modules/.bin/buf" FLOWGATE_REQUIRE_BUF=1 scripts/proto_breaking.sh ||
+  gates_failed+=("buf breaking")
+
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
@@ -85,12 +89,13 @@ for crate in flowgate-core flowgate-providers flowgate-state flowgate-redis flow
   fi
 done
 
-step "cargo test (workspace, with the official Python SDK check)"
+step "cargo test (workspace, with the official Python SDK and buf curl checks)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
 FLOWGATE_PYTHON="$PWD/.venv/bin/python" FLOWGATE_REQUIRE_PYTHON=1 \
-  cargo test --workspace --locked 2>&1 | tee "$log"
+  FLOWGATE_BUF="$PWD/$TOOLS/node_modules/.bin/buf" FLOWGATE_REQUIRE_BUF=1 \
+  cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 

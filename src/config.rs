@@ -14,7 +14,7 @@
 //! (`inputs = [{ name = "topic", type = "string", required = true }]`) for
 //! dialects without a schema endpoint, or to override Knouds discovery.
 //!
-//! Layout, one file per section: `server.rs` (`tls.rs`: `[server.tls]`); `telemetry.rs` (`[log]`,
+//! Layout, one file per section: `server.rs` (`tls.rs`: `[server.tls]`, `cors.rs`: `[server.cors]`); `telemetry.rs` (`[log]`,
 //! `[telemetry]`); `providers.rs` (whose resilience tables are the engine's
 //! policies, deserialized directly); `schemas.rs` (declared workflow
 //! schemas; `[schemas]` itself is the engine's [`SchemaCacheSettings`]);
@@ -43,6 +43,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 mod callers;
+mod cors;
 mod env;
 mod idempotency;
 mod providers;
@@ -61,6 +62,7 @@ mod validate;
 mod webhooks;
 
 pub use callers::{AuthConfig, CallerConfig, QuotaConfig};
+pub use cors::CorsConfig;
 use flowgate_core::duration::{deserialize as duration, optional as optional_duration};
 pub use idempotency::IdempotencyConfig;
 pub(crate) use providers::read_api_key_file;

@@ -7,7 +7,8 @@ pub mod pb {
     tonic::include_proto!("flowgate.v1");
 }
 
-/// The encoded descriptor set of `proto/` (with its imports), served by
-/// gRPC reflection.
+/// The encoded descriptor set served by gRPC reflection: `proto/` with its
+/// imports, the `google.rpc` status and error details, and every
+/// well-known type (`google.protobuf.*`).
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/flowgate_descriptor.bin"));

@@ -6,60 +6,14 @@
 
 mod common;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
-use axum::{Router, extract::State, http::HeaderMap, routing::post};
-use bytes::Bytes;
-use common::{Harness, deployment, inputs, slug, target, workflow_id};
+use common::{Harness, deployment, inputs, receiver::receiver, slug, target, workflow_id};
 use flowgate::pb;
 use flowgate_core::{RunId, SecretString};
 use flowgate_emulator::{EmulatorConfig, KnoudsWebhook};
 use serde_json::json;
 use tonic::Code;
-
-/// Deliveries a local callback receiver got.
-#[derive(Clone, Default)]
-struct Received(Arc<Mutex<Vec<(HeaderMap, Bytes)>>>);
-
-impl Received {
-    fn all(&self) -> Vec<(HeaderMap, Bytes)> {
-        self.0.lock().unwrap().clone()
-    }
-
-    /// Waits (bounded) until `count` deliveries arrived.
-    async fn wait_for(&self, count: usize) -> Vec<(HeaderMap, Bytes)> {
-        for _ in 0..200 {
-            if self.all().len() >= count {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        self.all()
-    }
-}
-
-/// A callback receiver on 127.0.0.1:0 answering 200.
-async fn receiver() -> (String, Received) {
-    async fn hook(
-        State(received): State<Received>,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> &'static str {
-        received.0.lock().unwrap().push((headers, body));
-        "ok"
-    }
-    let received = Received::default();
-    let app = Router::new()
-        .route("/hook", post(hook))
-        .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, received)
-}
 
 /// A free loopback port for the ingress (bound then released).
 fn free_port() -> u16 {

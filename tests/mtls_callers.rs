@@ -24,7 +24,9 @@ use std::{
 
 use common::{
     captured_logs::CapturedLogs,
-    deployment, inputs, slug, target,
+    deployment, inputs,
+    pki::{Ca, Issued},
+    slug, target,
     temp_dir::{TempDir, toml_path},
 };
 use flowgate::{
@@ -35,10 +37,6 @@ use flowgate::{
 };
 use flowgate_emulator::{Emulator, EmulatorConfig};
 use hyper_util::rt::TokioIo;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    SanType,
-};
 use rustls::{
     ClientConfig, RootCertStore,
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
@@ -92,71 +90,6 @@ fn access_lines() -> Vec<String> {
         .filter(|line| line.contains(r#""target":"flowgate::access""#))
         .map(str::to_owned)
         .collect()
-}
-
-// ------------------------------------------------------------ test PKI ----
-
-/// A CA made by the test.
-struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
-}
-
-/// A certificate and its key, PEM.
-struct Issued {
-    cert: String,
-    key: String,
-}
-
-impl Ca {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "flowgate mTLS callers test CA");
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self { params, key, pem }
-    }
-
-    fn issue(&self, sans: Vec<SanType>, usage: ExtendedKeyUsagePurpose) -> Issued {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.subject_alt_names = sans;
-        params.extended_key_usages = vec![usage];
-        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2099, 1, 1);
-        let key = KeyPair::generate().unwrap();
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        Issued {
-            cert: params.signed_by(&key, &issuer).unwrap().pem(),
-            key: key.serialize_pem(),
-        }
-    }
-
-    fn server(&self) -> Issued {
-        self.issue(
-            vec![SanType::DnsName("localhost".try_into().unwrap())],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )
-    }
-
-    /// A client certificate whose only SAN is the URI `uri`.
-    fn client_uri(&self, uri: &str) -> Issued {
-        self.issue(
-            vec![SanType::URI(uri.try_into().unwrap())],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        )
-    }
-
-    /// A client certificate whose only SAN is the DNS name `name`.
-    fn client_dns(&self, name: &str) -> Issued {
-        self.issue(
-            vec![SanType::DnsName(name.try_into().unwrap())],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        )
-    }
 }
 
 // -------------------------------------------------------------- client ----
@@ -235,7 +168,7 @@ struct Gateway {
 async fn gateway(ca: &Ca, name: &str) -> Gateway {
     logs();
     let dir = TempDir::new(&format!("mtls-callers-{name}"));
-    let server_cert = ca.server();
+    let server_cert = ca.server(1);
     let emulator = Emulator::start(EmulatorConfig::default(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -305,7 +238,7 @@ fn assert_denied(status: &Status, required: &str) {
 
 #[tokio::test]
 async fn a_spiffe_identity_runs_its_workflow_and_nothing_else() {
-    let ca = Ca::new();
+    let ca = Ca::new("flowgate mTLS callers test CA");
     let gw = gateway(&ca, "spiffe").await;
     let mut runner = client(&ca, &ca.client_uri(RUNNER), gw.server.addr).await;
 
@@ -353,7 +286,7 @@ async fn a_spiffe_identity_runs_its_workflow_and_nothing_else() {
 
 #[tokio::test]
 async fn an_unknown_identity_of_the_trusted_ca_is_unauthenticated() {
-    let ca = Ca::new();
+    let ca = Ca::new("flowgate mTLS callers test CA");
     let gw = gateway(&ca, "unknown").await;
     let addr = gw.server.addr;
     let calls_before = gw.emulator.requests().len();
@@ -409,7 +342,7 @@ async fn an_unknown_identity_of_the_trusted_ca_is_unauthenticated() {
 
 #[tokio::test]
 async fn a_dns_san_maps_to_its_caller() {
-    let ca = Ca::new();
+    let ca = Ca::new("flowgate mTLS callers test CA");
     let gw = gateway(&ca, "dns").await;
     let addr = gw.server.addr;
 

@@ -18,7 +18,9 @@ use std::{
 
 use common::{
     captured_logs::CapturedLogs,
-    deployment, inputs, target,
+    deployment, inputs,
+    pki::{Ca, Issued},
+    target,
     temp_dir::{TempDir, toml_path},
 };
 use flowgate::{
@@ -30,10 +32,7 @@ use flowgate::{
 };
 use flowgate_emulator::{Emulator, EmulatorConfig};
 use hyper_util::rt::TokioIo;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    SanType, SerialNumber,
-};
+use rcgen::{ExtendedKeyUsagePurpose, SanType};
 use rustls::{
     ClientConfig, RootCertStore,
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
@@ -81,74 +80,17 @@ fn assert_key_absent_from_logs(key_pem: &str) {
 
 // ------------------------------------------------------------ test PKI ----
 
-/// A CA made by the test.
-struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
-}
-
-/// A certificate and its key, PEM.
-struct Issued {
-    cert: String,
-    key: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self { params, key, pem }
-    }
-
-    fn issue(&self, sans: Vec<SanType>, server: bool, serial: u64, expired: bool) -> Issued {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.subject_alt_names = sans;
-        params.serial_number = Some(SerialNumber::from(serial));
-        params.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        } else {
-            params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2099, 1, 1);
-        }
-        let key = KeyPair::generate().unwrap();
-        let issuer = Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).unwrap().pem();
-        Issued {
-            cert,
-            key: key.serialize_pem(),
-        }
-    }
-
-    fn server(&self, serial: u64) -> Issued {
-        self.issue(
-            vec![SanType::DnsName("localhost".try_into().unwrap())],
-            true,
-            serial,
-            false,
-        )
-    }
-
-    fn client(&self, spiffe: &str, expired: bool) -> Issued {
-        self.issue(
-            vec![
-                SanType::URI(spiffe.try_into().unwrap()),
-                SanType::DnsName("runner.ci.svc".try_into().unwrap()),
-            ],
-            false,
-            7,
-            expired,
-        )
-    }
+/// A CI runner's client certificate: a SPIFFE URI SAN and a DNS SAN.
+fn runner_cert(ca: &Ca, spiffe: &str, expired: bool) -> Issued {
+    ca.issue(
+        vec![
+            SanType::URI(spiffe.try_into().unwrap()),
+            SanType::DnsName("runner.ci.svc".try_into().unwrap()),
+        ],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        7,
+        expired,
+    )
 }
 
 // -------------------------------------------------------------- client ----
@@ -405,7 +347,7 @@ async fn mtls_accepts_the_ca_s_clients_and_refuses_others_at_the_handshake() {
 
     // A certificate of the CA: served, and its SANs reach the request.
     let spiffe = "spiffe://cluster.local/ns/ci/sa/runner-mtls-test";
-    let good = ca.client(spiffe, false);
+    let good = runner_cert(&ca, spiffe, false);
     let client = ClientTls::new(&ca.pem, Some(&good));
     let channel = client.channel(addr).await.expect("mTLS connection");
     assert_eq!(health(channel).await.unwrap(), ServingStatus::Serving);
@@ -421,10 +363,10 @@ async fn mtls_accepts_the_ca_s_clients_and_refuses_others_at_the_handshake() {
     let refused = refusal(&none, addr).await;
     assert!(refused.contains("CertificateRequired"), "{refused}");
     let other_ca = Ca::new("some other CA");
-    let stranger = ClientTls::new(&ca.pem, Some(&other_ca.client(spiffe, false)));
+    let stranger = ClientTls::new(&ca.pem, Some(&runner_cert(&other_ca, spiffe, false)));
     let refused = refusal(&stranger, addr).await;
     assert!(refused.contains("UnknownCA"), "{refused}");
-    let expired = ClientTls::new(&ca.pem, Some(&ca.client(spiffe, true)));
+    let expired = ClientTls::new(&ca.pem, Some(&runner_cert(&ca, spiffe, true)));
     let refused = refusal(&expired, addr).await;
     assert!(refused.contains("CertificateExpired"), "{refused}");
     for client in [&stranger, &expired] {
@@ -484,7 +426,7 @@ async fn the_verified_identity_is_a_request_extension() {
     );
 
     let spiffe = "spiffe://cluster.local/ns/ci/sa/runner";
-    let with_cert = ClientTls::new(&ca.pem, Some(&ca.client(spiffe, false)));
+    let with_cert = ClientTls::new(&ca.pem, Some(&runner_cert(&ca, spiffe, false)));
     health(with_cert.channel(addr).await.unwrap())
         .await
         .unwrap();

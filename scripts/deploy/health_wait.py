@@ -87,6 +87,8 @@ def main(argv: list[str]) -> int:
         if not alive(pid):
             print(f"the gateway (pid {pid}) exited before reporting SERVING")
             return 1
+        # A fresh answer each round: an earlier error must not outlive it.
+        statuses = {}
         try:
             for service in ("flowgate.v1.WorkflowGateway", ""):
                 reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
@@ -98,6 +100,8 @@ def main(argv: list[str]) -> int:
         time.sleep(0.2)
     else:
         print(f"no SERVING within {timeout:g}s: {statuses}")
+        # The caller waits for the gateway: never leave it running.
+        os.kill(pid, signal.SIGKILL)
         return 1
     channel.close()
     uid = uid_of(gateway_process(pid))

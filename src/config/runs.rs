@@ -23,6 +23,12 @@ pub struct RunsConfig {
     pub max_watch: Duration,
     /// Most gateway-run async runs (AI Tutor) at once. Default 256.
     pub max_background_runs: usize,
+    /// The owner lease of a run's work (a gateway-run call, a poller):
+    /// renewed every third of it; when a replica dies, its gateway-run
+    /// runs become FAILED (`GATEWAY_REPLICA_LOST`) and its polled runs
+    /// are polled by another replica within about one lease. Default `15s`.
+    #[serde(deserialize_with = "duration")]
+    pub owner_lease: Duration,
     /// Environment variable holding the secret(s) run ids are signed with
     /// (at least 16 bytes each; several, comma-separated, for rotation: the
     /// first signs, all verify). Every replica must share them. Unset: a
@@ -41,6 +47,7 @@ impl Default for RunsConfig {
             poll_max: Duration::from_secs(10),
             max_watch: Duration::from_secs(3600),
             max_background_runs: 256,
+            owner_lease: Duration::from_secs(15),
             id_secret_env: None,
             id_secret_file: None,
         }

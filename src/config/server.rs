@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub secret_reload_interval: Duration,
     /// `[server.tls]`: TLS (and mTLS) on the gRPC listener; absent, plaintext.
     pub tls: Option<TlsConfig>,
+    /// `[server.cors]`: browser origins allowed to call (gRPC-Web); none by
+    /// default.
+    pub cors: CorsConfig,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +50,7 @@ impl Default for ServerConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             secret_reload_interval: Duration::from_secs(10),
             tls: None,
+            cors: CorsConfig::default(),
         }
     }
 }

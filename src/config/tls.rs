@@ -92,12 +92,15 @@ impl TlsConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const BASE: &str = "[providers.kn]\nkind = \"knouds\"\napi_key_env = \"K\"\n";
+    /// A minimal valid configuration to add a section to.
+    pub(in crate::config) const BASE: &str =
+        "[providers.kn]\nkind = \"knouds\"\napi_key_env = \"K\"\n";
 
-    fn problems(text: &str, env: &[(&str, &str)]) -> Vec<String> {
+    /// Every problem of `BASE` + `text` (with `env`), as `path: message`.
+    pub(in crate::config) fn problems(text: &str, env: &[(&str, &str)]) -> Vec<String> {
         let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
         match Config::parse(&format!("{BASE}{text}"), env) {
             Ok(_) => Vec::new(),

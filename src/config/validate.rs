@@ -168,6 +168,7 @@ impl Config {
         if let Some(tls) = &self.server.tls {
             issues.extend(tls.issues());
         }
+        issues.extend(self.server.cors.issues());
         issues.extend(self.range_issues());
         issues.extend(self.caller_issues());
         // Grouped by section, in a stable order whatever found them.

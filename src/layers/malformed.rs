@@ -4,12 +4,14 @@
 //! generated server, which answers INTERNAL ("failed to decode Protobuf
 //! message: …") before the service sees it. The caller sent it, so this
 //! layer answers INVALID_ARGUMENT with ErrorInfo reason `MALFORMED_REQUEST`
-//! instead, keeping prost's description of what was wrong (capped).
+//! instead, keeping prost's description of what was wrong (capped). The
+//! same for a gRPC-Web body tonic-web cannot read (bad base64 in
+//! `grpc-web-text`), which it answers INTERNAL "tonic-web: …".
 //!
 //! How it is recognised: tonic puts the `Status` of a trailers-only answer
 //! in the response's extensions; a decode failure is one with code
 //! INTERNAL, no details (every status flowgate builds has details) and
-//! prost's message prefix. Only unary and server-streaming requests (every
+//! prost's (or tonic-web's) message prefix. Only unary and server-streaming requests (every
 //! flowgate method) decode before the handler runs, so they all get here.
 //!
 //! What tonic answers itself and this layer leaves alone: a message larger
@@ -32,6 +34,8 @@ use tower::{Layer, Service};
 pub const MALFORMED_REQUEST: &str = flowgate_core::reason::Reason::MalformedRequest.as_str();
 /// How prost's decode errors begin (`prost::DecodeError`'s `Display`).
 const DECODE_FAILURE: &str = "failed to decode Protobuf message";
+/// How tonic-web's failures to read a gRPC-Web request body begin.
+const GRPC_WEB_FAILURE: &str = "tonic-web:";
 
 /// Rewrites tonic's INTERNAL decode failures as INVALID_ARGUMENT.
 #[derive(Debug, Clone, Copy, Default)]
@@ -110,7 +114,10 @@ fn decode_failure(status: &Status) -> Option<&str> {
     if status.code() != Code::Internal || !status.details().is_empty() {
         return None;
     }
-    let rest = status.message().strip_prefix(DECODE_FAILURE)?;
+    let message = status.message();
+    let rest = message
+        .strip_prefix(DECODE_FAILURE)
+        .or_else(|| message.strip_prefix(GRPC_WEB_FAILURE))?;
     Some(rest.trim_start_matches([':', ' ']))
 }
 

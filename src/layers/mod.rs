@@ -1,6 +1,8 @@
 //! The tower layers of the gRPC edge, each one concern, assembled in
 //! [`crate::server::edge_stack`]:
 //!
+//! - [`cors`]: CORS for browser callers from `[server.cors]` (none by
+//!   default);
 //! - [`panic`]: a panic anywhere in a call becomes INTERNAL with reason
 //!   `INTERNAL_PANIC`;
 //! - [`auth`]: every call is resolved to a caller or refused with
@@ -15,6 +17,7 @@
 //! so it carries the same details as the service's own errors.
 
 pub mod auth;
+pub mod cors;
 pub mod malformed;
 pub mod panic;
 pub mod shed;

@@ -216,6 +216,7 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
             poll_max: runs.poll_max,
             max_watch: runs.max_watch,
             max_background_runs: runs.max_background_runs,
+            owner_lease: runs.owner_lease,
             ..TrackerConfig::default()
         },
         IngressConfig {

@@ -1,12 +1,15 @@
 //! Building and running the servers.
 //!
 //! The gRPC stack, outermost first:
-//! 1. tonic's HTTP/2 server (keepalive, per-connection settings);
-//! 2. the edge layers of [`edge_stack`]: panics caught, telemetry, callers
-//!    authenticated, load shedding, malformed requests (see there, one comment a layer);
+//! 1. tonic's server, HTTP/2 and HTTP/1.1 (gRPC-Web) (keepalive,
+//!    per-connection settings);
+//! 2. the edge layers of [`edge_stack`]: CORS, gRPC-Web, panics caught,
+//!    telemetry, callers authenticated, load shedding, malformed requests
+//!    (see there, one comment a layer);
 //! 3. the routes: `WorkflowGateway` (message size capped by
 //!    `server.max_request_bytes`), `grpc.health.v1.Health`, and server
-//!    reflection v1 and v1alpha (with the health descriptor registered).
+//!    reflection v1 and v1alpha (the health descriptor, the `google.rpc`
+//!    error details and the well-known types registered too).
 //!
 //! With `[server.tls]` the listener speaks TLS ([`crate::tls`]: its own
 //! acceptor, certificates re-read while serving) and [`PeerIdentityLayer`]
@@ -46,7 +49,9 @@ use tonic_health::{ServingStatus, pb::health_server::HealthServer, server::Healt
 use tower::{
     ServiceBuilder,
     layer::util::{Identity, Stack},
+    util::Either,
 };
+use tower_http::cors::CorsLayer;
 
 use crate::{
     auth::CallerRegistry,
@@ -54,7 +59,7 @@ use crate::{
     health::DrainingHealth,
     ingress,
     layers::{
-        auth::AuthLayer, malformed::MalformedRequestLayer, panic::CatchPanicLayer,
+        auth::AuthLayer, cors, malformed::MalformedRequestLayer, panic::CatchPanicLayer,
         shed::LoadShedLayer,
     },
     proto::{FILE_DESCRIPTOR_SET, pb::workflow_gateway_server::WorkflowGatewayServer},
@@ -83,7 +88,19 @@ pub type EdgeStack = ServiceBuilder<
         MalformedRequestLayer,
         Stack<
             LoadShedLayer,
-            Stack<AuthLayer, Stack<RpcTelemetryLayer, Stack<CatchPanicLayer, Identity>>>,
+            Stack<
+                AuthLayer,
+                Stack<
+                    RpcTelemetryLayer,
+                    Stack<
+                        CatchPanicLayer,
+                        Stack<
+                            tonic_web::GrpcWebLayer,
+                            Stack<Either<CorsLayer, Identity>, Identity>,
+                        >,
+                    >,
+                >,
+            >,
         >,
     >,
 >;
@@ -92,8 +109,17 @@ pub type EdgeStack = ServiceBuilder<
 /// [`serve`] puts it around the routes; tests put it around their own.
 pub fn edge_stack(server: &ServerConfig, callers: Arc<CallerRegistry>) -> EdgeStack {
     ServiceBuilder::new()
+        // Browsers' CORS preflights answered, CORS headers on answers to
+        // `[server.cors]` origins; no layer when none is allowed.
+        .option_layer(cors::layer(&server.cors))
+        // gRPC-Web (HTTP/1.1 or 2, binary or base64 text) becomes gRPC here
+        // and the answer gRPC-Web again, so every layer below sees one
+        // protocol (a panic answer too). Any other HTTP/1.1 request is
+        // answered 400 here: other HTTP/1.1 protocols translate above it.
+        .layer(tonic_web::GrpcWebLayer::new())
         // A panic anywhere below (a layer, a handler, a stream item) becomes
-        // INTERNAL / INTERNAL_PANIC; outermost, so nothing escapes it.
+        // INTERNAL / INTERNAL_PANIC; outermost of the gRPC layers (only the
+        // library protocol adapters above), so nothing of ours escapes it.
         .layer(CatchPanicLayer::new(SERVED_METHODS))
         // Server span and RPC metrics per call (health and reflection too);
         // outside the limit, so time spent queued and shed calls show.
@@ -222,6 +248,8 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let builder = Server::builder()
+        // HTTP/1.1 for gRPC-Web callers (browsers); see `edge_stack`.
+        .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
 
@@ -234,7 +262,8 @@ pub async fn serve(
             let incoming = TcpIncoming::from(listeners.grpc).with_nodelay(Some(true));
             futures::future::Either::Left(
                 builder
-                    // Panics, telemetry, callers, load shedding, malformed requests.
+                    // CORS, gRPC-Web, panics, telemetry, callers, load
+                    // shedding, malformed requests.
                     .layer(edge_stack(&server, Arc::clone(&callers)))
                     .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, signal),
@@ -249,7 +278,8 @@ pub async fn serve(
                     // before anything (auth) reads it; copying extensions
                     // cannot panic.
                     .layer(PeerIdentityLayer)
-                    // Panics, telemetry, callers, load shedding, malformed requests.
+                    // CORS, gRPC-Web, panics, telemetry, callers, load
+                    // shedding, malformed requests.
                     .layer(edge_stack(&server, Arc::clone(&callers)))
                     .add_routes(routes)
                     .serve_with_incoming_shutdown(incoming, signal),

@@ -7,7 +7,9 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod captured_logs;
+pub mod pki;
 pub mod process;
+pub mod receiver;
 pub mod temp_dir;
 
 use std::{collections::HashMap, sync::Arc};

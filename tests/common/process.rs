@@ -113,6 +113,15 @@ impl GatewayProcess {
         WorkflowGatewayClient::new(self.channel().await)
     }
 
+    /// Kills the process at once (SIGKILL: no shutdown, no cleanup), as a
+    /// crashed replica or a lost node would stop.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// What the process wrote so far (its log lines).
     pub fn output(&self) -> String {
         std::fs::read_to_string(self.dir.0.join("output.log")).unwrap_or_default()

@@ -114,6 +114,9 @@ reasons! {
     RunFailed => "RUN_FAILED",
     /// Every background-run slot is busy.
     BackgroundRunsExhausted => "BACKGROUND_RUNS_EXHAUSTED",
+    /// A FAILED gateway-run run (AI Tutor async): the replica running its
+    /// call stopped (its owner lease lapsed); the call cannot be resumed.
+    GatewayReplicaLost => "GATEWAY_REPLICA_LOST",
     /// VerifyWebhook has no secret to verify with.
     NoWebhookSecret => "NO_WEBHOOK_SECRET",
     /// A stream ended: status polls kept failing.
@@ -239,6 +242,7 @@ mod tests {
                 "STATE_STORE_UNAVAILABLE",
                 "RUN_FAILED",
                 "BACKGROUND_RUNS_EXHAUSTED",
+                "GATEWAY_REPLICA_LOST",
                 "NO_WEBHOOK_SECRET",
                 "RUN_POLL_GAVE_UP",
                 "RUN_WATCH_FAILED",

@@ -70,6 +70,12 @@ impl RunId {
         format!("{PREFIX}{}", self.payload())
     }
 
+    /// Parses what [`RunId::encode`] made (ids kept inside the gateway,
+    /// such as the members of a store's index; never a caller's id).
+    pub fn decode(encoded: &str) -> Option<Self> {
+        Self::decode_payload(encoded.strip_prefix(PREFIX)?)
+    }
+
     fn payload(&self) -> String {
         let raw = format!("{}\n{}", self.provider, self.upstream_id);
         URL_SAFE_NO_PAD.encode(raw)
@@ -224,7 +230,9 @@ mod tests {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         );
-        assert_eq!(signer.verify(&signed), Some(id));
+        assert_eq!(signer.verify(&signed), Some(id.clone()));
+        assert_eq!(RunId::decode(&id.encode()), Some(id));
+        assert_eq!(RunId::decode("fgr_not base64"), None);
     }
 
     #[test]

@@ -275,8 +275,10 @@ async fn concurrency_cap_rejects_excess_sync_runs() {
 
 #[tokio::test]
 async fn async_run_delivers_a_signed_callback_and_updates_status() {
+    // Long enough that the in-progress states are still there to see on a
+    // loaded machine; the callbacks are awaited, not slept for.
     let emu = start(EmulatorConfig {
-        async_completion_delay: Duration::from_millis(100),
+        async_completion_delay: Duration::from_millis(1500),
         ..Default::default()
     })
     .await;
@@ -347,8 +349,10 @@ async fn async_run_delivers_a_signed_callback_and_updates_status() {
 
 #[tokio::test]
 async fn async_failures_hitl_and_queueing() {
+    // Long enough that the in-progress states are still there to see on a
+    // loaded machine; the callbacks are awaited, not slept for.
     let emu = start(EmulatorConfig {
-        async_completion_delay: Duration::from_millis(100),
+        async_completion_delay: Duration::from_millis(1500),
         fetchhive_concurrency_limit: 1,
         ..Default::default()
     })

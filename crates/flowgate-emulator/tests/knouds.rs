@@ -356,7 +356,7 @@ async fn async_execution_polls_and_signs_webhooks() {
     let receiver = CallbackReceiver::start(0).await;
     let secret = "knouds_whsec_test";
     let emu = start(EmulatorConfig {
-        async_completion_delay: Duration::from_millis(150),
+        async_completion_delay: Duration::from_millis(1500),
         knouds_webhook: Some(KnoudsWebhook {
             url: receiver.url.clone(),
             secret: secret.to_owned(),
@@ -441,7 +441,7 @@ async fn async_execution_polls_and_signs_webhooks() {
 async fn async_failure_and_cancellation() {
     let receiver = CallbackReceiver::start(0).await;
     let emu = start(EmulatorConfig {
-        async_completion_delay: Duration::from_millis(300),
+        async_completion_delay: Duration::from_millis(1500),
         knouds_webhook: Some(KnoudsWebhook {
             url: receiver.url.clone(),
             secret: "s".to_owned(),

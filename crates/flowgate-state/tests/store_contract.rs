@@ -249,6 +249,59 @@ async fn subscribing_while_it_changes_misses_nothing(a: &dyn RunStore, b: &dyn R
     }
 }
 
+/// Owner leases: one holder at a time; a renewed lease never lapses, a
+/// released one is nobody's work; a lapsed one is found by a sweep and
+/// only one of two racing claims takes it over.
+async fn one_owner_at_a_time_and_lapsed_leases_are_found(a: &dyn RunStore, b: &dyn RunStore) {
+    let id = run("owner");
+    let lease = Duration::from_millis(400);
+    let expired = async |store: &dyn RunStore| store.expired_owners(10_000).await.unwrap();
+    assert!(a.claim_owner(&id, "a-1", lease).await.unwrap());
+    assert!(
+        !b.claim_owner(&id, "b-1", lease).await.unwrap(),
+        "held by a"
+    );
+    assert!(
+        a.claim_owner(&id, "a-1", lease).await.unwrap(),
+        "a claims again"
+    );
+    assert!(!b.renew_owner(&id, "b-1", lease).await.unwrap(), "not b's");
+    for _ in 0..4 {
+        tokio::time::sleep(lease / 2).await;
+        assert!(a.renew_owner(&id, "a-1", lease).await.unwrap());
+    }
+    assert!(!expired(b).await.contains(&id), "renewed: never lapsed");
+    b.release_owner(&id, "b-1").await.unwrap();
+    assert!(
+        !b.claim_owner(&id, "b-1", lease).await.unwrap(),
+        "b cannot free it"
+    );
+    a.release_owner(&id, "a-1").await.unwrap();
+    assert!(b.claim_owner(&id, "b-1", lease).await.unwrap(), "released");
+    // b dies: its lease lapses.
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    assert!(!b.renew_owner(&id, "b-1", lease).await.unwrap(), "lapsed");
+    assert!(expired(a).await.contains(&id), "a sweep finds it");
+    let (first, second) = tokio::join!(
+        a.claim_owner(&id, "a-2", lease),
+        b.claim_owner(&id, "b-2", lease)
+    );
+    assert!(
+        first.unwrap() ^ second.unwrap(),
+        "exactly one claim takes it over"
+    );
+    assert!(!expired(b).await.contains(&id), "owned again");
+    a.release_owner(&id, "a-2").await.unwrap();
+    b.release_owner(&id, "b-2").await.unwrap();
+    assert!(a.claim_owner(&id, "a-3", lease).await.unwrap(), "released");
+    a.release_owner(&id, "a-3").await.unwrap();
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    assert!(
+        !expired(a).await.contains(&id),
+        "a released lease is no work"
+    );
+}
+
 async fn contract(a: &dyn RunStore, b: &dyn RunStore) {
     a_change_through_a_reaches_a_subscriber_of_b(a, b).await;
     terminal_states_are_sticky_and_runs_never_go_back(a, b).await;
@@ -257,6 +310,7 @@ async fn contract(a: &dyn RunStore, b: &dyn RunStore) {
     a_replacement_of_a_running_run_is_published(a, b).await;
     racing_changes_end_once(a, b).await;
     subscribing_while_it_changes_misses_nothing(a, b).await;
+    one_owner_at_a_time_and_lapsed_leases_are_found(a, b).await;
 }
 
 // ---- the backends --------------------------------------------------------
@@ -326,6 +380,24 @@ async fn records_expire_and_events_carry_no_secret() {
     let event = next(&mut subscription).await;
     assert_eq!(event.status, RunStatus::Completed);
     assert_eq!(event.webhook_secret, None, "events never carry the secret");
+    // Owner leases: the lease expires by itself, its index with the runs.
+    assert!(
+        a.claim_owner(&id, "a-1", Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
+    let keys = server.command(&["KEYS", "fg:run-owner*"]).unwrap();
+    let keys: Vec<&str> = keys
+        .lines()
+        .filter(|line| line.contains("run-owner"))
+        .collect();
+    assert_eq!(keys.len(), 2, "the lease and its shard's index: {keys:?}");
+    for key in keys {
+        let key = key.trim().trim_start_matches('+');
+        let ttl = server.command(&["PTTL", key]).unwrap();
+        let ttl: i64 = ttl.trim().trim_start_matches(':').parse().unwrap();
+        assert!(ttl > 0 && ttl <= 600_000, "{key}: PTTL {ttl}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use flowgate_core::RunId;
 use tokio::sync::broadcast;
 
-use super::{RunChange, RunRecord, RunStore, StoreUnavailable, Subscription, Versioned};
+use super::{
+    RunChange, RunRecord, RunStore, StoreUnavailable, Subscription, Versioned,
+    owner_leases::OwnerLeases,
+};
 
 /// Bounds of the in-memory store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +67,7 @@ impl EntryState {
 #[derive(Clone)]
 pub struct MemoryRunStore {
     runs: moka::sync::Cache<String, Arc<Entry>>,
+    owners: OwnerLeases,
 }
 
 impl fmt::Debug for MemoryRunStore {
@@ -82,6 +86,7 @@ impl MemoryRunStore {
                 .max_capacity(limits.capacity)
                 .time_to_idle(limits.ttl)
                 .build(),
+            owners: OwnerLeases::default(),
         }
     }
 
@@ -169,6 +174,33 @@ impl RunStore for MemoryRunStore {
                 .as_ref()
                 .map_or(0, broadcast::Sender::receiver_count)
         })
+    }
+
+    async fn claim_owner(
+        &self,
+        run_id: &RunId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreUnavailable> {
+        Ok(self.owners.claim(run_id, token, lease))
+    }
+
+    async fn renew_owner(
+        &self,
+        run_id: &RunId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreUnavailable> {
+        Ok(self.owners.renew(run_id, token, lease))
+    }
+
+    async fn release_owner(&self, run_id: &RunId, token: &str) -> Result<(), StoreUnavailable> {
+        self.owners.release(run_id, token);
+        Ok(())
+    }
+
+    async fn expired_owners(&self, max: usize) -> Result<Vec<RunId>, StoreUnavailable> {
+        Ok(self.owners.expired(max))
     }
 }
 

@@ -2,9 +2,13 @@
 //! implementation (one replica) and its Redis implementation (several).
 
 mod memory;
+mod owner_leases;
 mod redis;
 
-use std::{fmt, time::SystemTime};
+use std::{
+    fmt,
+    time::{Duration, SystemTime},
+};
 
 use async_trait::async_trait;
 use flowgate_core::{RunError, RunId, RunStatus, SecretString, Usage};
@@ -170,6 +174,36 @@ pub trait RunStore: Send + Sync + fmt::Debug {
 
     /// How many subscriptions to the run are open on this replica.
     fn subscribers(&self, run_id: &RunId) -> usize;
+
+    /// Claims the owner lease of a run for `token` (a fresh token per
+    /// holding) for `lease`: true when it was free, had lapsed or is
+    /// already `token`'s (then it is renewed), false while someone else
+    /// holds it. The one owner of a run's work (a gateway-run call, a
+    /// poller) holds it; see [`RunStore::expired_owners`].
+    async fn claim_owner(
+        &self,
+        run_id: &RunId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreUnavailable>;
+
+    /// Extends `token`'s lease by `lease` from now; false when `token` no
+    /// longer holds it (it lapsed, or was claimed by someone else since).
+    async fn renew_owner(
+        &self,
+        run_id: &RunId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreUnavailable>;
+
+    /// Ends `token`'s lease (nothing when `token` does not hold it): the
+    /// work is done and nobody needs to take it over.
+    async fn release_owner(&self, run_id: &RunId, token: &str) -> Result<(), StoreUnavailable>;
+
+    /// Up to `max` runs whose owner lease lapsed without a release (their
+    /// owner died or lost the store for a whole lease): work someone must
+    /// take over ([`RunStore::claim_owner`] first: only one claim wins).
+    async fn expired_owners(&self, max: usize) -> Result<Vec<RunId>, StoreUnavailable>;
 
     /// Whether the store answers now (one round trip when shared): checked
     /// before work that must be recorded, such as starting an async run.

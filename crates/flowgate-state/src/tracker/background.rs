@@ -6,6 +6,11 @@
 //! A task that ends without publishing (it panicked) marks the
 //! run lost: its streams, and any stream opened on it later, end with
 //! UNAVAILABLE, reason `RUN_WATCH_FAILED`, instead of waiting.
+//!
+//! The replica holds the run's owner lease while the call runs and
+//! releases it once the outcome is recorded; if the replica dies, the
+//! lease lapses and a sweep on another replica fails the run with
+//! `GATEWAY_REPLICA_LOST` (see `owners`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,7 +21,7 @@ use flowgate_core::{
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
-use super::{POLL_TIMEOUT, RunTracker, WatchEnd, change, linked_span};
+use super::{POLL_TIMEOUT, RunTracker, WatchEnd, change, linked_span, owners::OwnerLease};
 use crate::{RunChange, RunRecord};
 
 /// Tries to record a background run's outcome while the store is out of
@@ -75,14 +80,20 @@ impl RunTracker {
             .with_quota("flowgate:background_runs", "gateway-run async runs")
             })?;
         let run_id = RunId::local(provider.name());
+        // Owned by this replica while the call runs: if it dies, another
+        // replica sees the lease lapse and fails the run.
+        let lease = OwnerLease::claim(self, &run_id)
+            .await
+            .map_err(super::store_unavailable)?
+            .ok_or_else(|| GatewayError::internal("a fresh run id was already owned"))?;
         let mut record = RunRecord::new(run_id.clone(), RunStatus::Running);
         record.callback_url = callback_url;
         let trace_link = trace_parent.clone();
         record.trace_parent = trace_parent;
-        self.store
-            .insert(record)
-            .await
-            .map_err(super::store_unavailable)?;
+        if let Err(error) = self.store.insert(record).await {
+            lease.release().await;
+            return Err(super::store_unavailable(error));
+        }
         let (fate, _) = watch::channel(None);
         self.background_fates
             .lock()
@@ -132,6 +143,7 @@ impl RunTracker {
                     match tracker.apply(&background_id, update.clone()).await {
                         Ok(()) => {
                             guard.published = true;
+                            lease.release().await;
                             break;
                         }
                         Err(error) => {

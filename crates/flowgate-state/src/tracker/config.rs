@@ -28,6 +28,10 @@ pub struct TrackerConfig {
     pub max_watchers: usize,
     /// Most gateway-run background runs (AI Tutor async) at once.
     pub max_background_runs: usize,
+    /// The owner lease of a run's work (a gateway-run call, a poller):
+    /// renewed every third of it; a replica that dies loses its work to
+    /// another within about one lease.
+    pub owner_lease: Duration,
 }
 
 impl Default for TrackerConfig {
@@ -39,6 +43,7 @@ impl Default for TrackerConfig {
             max_poll_failures: 10,
             max_watchers: 10_000,
             max_background_runs: 256,
+            owner_lease: Duration::from_secs(15),
         }
     }
 }

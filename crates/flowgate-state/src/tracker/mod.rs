@@ -23,9 +23,17 @@
 //! shutdown streams end at once with `SHUTTING_DOWN`, pollers stop, and
 //! background runs and queued forwards get the grace period
 //! ([`RunTracker::drain`]).
+//!
+//! Across replicas, a gateway-run call and a run's poller are owned by the
+//! replica holding the run's owner lease; every replica sweeps lapsed
+//! leases, failing a dead replica's gateway-run runs with
+//! `GATEWAY_REPLICA_LOST` and polling its polled runs on (see `owners`).
 
 mod background;
 mod config;
+#[cfg(test)]
+mod owner_tests;
+mod owners;
 mod shutdown;
 mod stream;
 #[cfg(test)]
@@ -96,6 +104,8 @@ pub struct RunTracker {
     background_runs: TaskTracker,
     /// Pollers stopped at shutdown while their run still owed a forward.
     abandoned_watches: AtomicUsize,
+    /// This replica's owner-lease tokens.
+    owner_tokens: owners::OwnerTokens,
 }
 
 impl fmt::Debug for RunTracker {
@@ -197,7 +207,7 @@ impl RunTracker {
                 None => verifier,
             }
         };
-        Arc::new(Self {
+        let tracker = Arc::new(Self {
             background: Arc::new(Semaphore::new(config.max_background_runs.max(1))),
             ingress_verifier: verifier("ingress"),
             rpc_verifier: verifier("verify_webhook"),
@@ -216,7 +226,10 @@ impl RunTracker {
             pollers: TaskTracker::new(),
             background_runs: TaskTracker::new(),
             abandoned_watches: AtomicUsize::new(0),
-        })
+            owner_tokens: owners::OwnerTokens::new(),
+        });
+        tracker.start_sweeper();
+        tracker
     }
 
     /// Starts an async run (`invocation.async_delivery` set) and records

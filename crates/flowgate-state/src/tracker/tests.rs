@@ -18,7 +18,7 @@ use crate::{MemoryRunStore, StoreLimits};
 /// How a fake provider answers status polls (and, for AI Tutor-like
 /// ones, runs).
 #[derive(Debug, Clone, Copy)]
-enum Polls {
+pub(super) enum Polls {
     /// Panics on the first poll, then reports the run completed.
     PanicOnce,
     /// Always fails (UNAVAILABLE).
@@ -40,7 +40,7 @@ enum Polls {
 }
 
 #[derive(Debug)]
-struct Fake {
+pub(super) struct Fake {
     polls: Polls,
     count: AtomicUsize,
     native_async: bool,
@@ -129,7 +129,7 @@ impl Provider for Fake {
     }
 }
 
-fn tracker(polls: Polls, native_async: bool) -> (Arc<RunTracker>, Arc<Fake>) {
+pub(super) fn tracker(polls: Polls, native_async: bool) -> (Arc<RunTracker>, Arc<Fake>) {
     let provider = Arc::new(Fake {
         polls,
         count: AtomicUsize::new(0),
@@ -155,7 +155,21 @@ fn tracker(polls: Polls, native_async: bool) -> (Arc<RunTracker>, Arc<Fake>) {
     (tracker, provider)
 }
 
-async fn running_run(tracker: &RunTracker) -> String {
+/// Starts a gateway-run (AI Tutor-like) async run of workflow `wf`.
+pub(super) async fn start_background(tracker: &Arc<RunTracker>) -> Invoked {
+    let mut invocation = Invocation::new(WorkflowRef::WorkflowId("wf".into()));
+    invocation.async_delivery = Some(AsyncDelivery { callback_url: None });
+    let target = WorkflowTarget {
+        provider: None,
+        workflow: invocation.workflow.clone(),
+    };
+    tracker
+        .start(&target, invocation, Deadline::NONE, None)
+        .await
+        .unwrap()
+}
+
+pub(super) async fn running_run(tracker: &RunTracker) -> String {
     let id = RunId::new("kn", "e-1");
     tracker
         .store
@@ -265,16 +279,7 @@ async fn shutdown_ends_open_streams_and_refuses_new_ones() {
 #[tokio::test(start_paused = true)]
 async fn a_background_run_that_dies_ends_its_streams_and_later_ones() {
     let (tracker, _) = tracker(Polls::Running, false);
-    let mut invocation = Invocation::new(WorkflowRef::WorkflowId("wf".into()));
-    invocation.async_delivery = Some(AsyncDelivery { callback_url: None });
-    let target = WorkflowTarget {
-        provider: None,
-        workflow: invocation.workflow.clone(),
-    };
-    let invoked = tracker
-        .start(&target, invocation, Deadline::NONE, None)
-        .await
-        .unwrap();
+    let invoked = start_background(&tracker).await;
     let run_id = tracker.gateway.run_ids().sign(&invoked.run_id);
     let mut stream = tracker.stream(&run_id).await.unwrap();
     let error = first_then_error(&mut stream).await;
@@ -289,16 +294,7 @@ async fn a_background_run_that_dies_ends_its_streams_and_later_ones() {
 #[tokio::test(start_paused = true)]
 async fn drain_waits_for_background_runs_until_the_deadline_and_reports_the_rest() {
     let (tracker, _) = tracker(Polls::Hang, false);
-    let mut invocation = Invocation::new(WorkflowRef::WorkflowId("wf".into()));
-    invocation.async_delivery = Some(AsyncDelivery { callback_url: None });
-    let target = WorkflowTarget {
-        provider: None,
-        workflow: invocation.workflow.clone(),
-    };
-    tracker
-        .start(&target, invocation, Deadline::NONE, None)
-        .await
-        .unwrap();
+    start_background(&tracker).await;
     let started = tokio::time::Instant::now();
     let grace = Duration::from_secs(5);
     let report = tracker.drain(started + grace).await;
@@ -307,7 +303,7 @@ async fn drain_waits_for_background_runs_until_the_deadline_and_reports_the_rest
 }
 
 /// The provider's status polls so far.
-fn polls(provider: &Fake) -> usize {
+pub(super) fn polls(provider: &Fake) -> usize {
     provider.count.load(Ordering::SeqCst)
 }
 

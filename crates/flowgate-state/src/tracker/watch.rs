@@ -6,6 +6,10 @@
 //! the poller's fate to the run's streams: a poller that gave up, hit
 //! `max_watch` or died ends them with a typed error instead of leaving
 //! them waiting (see [`WatchEnd`]).
+//!
+//! Only the holder of a run's owner lease polls its upstream (one poller
+//! per run across replicas); a poller without it follows the record and
+//! claims the lease once it is released or lapses (see `owners`).
 
 use std::{
     collections::HashMap,
@@ -17,7 +21,10 @@ use flowgate_core::{Deadline, RunId};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
-use super::{Fate, POLL_TIMEOUT, RunTracker, WatchEnd, change, instant_after, linked_span};
+use super::{
+    Fate, POLL_TIMEOUT, RunTracker, WatchEnd, change, instant_after, linked_span,
+    owners::OwnerLease,
+};
 
 /// One registered poller: an id (a later poller of the same run gets
 /// another) and where its fate is reported.
@@ -102,13 +109,31 @@ impl RunTracker {
     /// be polled: gateway-run background runs publish by themselves).
     /// Returns the poller's fate, `None` when the run is not polled.
     pub(super) fn ensure_watcher(self: &Arc<Self>, run_id: &RunId) -> Option<Fate> {
+        self.watch_with(run_id, None)
+    }
+
+    /// [`Self::ensure_watcher`], the new poller starting with `lease` (the
+    /// run's owner lease, just taken over); a lease nobody here can use is
+    /// released (a poller already here claims it itself).
+    pub(super) fn watch_with(
+        self: &Arc<Self>,
+        run_id: &RunId,
+        lease: Option<OwnerLease>,
+    ) -> Option<Fate> {
+        let release = |lease: Option<OwnerLease>| {
+            if let Some(lease) = lease {
+                tokio::spawn(lease.release());
+            }
+        };
         if run_id.is_local() || self.shutdown.is_cancelled() {
+            release(lease);
             return None;
         }
         let key = run_id.encode();
         let id = {
             let mut watchers = self.watchers.lock();
             if let Some(watcher) = watchers.get(&key) {
+                release(lease);
                 return Some(watcher.fate.subscribe());
             }
             if watchers.len() >= self.config.max_watchers {
@@ -116,6 +141,7 @@ impl RunTracker {
                     max_watchers = self.config.max_watchers,
                     "run not polled: too many runs are polled already"
                 );
+                release(lease);
                 return None;
             }
             let id = self
@@ -145,7 +171,18 @@ impl RunTracker {
                 .flatten()
                 .and_then(|record| record.trace_parent);
             let span = linked_span("flowgate.poll", trace_parent.as_deref());
-            let exit = tracker.poll(&run_id, &guard).instrument(span).await;
+            let mut lease = lease;
+            let exit = tracker
+                .poll(&run_id, &guard, &mut lease)
+                .instrument(span)
+                .await;
+            // Shutting down, the lease lapses (dropped, not released): the
+            // run is polled on by another replica once it does.
+            if !matches!(exit, PollExit::ShuttingDown)
+                && let Some(lease) = lease
+            {
+                lease.release().await;
+            }
             match exit {
                 PollExit::Done => guard.finish(None),
                 PollExit::ShuttingDown => {
@@ -189,7 +226,16 @@ impl RunTracker {
         true
     }
 
-    async fn poll(&self, run_id: &RunId, guard: &WatcherGuard) -> PollExit {
+    /// Polls while this replica holds the run's owner lease (`lease`);
+    /// while another replica holds it, only follows the record (its
+    /// changes come from that replica) and claims the lease when it is
+    /// released or lapses.
+    async fn poll(
+        &self,
+        run_id: &RunId,
+        guard: &WatcherGuard,
+        lease: &mut Option<OwnerLease>,
+    ) -> PollExit {
         let Some(provider) = self.gateway.provider(&run_id.provider).cloned() else {
             return PollExit::Ended(WatchEnd::Failed);
         };
@@ -222,6 +268,21 @@ impl RunTracker {
             }
             if tokio::time::Instant::now() >= until {
                 return PollExit::Ended(WatchEnd::Limit);
+            }
+            if lease.as_ref().is_none_or(OwnerLease::is_lost) {
+                *lease = match OwnerLease::claim(self, run_id).await {
+                    Ok(held) => held,
+                    Err(error) => {
+                        super::log_store_failure(&error);
+                        None
+                    }
+                };
+                if lease.is_none() {
+                    // Another replica polls it (or the store is out of
+                    // reach): look again next round.
+                    interval = next_interval(interval, self.config.poll_max);
+                    continue;
+                }
             }
             let polled = tokio::select! {
                 biased;

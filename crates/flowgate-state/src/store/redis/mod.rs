@@ -12,12 +12,15 @@
 //!   sharded `SPUBLISH`/`SSUBSCRIBE` (a message goes only to the shard
 //!   owning the slot, not to every node).
 //!
+//! - owner leases and their index (see `owners`).
+//!
 //! One round trip per insert, get and update; a subscription costs a
 //! subscribe round trip for the first subscriber of a run on a replica, and
 //! a read.
 
 mod codec;
 mod events;
+mod owners;
 
 use std::{collections::HashMap, fmt, sync::Arc, time::Duration, time::SystemTime};
 
@@ -94,6 +97,7 @@ struct Inner {
     ttl_ms: u64,
     insert: Script,
     update: Script,
+    owners: owners::OwnerScripts,
 }
 
 impl fmt::Debug for RedisRunStore {
@@ -125,6 +129,7 @@ impl RedisRunStore {
                 ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
                 insert: Script::new(&format!("{PUBLISH}{INSERT}")),
                 update: Script::new(&format!("{PUBLISH}{UPDATE}")),
+                owners: owners::OwnerScripts::new(),
             }),
         })
     }
@@ -228,6 +233,32 @@ impl RunStore for RedisRunStore {
 
     fn subscribers(&self, run_id: &RunId) -> usize {
         self.inner.events.subscribers(&self.channel(run_id))
+    }
+
+    async fn claim_owner(
+        &self,
+        run_id: &RunId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreUnavailable> {
+        self.owner_claim(run_id, token, lease, "claim").await
+    }
+
+    async fn renew_owner(
+        &self,
+        run_id: &RunId,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreUnavailable> {
+        self.owner_claim(run_id, token, lease, "renew").await
+    }
+
+    async fn release_owner(&self, run_id: &RunId, token: &str) -> Result<(), StoreUnavailable> {
+        self.owner_release(run_id, token).await
+    }
+
+    async fn expired_owners(&self, max: usize) -> Result<Vec<RunId>, StoreUnavailable> {
+        self.owners_expired(max).await
     }
 
     async fn check(&self) -> Result<(), StoreUnavailable> {
