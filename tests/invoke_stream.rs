@@ -400,3 +400,39 @@ async fn a_caller_without_the_capability_is_denied_before_any_upstream_call() {
     );
     assert!(h.emulator.requests().is_empty());
 }
+
+#[tokio::test]
+async fn the_callers_quota_balance_is_in_the_stream_headers_and_refusals_come_first() {
+    const KEY: &str = "fgk_stream_quota_0123456789abcdefghijklmnopqrs";
+    logs();
+    let callers = format!(
+        "\n[callers.ci]\nkey_hashes = [\"{}\"]\ncapabilities = [\"invoke:*/*\"]\n\
+         [callers.ci.quota]\nrequests_per_window = 1\nwindow = \"24h\"\n",
+        KeyHash::of(KEY.as_bytes()).to_config()
+    );
+    let mut h = common::start_with(EmulatorConfig::default(), move |text| text + &callers).await;
+    let as_ci = || {
+        let mut request = Request::new(story("tutor", "x"));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {KEY}").parse().expect("header"),
+        );
+        request
+    };
+    let response = open(&mut h, as_ci()).await.expect("within the quota");
+    let remaining = response
+        .metadata()
+        .get(flowgate::auth::quota::REQUESTS_REMAINING);
+    assert_eq!(remaining.and_then(|v| v.to_str().ok()), Some("0"));
+    let (_, error) = rest(&mut response.into_inner()).await;
+    assert!(error.is_none(), "{error:?}");
+    let upstream = h.emulator.requests().len();
+    let status = open(&mut h, as_ci()).await.expect_err("over the quota");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(reason(&status), "CALLER_QUOTA_EXCEEDED");
+    assert_eq!(
+        h.emulator.requests().len(),
+        upstream,
+        "nothing sent upstream"
+    );
+}
