@@ -21,7 +21,7 @@
 //!
 //! [`Gateway::invoke_stream`]: flowgate_core::Gateway::invoke_stream
 
-use std::{collections::VecDeque, pin::Pin, sync::Arc, time::Duration};
+use std::{collections::VecDeque, pin::Pin, sync::Arc};
 
 use flowgate_core::{
     ErrorClass, FieldViolation, GatewayError, Invoked, OutputSink, RateLimitInfo, RunId,
@@ -30,7 +30,7 @@ use flowgate_core::{
 use flowgate_state::idempotency::IdempotencyKey;
 use flowgate_telemetry::OutputStreamStats;
 use futures::{Stream, StreamExt as _};
-use tokio::{sync::mpsc, time::Instant};
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, field};
 
@@ -43,10 +43,6 @@ pub(crate) type InvokeEventStream =
 
 /// The engine's streamed run, owning its [`OutputSink`].
 type Work = Pin<Box<dyn Future<Output = Result<Invoked, GatewayError>> + Send>>;
-
-/// How far ahead a call without a deadline is cut off (never, in practice:
-/// every call gets `server.default_deadline`).
-const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl GatewayService {
     /// Serves one InvokeStream call (see the module docs).
@@ -123,11 +119,9 @@ impl GatewayService {
                 run_ids: Arc::clone(self.gateway.run_ids()),
                 charge: ticket.charge().clone(),
                 access: access.clone(),
-                deadline: Box::pin(tokio::time::sleep_until(
-                    deadline
-                        .instant()
-                        .unwrap_or_else(|| Instant::now() + NO_DEADLINE),
-                )),
+                deadline: deadline
+                    .instant()
+                    .map(|at| Box::pin(tokio::time::sleep_until(at))),
                 stats,
                 span: span.clone(),
                 done: false,
@@ -221,7 +215,9 @@ struct Pump {
     run_ids: Arc<RunIdSigner>,
     charge: QuotaCharge,
     access: Access,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The caller's deadline (every call has one: `grpc-timeout` or
+    /// `server.default_deadline`).
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     stats: OutputStreamStats,
     span: tracing::Span,
     done: bool,
@@ -249,6 +245,13 @@ impl Pump {
                     Err(status) => return Some(Err(status)),
                 }
             };
+            let deadline = &mut self.deadline;
+            let deadline_passed = async {
+                match deadline {
+                    Some(sleep) => sleep.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 event = self.events.recv(), if self.events_open => match event {
@@ -259,7 +262,7 @@ impl Pump {
                     self.work = None;
                     self.result = Some(result);
                 }
-                () = self.deadline.as_mut() => {
+                () = deadline_passed => {
                     // Dropping the run closes the upstream connection.
                     self.work = None;
                     self.done = true;
