@@ -33,14 +33,8 @@ use flowgate::pb::{self, workflow_gateway_client::WorkflowGatewayClient};
 use harness::{Reaper, cpu_ticks, env_number, free_port, percentile, ticks_per_second};
 
 fn request() -> pb::InvokeRequest {
-    let inputs = match flowgate::convert::json_to_value(
-        serde_json::json!({"text": "benchmark input text", "max_words": 20}),
-    )
-    .kind
-    {
-        Some(prost_types::value::Kind::StructValue(object)) => Some(object),
-        _ => None,
-    };
+    let inputs =
+        harness::inputs(serde_json::json!({"text": "benchmark input text", "max_words": 20}));
     pb::InvokeRequest {
         target: Some(pb::WorkflowTarget {
             provider: "knouds".into(),

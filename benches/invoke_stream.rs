@@ -36,12 +36,7 @@ use harness::{Reaper, cpu_ticks, env_number, free_port, percentile, ticks_per_se
 use tonic::transport::Channel;
 
 fn request(words: usize) -> pb::InvokeRequest {
-    let story = vec!["word"; words].join(" ");
-    let inputs = match flowgate::convert::json_to_value(serde_json::json!({ "story": story })).kind
-    {
-        Some(prost_types::value::Kind::StructValue(object)) => Some(object),
-        _ => None,
-    };
+    let inputs = harness::inputs(serde_json::json!({ "story": vec!["word"; words].join(" ") }));
     pb::InvokeRequest {
         target: Some(pb::WorkflowTarget {
             provider: "tutor".into(),

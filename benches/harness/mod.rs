@@ -135,3 +135,11 @@ pub async fn gateway(
 pub fn percentile(values: &[Duration], p: f64) -> Duration {
     values[((values.len() as f64 * p) as usize).min(values.len() - 1)]
 }
+
+/// A JSON object as the `inputs` of an InvokeRequest.
+pub fn inputs(value: serde_json::Value) -> Option<prost_types::Struct> {
+    match flowgate::convert::json_to_value(value).kind {
+        Some(prost_types::value::Kind::StructValue(object)) => Some(object),
+        _ => None,
+    }
+}
