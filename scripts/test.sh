@@ -34,6 +34,18 @@ if [ ! -x "$TOOLS/node_modules/.bin/buf" ] || [ "$("$TOOLS/node_modules/.bin/buf
   npm install --silent --no-audit --no-fund --prefix "$TOOLS" "@bufbuild/buf@${BUF_VERSION}" >/dev/null
 fi
 
+# --- TypeScript client (clients/typescript) -------------------------------
+# Its dependencies from package-lock.json (Connect-ES, protoc-gen-es, buf,
+# tsx, typescript); tests/typescript_client.rs generates the code from
+# proto/, type-checks it and runs its node tests against a real gateway.
+step "TypeScript client dependencies (npm ci in clients/typescript)"
+if [ ! -f clients/typescript/node_modules/.package-lock.json ] ||
+  [ clients/typescript/package-lock.json -nt clients/typescript/node_modules/.package-lock.json ]; then
+  (cd clients/typescript && npm ci --silent --no-audit --no-fund >/dev/null)
+fi
+node --version
+# ---------------------------------------------------------------------------
+
 # Structural gates are cheap: run them all, report every failure, and fail
 # the run at the end (after the tests) if any of them failed.
 gates_failed=()
@@ -89,15 +101,24 @@ for crate in flowgate-core flowgate-providers flowgate-state flowgate-redis flow
   fi
 done
 
-step "cargo test (workspace, with the official Python SDK and buf curl checks)"
+step "cargo test (workspace, with the official Python SDK, buf curl and the TypeScript client)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-FLOWGATE_PYTHON="$PWD/.venv/bin/python" FLOWGATE_REQUIRE_PYTHON=1 \
+FLOWGATE_PYTHON="$PWD/.venv/bin/python" FLOWGATE_REQUIRE_PYTHON=1 FLOWGATE_REQUIRE_NODE=1 \
   FLOWGATE_BUF="$PWD/$TOOLS/node_modules/.bin/buf" FLOWGATE_REQUIRE_BUF=1 \
   cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+step "examples/emulator.toml passes check-config as it is (its emulator-only secrets are in the repository)"
+# The config the README's "Run it yourself" serves against `flowgate
+# emulator`; tests/examples.rs also serves it and makes a call.
+if cargo run --quiet --locked -- check-config examples/emulator.toml; then
+  :
+else
+  gates_failed+=("examples/emulator.toml")
+fi
 
 step "deploy/ and the image (scripts/deploy/check.sh)"
 scripts/deploy/check.sh || gates_failed+=("deploy")

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod connect;
 pub mod convert;
 #[cfg(feature = "emulator")]
 pub mod demo;

@@ -63,8 +63,24 @@ enum Command {
     },
     #[cfg(feature = "emulator")]
     /// Start the emulator and the gateway on loopback and make real gRPC
-    /// calls to every dialect.
-    Demo,
+    /// calls to every dialect; with `--keep`, keep them up on fixed ports
+    /// for calls by hand until Ctrl-C.
+    Demo {
+        /// Keep the emulator and the gateway running (on the addresses
+        /// below), print the configuration and commands to try, and stop
+        /// on Ctrl-C or SIGTERM.
+        #[arg(long)]
+        keep: bool,
+        /// With --keep: the gateway's gRPC address.
+        #[arg(long, default_value = "127.0.0.1:50051", requires = "keep")]
+        listen: std::net::SocketAddr,
+        /// With --keep: the provider emulator's address.
+        #[arg(long, default_value = "127.0.0.1:8700", requires = "keep")]
+        emulator_listen: std::net::SocketAddr,
+        /// With --keep: the admin address (/metrics, /healthz, /readyz).
+        #[arg(long, default_value = "127.0.0.1:9464", requires = "keep")]
+        admin_listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -250,9 +266,25 @@ async fn run(command: Command) -> Result<(), String> {
             Ok(())
         }
         #[cfg(feature = "emulator")]
-        Command::Demo => demo::run()
+        Command::Demo { keep: false, .. } => demo::run()
             .await
             .map_err(|err| format!("demo failed: {err}")),
+        #[cfg(feature = "emulator")]
+        Command::Demo {
+            keep: true,
+            listen,
+            emulator_listen,
+            admin_listen,
+        } => {
+            let addrs = demo::keep::KeepAddrs {
+                gateway: listen,
+                emulator: emulator_listen,
+                admin: admin_listen,
+            };
+            demo::keep::keep(addrs, shutdown_signal())
+                .await
+                .map_err(|err| format!("demo failed: {err}"))
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! What a tool needs from reflection: the service, the `google.rpc` error
 //! detail types and the well-known types, each with every file it imports,
 //! over reflection v1 and v1alpha; and, when buf is installed, `buf curl`
-//! calling Invoke over gRPC and gRPC-Web through reflection, and what it
-//! prints for a failed call's details.
+//! getting the same Invoke and StreamStatus answers over gRPC, gRPC-Web and
+//! Connect through reflection, and what it prints for a failed call's
+//! details.
 //!
 //! buf is looked up as `$FLOWGATE_BUF`, then `.tools/node_modules/.bin/buf`
 //! (where scripts/test.sh installs it), then `buf` on `PATH`. Without it the
@@ -262,29 +263,6 @@ async fn buf_curl(buf: &PathBuf, args: &[&str]) -> std::process::Output {
 }
 
 #[tokio::test]
-async fn buf_curl_invokes_over_grpc_and_grpc_web_on_the_same_port() {
-    let Some((buf, _h, url)) = buf_and_gateway().await else {
-        return;
-    };
-    let data = r#"{"target":{"slug":"summarize-text"},"inputs":{"text":"hello"}}"#;
-    // gRPC needs HTTP/2 (prior knowledge on plaintext); gRPC-Web goes over
-    // HTTP/1.1 here, as from a browser.
-    for protocol in [
-        &["--http2-prior-knowledge", "--protocol", "grpc"][..],
-        &["--protocol", "grpcweb"][..],
-    ] {
-        let output = buf_curl(&buf, &[protocol, &["-d", data, &url]].concat()).await;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{protocol:?}: {stderr}");
-        let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-        assert_eq!(answer["status"], "RUN_STATUS_COMPLETED", "{protocol:?}");
-        assert_eq!(answer["provider"], "kn", "{protocol:?}");
-        assert!(answer["output"]["summary"].is_string(), "{answer:#}");
-    }
-}
-
-#[tokio::test]
 async fn buf_curl_prints_a_failed_calls_details_as_type_names_and_bytes() {
     let Some((buf, _h, url)) = buf_and_gateway().await else {
         return;
@@ -335,4 +313,121 @@ async fn buf_curl_prints_a_failed_calls_details_as_type_names_and_bytes() {
         pb_rpc::ResourceInfo::decode(detail("google.rpc.ResourceInfo").as_slice()).unwrap();
     assert_eq!(resource.resource_type, "knouds.workflow");
     assert_eq!(resource.resource_name, "no-such-flow");
+}
+
+#[tokio::test]
+async fn buf_curl_over_connect_prints_a_failed_calls_details_in_clear() {
+    let Some((buf, _h, url)) = buf_and_gateway().await else {
+        return;
+    };
+    let data = r#"{"target":{"provider":"kn","slug":"no-such-flow"}}"#;
+    let output = buf_curl(&buf, &["--protocol", "connect", "-d", data, &url]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    // flowgate's Connect door sends each detail's JSON as `debug`, which
+    // buf curl prints as it is: the reason in clear text.
+    let error: serde_json::Value = serde_json::from_str(stderr.trim())
+        .unwrap_or_else(|err| panic!("{err}: not JSON: {stderr}"));
+    assert_eq!(error["code"], "not_found", "{error:#}");
+    let info = error["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .find(|d| d["type"] == "google.rpc.ErrorInfo")
+        .unwrap_or_else(|| panic!("no ErrorInfo: {error:#}"));
+    assert_eq!(info["debug"]["reason"], "WORKFLOW_NOT_FOUND", "{error:#}");
+    assert_eq!(info["debug"]["metadata"]["provider"], "kn", "{error:#}");
+    let resource = error["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .find(|d| d["type"] == "google.rpc.ResourceInfo")
+        .unwrap_or_else(|| panic!("no ResourceInfo: {error:#}"));
+    assert_eq!(resource["debug"]["resourceName"], "no-such-flow");
+}
+
+/// Every JSON message `buf curl` printed, in order (a stream prints one
+/// object per message).
+fn messages(stdout: &[u8]) -> Vec<serde_json::Value> {
+    serde_json::Deserializer::from_slice(stdout)
+        .into_iter::<serde_json::Value>()
+        .collect::<Result<_, _>>()
+        .expect("buf curl prints JSON messages")
+}
+
+/// The three protocols buf curl speaks, as its arguments: gRPC needs HTTP/2
+/// (prior knowledge on plaintext); gRPC-Web and Connect go over HTTP/1.1
+/// here, as from a browser or curl.
+const PROTOCOLS: [&[&str]; 3] = [
+    &["--http2-prior-knowledge", "--protocol", "grpc"],
+    &["--protocol", "grpcweb"],
+    &["--protocol", "connect"],
+];
+
+#[tokio::test]
+async fn buf_curl_gets_the_same_answers_over_grpc_grpc_web_and_connect() {
+    let Some((buf, mut h, url)) = buf_and_gateway().await else {
+        return;
+    };
+    // Invoke: the same synchronous answer (each call its own run id and a
+    // step further in the vendor's rate window).
+    let data = r#"{"target":{"provider":"kn","slug":"summarize-text"},"inputs":{"text":"hello"}}"#;
+    let mut answers = Vec::new();
+    for protocol in PROTOCOLS {
+        let output = buf_curl(&buf, &[protocol, &["-d", data, &url]].concat()).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{protocol:?}: {stderr}");
+        let mut answer = messages(&output.stdout).remove(0);
+        assert!(
+            answer["runId"].as_str().is_some_and(|id| !id.is_empty()),
+            "{answer:#}"
+        );
+        answer["runId"] = serde_json::Value::Null;
+        // The vendor's window moves with every call; its limit does not.
+        let window = answer["rateLimit"]
+            .as_object_mut()
+            .expect("rate-limit data");
+        assert!(window.remove("remaining").is_some() && window.remove("resetTime").is_some());
+        answers.push(answer);
+    }
+    assert_eq!(
+        answers[0]["status"], "RUN_STATUS_COMPLETED",
+        "{:#}",
+        answers[0]
+    );
+    assert_eq!(answers[0], answers[1], "gRPC vs gRPC-Web");
+    assert_eq!(answers[0], answers[2], "gRPC vs Connect");
+
+    // StreamStatus of a finished async run: the same events in each.
+    let accepted = h
+        .client
+        .invoke(flowgate::pb::InvokeRequest {
+            target: common::target("kn", common::slug("render-video")),
+            inputs: common::inputs(serde_json::json!({"prompt": "a fox"})),
+            async_options: Some(flowgate::pb::AsyncOptions {
+                enabled: true,
+                callback_url: String::new(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("async run accepted")
+        .into_inner();
+    let stream_url = url.replace("/Invoke", "/StreamStatus");
+    let request = format!(r#"{{"runId":"{}"}}"#, accepted.run_id);
+    let mut streams = Vec::new();
+    for protocol in PROTOCOLS {
+        let output = buf_curl(&buf, &[protocol, &["-d", &request, &stream_url]].concat()).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{protocol:?}: {stderr}");
+        streams.push(messages(&output.stdout));
+    }
+    let last = streams[0].last().expect("at least one event");
+    assert_eq!(last["status"], "RUN_STATUS_COMPLETED", "{:#?}", streams[0]);
+    assert_eq!(last["runId"], accepted.run_id.as_str());
+    // The first stream may still have seen RUNNING; once finished, every
+    // protocol replays the same terminal event.
+    for (protocol, stream) in PROTOCOLS.iter().zip(&streams).skip(1) {
+        assert_eq!(stream.last(), Some(last), "{protocol:?}");
+    }
 }

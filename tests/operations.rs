@@ -99,6 +99,11 @@ impl Gateway {
     /// and admin addresses are read from that line; otherwise they stay
     /// unknown (port 0).
     async fn start(dir: &Path, config: &str, json: bool) -> Self {
+        Self::start_with_env(dir, config, json, &[]).await
+    }
+
+    /// [`Gateway::start`] with `env` added to its environment.
+    async fn start_with_env(dir: &Path, config: &str, json: bool, env: &[(&str, &str)]) -> Self {
         let path = dir.join("flowgate.toml");
         std::fs::write(&path, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_flowgate"))
@@ -106,6 +111,7 @@ impl Gateway {
             .arg(&path)
             .env_remove("RUST_LOG")
             .env("KN_ENV_KEY", keys::KNOUDS_KEY)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -454,4 +460,94 @@ async fn logs_on_a_pipe_have_no_colours_and_json_lines_hold_plain_values() {
         serving.get("ingress").is_none(),
         "no ingress configured: {serving}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_collector_is_warned_about_once_while_running_and_plainly_at_exit() {
+    let emulator = emulator().await;
+    let dir = TempDir::new("otlp");
+    // A loopback port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = format!(
+        "{}[telemetry]\notlp_endpoint = \"http://{closed}\"\n",
+        config(&emulator, "api_key_env = \"KN_ENV_KEY\"", "json")
+    );
+    let mut gateway = Gateway::start_with_env(
+        &dir.0,
+        &config,
+        true,
+        &[
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    )
+    .await;
+    // Spans to export, and a call that fails: its log line is in a trace.
+    let mut client = gateway.client().await;
+    client.invoke(summarize()).await.unwrap();
+    let mut bad = summarize();
+    bad.inputs = inputs(serde_json::json!({"prompt": 1}));
+    client.invoke(bad).await.unwrap_err();
+
+    let warning = gateway.wait_for_line("OTLP export failed").await;
+    let warning: serde_json::Value = serde_json::from_str(&warning).unwrap();
+    assert_eq!(warning["level"], "WARN", "{warning}");
+    assert_eq!(warning["endpoint"], format!("http://{closed}"), "{warning}");
+    assert!(
+        warning["error"]
+            .as_str()
+            .unwrap()
+            .contains("Connection refused"),
+        "{warning}"
+    );
+    // Metrics are exported every 200 ms: wait for several failed exports.
+    // One warning for the whole streak, every failure counted.
+    let started = Instant::now();
+    let metric_failures = |page: &str| {
+        sample(
+            page,
+            "flowgate_telemetry_export_failures_total{signal=\"metrics\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    while metric_failures(&http_get(gateway.admin, "/metrics").1) < 3.0 {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{}",
+            http_get(gateway.admin, "/metrics").1
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metric_warnings = gateway
+        .lines()
+        .iter()
+        .filter(|line| {
+            line.contains("OTLP export failed") && line.contains("\"signal\":\"metrics\"")
+        })
+        .count();
+    assert_eq!(metric_warnings, 1, "{}", gateway.lines().concat());
+
+    // The log line of the failed call: the README's shape, with the trace.
+    let lines = gateway.stop();
+    let failed = lines
+        .iter()
+        .find(|line| line.contains("\"call failed\""))
+        .unwrap_or_else(|| panic!("no call failed line:\n{}", lines.concat()));
+    let failed: serde_json::Value = serde_json::from_str(failed).unwrap();
+    assert_eq!(failed["target"], "flowgate::service", "{failed}");
+    assert_eq!(failed["trace_id"].as_str().unwrap().len(), 32, "{failed}");
+    assert_eq!(failed["span_id"].as_str().unwrap().len(), 16, "{failed}");
+    assert!(failed.get("span").is_none() && failed.get("spans").is_none());
+
+    // At exit: a plain sentence naming the collector, not the SDK's
+    // `InternalFailure("Failed to shutdown")`.
+    let text = lines.concat();
+    assert!(
+        text.contains("OTLP collector unreachable at shutdown"),
+        "{text}"
+    );
+    assert!(!text.contains("Failed to shutdown"), "{text}");
 }

@@ -1,11 +1,11 @@
 //! Building and running the servers.
 //!
 //! The gRPC stack, outermost first:
-//! 1. tonic's server, HTTP/2 and HTTP/1.1 (gRPC-Web) (keepalive,
+//! 1. tonic's server, HTTP/2 and HTTP/1.1 (gRPC-Web, Connect) (keepalive,
 //!    per-connection settings);
-//! 2. the edge layers of [`edge_stack`]: CORS, gRPC-Web, panics caught,
-//!    telemetry, callers authenticated, load shedding, malformed requests
-//!    (see there, one comment a layer);
+//! 2. the edge layers of [`edge_stack`]: CORS, the Connect protocol,
+//!    gRPC-Web, panics caught, telemetry, callers authenticated, load
+//!    shedding, malformed requests (see there, one comment a layer);
 //! 3. the routes: `WorkflowGateway` (message size capped by
 //!    `server.max_request_bytes`), `grpc.health.v1.Health`, and server
 //!    reflection v1 and v1alpha (the health descriptor, the `google.rpc`
@@ -56,6 +56,7 @@ use tower_http::cors::CorsLayer;
 use crate::{
     auth::CallerRegistry,
     config::{ConfigError, ServerConfig},
+    connect::ConnectLayer,
     health::DrainingHealth,
     ingress,
     layers::{
@@ -96,7 +97,7 @@ pub type EdgeStack = ServiceBuilder<
                         CatchPanicLayer,
                         Stack<
                             tonic_web::GrpcWebLayer,
-                            Stack<Either<CorsLayer, Identity>, Identity>,
+                            Stack<ConnectLayer, Stack<Either<CorsLayer, Identity>, Identity>>,
                         >,
                     >,
                 >,
@@ -112,10 +113,14 @@ pub fn edge_stack(server: &ServerConfig, callers: Arc<CallerRegistry>) -> EdgeSt
         // Browsers' CORS preflights answered, CORS headers on answers to
         // `[server.cors]` origins; no layer when none is allowed.
         .option_layer(cors::layer(&server.cors))
+        // Connect requests (JSON or binary, unary or streaming) become the
+        // gRPC requests below and their answers Connect answers, so every
+        // layer and the error table serve them as gRPC (crate::connect).
+        // Above gRPC-Web, which answers any other HTTP/1.1 request 400.
+        .layer(ConnectLayer::new(server.max_request_bytes))
         // gRPC-Web (HTTP/1.1 or 2, binary or base64 text) becomes gRPC here
         // and the answer gRPC-Web again, so every layer below sees one
-        // protocol (a panic answer too). Any other HTTP/1.1 request is
-        // answered 400 here: other HTTP/1.1 protocols translate above it.
+        // protocol (a panic answer too).
         .layer(tonic_web::GrpcWebLayer::new())
         // A panic anywhere below (a layer, a handler, a stream item) becomes
         // INTERNAL / INTERNAL_PANIC; outermost of the gRPC layers (only the
@@ -248,7 +253,8 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let builder = Server::builder()
-        // HTTP/1.1 for gRPC-Web callers (browsers); see `edge_stack`.
+        // HTTP/1.1 beside HTTP/2 for gRPC-Web (browsers) and Connect
+        // callers such as curl; see `edge_stack`.
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));

@@ -20,6 +20,7 @@ use tracing_subscriber::{
 };
 
 use crate::{
+    export_watch::{ExportHealth, WatchedMetrics, WatchedSpans},
     json_log::JsonWithTraceIds,
     settings::{LogFormat, Signal, TelemetrySettings},
 };
@@ -107,6 +108,7 @@ impl TelemetryBuilder {
             .build();
 
         let traces_endpoint = settings.endpoint(Signal::Traces, env);
+        let mut traces_health = None;
         let tracer = if self.span_exporter.is_some() || traces_endpoint.is_some() {
             let mut builder = SdkTracerProvider::builder().with_resource(resource.clone());
             if let Some(ratio) = settings.sample_ratio {
@@ -116,12 +118,17 @@ impl TelemetryBuilder {
             }
             builder = match (self.span_exporter, traces_endpoint) {
                 (Some(hook), _) => hook(builder),
-                (None, Some(endpoint)) => builder.with_batch_exporter(
-                    opentelemetry_otlp::SpanExporter::builder()
-                        .with_tonic()
-                        .with_endpoint(endpoint)
-                        .build()?,
-                ),
+                (None, Some(endpoint)) => {
+                    let health = ExportHealth::new("traces", &endpoint);
+                    traces_health = Some(health.clone());
+                    builder.with_batch_exporter(WatchedSpans {
+                        inner: opentelemetry_otlp::SpanExporter::builder()
+                            .with_tonic()
+                            .with_endpoint(endpoint)
+                            .build()?,
+                        health,
+                    })
+                }
                 (None, None) => builder,
             };
             Some(builder.build())
@@ -131,6 +138,7 @@ impl TelemetryBuilder {
 
         let metrics_endpoint = settings.endpoint(Signal::Metrics, env);
         let mut prometheus = None;
+        let mut metrics_health = None;
         let meter =
             if settings.prometheus || metrics_endpoint.is_some() || self.metric_reader.is_some() {
                 let mut builder = SdkMeterProvider::builder().with_resource(resource);
@@ -145,12 +153,15 @@ impl TelemetryBuilder {
                     prometheus = Some(PrometheusMetrics { registry });
                 }
                 if let Some(endpoint) = metrics_endpoint {
-                    builder = builder.with_periodic_exporter(
-                        opentelemetry_otlp::MetricExporter::builder()
+                    let health = ExportHealth::new("metrics", &endpoint);
+                    metrics_health = Some(health.clone());
+                    builder = builder.with_periodic_exporter(WatchedMetrics {
+                        inner: opentelemetry_otlp::MetricExporter::builder()
                             .with_tonic()
                             .with_endpoint(endpoint)
                             .build()?,
-                    );
+                        health,
+                    });
                 }
                 if let Some(hook) = self.metric_reader {
                     builder = hook(builder);
@@ -225,6 +236,8 @@ impl TelemetryBuilder {
             tracer,
             meter,
             prometheus,
+            traces_health,
+            metrics_health,
         })
     }
 }
@@ -237,6 +250,9 @@ pub struct Telemetry {
     tracer: Option<SdkTracerProvider>,
     meter: Option<SdkMeterProvider>,
     prometheus: Option<PrometheusMetrics>,
+    /// The OTLP exporters' state, for a plain message at shutdown.
+    traces_health: Option<ExportHealth>,
+    metrics_health: Option<ExportHealth>,
 }
 
 impl Telemetry {
@@ -282,19 +298,39 @@ impl Telemetry {
         .await;
     }
 
-    /// Flushes and stops the exporters (their background threads end).
+    /// Flushes and stops the exporters (their background threads end). A
+    /// final flush that fails is logged in plain words: the signal, the
+    /// collector and the cause (see `export_watch`).
     pub async fn shutdown(self) {
-        let Self { tracer, meter, .. } = self;
+        let Self {
+            tracer,
+            meter,
+            traces_health,
+            metrics_health,
+            ..
+        } = self;
         let _ = tokio::task::spawn_blocking(move || {
-            if let Some(tracer) = tracer
-                && let Err(err) = tracer.shutdown()
-            {
-                tracing::warn!(error = %err, "flushing traces at shutdown failed");
+            if let Some(tracer) = tracer {
+                let result = tracer.shutdown();
+                match &traces_health {
+                    Some(health) => health.at_shutdown(result),
+                    None => {
+                        if let Err(err) = result {
+                            tracing::warn!(error = %err, "flushing traces at shutdown failed");
+                        }
+                    }
+                }
             }
-            if let Some(meter) = meter
-                && let Err(err) = meter.shutdown()
-            {
-                tracing::warn!(error = %err, "flushing metrics at shutdown failed");
+            if let Some(meter) = meter {
+                let result = meter.shutdown();
+                match &metrics_health {
+                    Some(health) => health.at_shutdown(result),
+                    None => {
+                        if let Err(err) = result {
+                            tracing::warn!(error = %err, "flushing metrics at shutdown failed");
+                        }
+                    }
+                }
             }
         })
         .await;

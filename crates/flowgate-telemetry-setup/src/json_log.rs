@@ -2,7 +2,9 @@
 //!
 //! Wraps tracing-subscriber's JSON format: the line it writes gets two more
 //! fields when the event happens inside a span that is part of a trace, so
-//! a log search can jump to the trace and back.
+//! a log search can jump to the trace and back. Span fields are not
+//! written (no `span`/`spans`): the log layer sees events only (see
+//! `init`), and span context lives in the trace.
 
 use std::fmt;
 
@@ -28,7 +30,8 @@ impl JsonWithTraceIds {
             inner: Format::default()
                 .json()
                 .flatten_event(true)
-                .with_current_span(true),
+                .with_current_span(false)
+                .with_span_list(false),
         }
     }
 }

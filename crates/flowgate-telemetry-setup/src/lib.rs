@@ -15,6 +15,7 @@
 //!   gRPC call (`rpc.*` attributes, the caller's W3C `traceparent`
 //!   continued) and records the RPC metrics.
 
+mod export_watch;
 mod init;
 mod json_log;
 mod rpc;

@@ -18,6 +18,7 @@
 //! | `flowgate.state_store.up` | `flowgate_state_store_up` | gauge (1/0; absent on the memory store) | none |
 //! | `flowgate.state_store.errors` | `flowgate_state_store_errors_total` | counter | `operation` (`command`, `pipeline`, `script`, `subscribe`, `unsubscribe`, `check`), `kind` (`timeout`, `connection`, `auth`, `server`) |
 //! | `flowgate.config.reload_failures` | `flowgate_config_reload_failures_total` | counter | `kind` (`api_key`, `webhook_signing_secret`, `tls`) |
+//! | `flowgate.telemetry.export_failures` | `flowgate_telemetry_export_failures_total` | counter | `signal` (`traces`, `metrics`) |
 //!
 //! Labels are low-cardinality by construction: configured provider names,
 //! dialects, known RPC names (others are `_OTHER`) and status codes; never
@@ -70,6 +71,7 @@ pub struct Metrics {
     /// Observes [`STATE_STORE_UP`] at each collection.
     _state_store_up: ObservableGauge<i64>,
     reload_failures: Counter<u64>,
+    export_failures: Counter<u64>,
 }
 
 /// Whether the shared state store answered last: 1 yes, 0 no, -1 not
@@ -228,6 +230,12 @@ impl Metrics {
                 .u64_counter("flowgate.config.reload_failures")
                 .with_description(
                     "changed secret or certificate files that could not be used (the previous values stay), by kind",
+                )
+                .build(),
+            export_failures: meter
+                .u64_counter("flowgate.telemetry.export_failures")
+                .with_description(
+                    "OTLP exports that failed (the batch is dropped), by signal",
                 )
                 .build(),
         }
@@ -409,6 +417,14 @@ impl Metrics {
     pub fn config_reload_failed(&self, kind: &'static str) {
         if self.enabled {
             self.reload_failures.add(1, &[KeyValue::new("kind", kind)]);
+        }
+    }
+
+    /// One OTLP export of `signal` (`traces`, `metrics`) failed.
+    pub fn telemetry_export_failed(&self, signal: &'static str) {
+        if self.enabled {
+            self.export_failures
+                .add(1, &[KeyValue::new("signal", signal)]);
         }
     }
 

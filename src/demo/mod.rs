@@ -1,7 +1,10 @@
 //! `flowgate demo`: the emulator and the gateway on loopback, and real gRPC
 //! calls to every dialect through the generated client, printing what a
 //! user needs to see: status, output, usage, rate-limit data, and typed
-//! errors with their details.
+//! errors with their details. [`keep`]: the same, kept running for calls
+//! by hand.
+
+pub mod keep;
 
 use std::collections::HashMap;
 
@@ -253,7 +256,10 @@ async fn calls(client: &mut Client) -> Result<(), String> {
         convert::json_to_value(json!({"tier": "nested"})),
     );
     invoke(client, bad).await?;
-    say("\nDone. See README.md for configuration and the error table.");
+    say(
+        "\nDone. `flowgate demo --keep` keeps the emulator and a gateway running for calls by \
+         hand; README.md has the configuration and the error table.",
+    );
     Ok(())
 }
 
