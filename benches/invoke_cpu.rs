@@ -22,73 +22,19 @@
     reason = "a bench binary"
 )]
 
+mod harness;
+
 use std::{
-    net::TcpListener,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use flowgate::pb::{self, workflow_gateway_client::WorkflowGatewayClient};
-
-struct Reaper(Vec<Child>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the whole line.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-fn ticks_per_second() -> u64 {
-    let output = Command::new("getconf").arg("CLK_TCK").output().unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(100)
-}
-
-async fn wait_for_port(port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("port {port} never opened");
-}
+use harness::{Reaper, cpu_ticks, env_number, free_port, percentile, ticks_per_second};
 
 fn request() -> pb::InvokeRequest {
-    let inputs = match flowgate::convert::json_to_value(
-        serde_json::json!({"text": "benchmark input text", "max_words": 20}),
-    )
-    .kind
-    {
-        Some(prost_types::value::Kind::StructValue(object)) => Some(object),
-        _ => None,
-    };
+    let inputs =
+        harness::inputs(serde_json::json!({"text": "benchmark input text", "max_words": 20}));
     pb::InvokeRequest {
         target: Some(pb::WorkflowTarget {
             provider: "knouds".into(),
@@ -182,6 +128,17 @@ mod minimal {
                     .map(flowgate::convert::json_to_value),
                 ..Default::default()
             }))
+        }
+
+        type InvokeStreamStream = std::pin::Pin<
+            Box<dyn futures::Stream<Item = Result<pb::InvokeStreamEvent, Status>> + Send>,
+        >;
+
+        async fn invoke_stream(
+            &self,
+            _: Request<pb::InvokeRequest>,
+        ) -> Result<Response<Self::InvokeStreamStream>, Status> {
+            Err(Status::unimplemented(""))
         }
 
         type StreamStatusStream = Events;
@@ -278,23 +235,14 @@ async fn measure(
         let _ = perf.wait();
     }
     latencies.sort();
-    let percentile =
-        |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     Measured {
         cpu_per_call: Duration::from_secs_f64(
             ticks as f64 / ticks_per_second() as f64 / calls as f64,
         ),
         throughput: calls as f64 / wall.as_secs_f64(),
-        p50: percentile(0.5),
-        p99: percentile(0.99),
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
     }
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
 }
 
 #[tokio::main]
@@ -306,43 +254,18 @@ async fn main() {
     }
     let calls = env_number("FLOWGATE_BENCH_CALLS", 20_000);
     let concurrency = env_number("FLOWGATE_BENCH_CONCURRENCY", 16);
-    let binary = env!("CARGO_BIN_EXE_flowgate");
-    let emulator_port = free_port();
-    let gateway_port = free_port();
     let mut children = Reaper(Vec::new());
-    children.0.push(
-        Command::new(binary)
-            .args(["emulator", "--no-rate-limits", "--listen"])
-            .arg(format!("127.0.0.1:{emulator_port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(emulator_port).await;
-    let config = std::env::temp_dir().join(format!("flowgate-bench-{}.toml", std::process::id()));
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{gateway_port}\"\n\
-             [webhooks]\nsigning_secret_env = \"BENCH_SIGNING\"\n\
-             [providers.knouds]\nkind = \"knouds\"\nbase_url = \"http://127.0.0.1:{emulator_port}/knouds\"\napi_key_env = \"BENCH_KEY\"\n"
+    let emulator_port = harness::emulator(&mut children).await;
+    let gateway_port = free_port();
+    let pid = harness::gateway(
+        &mut children,
+        gateway_port,
+        &format!(
+            "[providers.knouds]\nkind = \"knouds\"\nbase_url = \"http://127.0.0.1:{emulator_port}/knouds\"\napi_key_env = \"BENCH_KEY\"\n"
         ),
+        &[("BENCH_KEY", flowgate_emulator::keys::KNOUDS_KEY)],
     )
-    .unwrap();
-    let gateway = Command::new(binary)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("BENCH_KEY", flowgate_emulator::keys::KNOUDS_KEY)
-        .env("BENCH_SIGNING", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = gateway.id();
-    children.0.push(gateway);
-    wait_for_port(gateway_port).await;
+    .await;
     let forwarder_port = free_port();
     let forwarder = Command::new(std::env::current_exe().unwrap())
         .arg("--minimal-forwarder")
@@ -354,7 +277,7 @@ async fn main() {
         .unwrap();
     let forwarder_pid = forwarder.id();
     children.0.push(forwarder);
-    wait_for_port(forwarder_port).await;
+    harness::wait_for_port(forwarder_port).await;
 
     // Alternate the two servers over several rounds so background load on
     // the machine hits both alike; report the median round of each.
@@ -385,5 +308,4 @@ async fn main() {
         "  flowgate / minimal: {:.2}x CPU per call",
         flowgate.cpu_per_call.as_secs_f64() / baseline.cpu_per_call.as_secs_f64()
     );
-    let _ = std::fs::remove_file(config);
 }

@@ -462,3 +462,41 @@ async fn a_chunked_body_is_cut_at_the_limit() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("max_request_bytes"), "{answer}");
 }
+
+#[tokio::test]
+async fn invoke_stream_sends_started_deltas_and_completed_envelopes() {
+    let h = common::start().await;
+    let request = envelope(
+        json!({"target": {"provider": "tutor", "workflowId": "wf_story"}, "inputs": {"story": "a fox"}})
+            .to_string()
+            .as_bytes(),
+    );
+    let response = post(
+        &h,
+        "flowgate.v1.WorkflowGateway/InvokeStream",
+        "application/connect+json",
+        request,
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let frames = envelopes(&response.bytes().await.unwrap());
+    let (end, events) = frames.split_last().unwrap();
+    assert_eq!(end.0, 2, "the last envelope ends the stream");
+    let events: Vec<Value> = events
+        .iter()
+        .map(|(_, event)| serde_json::from_slice(event).unwrap())
+        .collect();
+    assert!(events[0]["started"]["runId"].is_string(), "{events:?}");
+    let text: String = events
+        .iter()
+        .filter_map(|event| event["outputDelta"]["text"].as_str())
+        .collect();
+    assert_eq!(
+        text,
+        "Once upon a time, a fox. And so the tale came to a quiet, happy end."
+    );
+    assert_eq!(
+        events.last().unwrap()["completed"]["status"],
+        "RUN_STATUS_COMPLETED"
+    );
+}

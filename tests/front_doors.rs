@@ -195,6 +195,7 @@ async fn reflection_resolves_the_error_details_the_well_known_types_and_the_serv
         let methods: BTreeSet<&str> = service.method.iter().map(|m| m.name()).collect();
         for method in [
             "Invoke",
+            "InvokeStream",
             "StreamStatus",
             "VerifyWebhook",
             "GetWorkflowSchema",

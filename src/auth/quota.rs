@@ -267,6 +267,14 @@ impl QuotaTicket {
         &self.charge
     }
 
+    /// Puts the caller's balance into `metadata` (a streamed answer's
+    /// headers); the run lease lasts while the ticket is kept.
+    pub fn insert_balance(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        if self.charge.0.quota.is_some() {
+            insert_balance(&self.charge.balance(), metadata);
+        }
+    }
+
     /// `answer` with the caller's balance as metadata; ends the run lease.
     pub fn answer<T>(self, answer: Result<Response<T>, Status>) -> Result<Response<T>, Status> {
         if self.charge.0.quota.is_none() {

@@ -188,6 +188,17 @@ async fn calls(client: &mut Client) -> Result<(), String> {
     )
     .await?;
 
+    section("AI Tutor: InvokeStream sends the story while it is being written");
+    invoke_stream(
+        client,
+        request(
+            "",
+            Workflow::WorkflowId("wf_story".into()),
+            json!({"story": "a gateway learned to stream"}),
+        ),
+    )
+    .await?;
+
     section("Knouds: slug summarize-text, synchronous");
     invoke(
         client,
@@ -294,6 +305,33 @@ async fn stream(client: &mut Client, run_id: String) -> Result<(), String> {
             event.status(),
             output.map(|o| format!(" output {o}")).unwrap_or_default()
         ));
+    }
+    Ok(())
+}
+
+/// Runs InvokeStream and prints each event as it arrives.
+async fn invoke_stream(client: &mut Client, request: pb::InvokeRequest) -> Result<(), String> {
+    use pb::invoke_stream_event::Event;
+    let mut request = Request::new(request);
+    request.set_timeout(std::time::Duration::from_secs(30));
+    let failed = |status: Status| format!("InvokeStream: {}", status.message());
+    let mut events = client
+        .invoke_stream(request)
+        .await
+        .map_err(failed)?
+        .into_inner();
+    while let Some(event) = events.message().await.map_err(failed)? {
+        match event.event {
+            Some(Event::Started(started)) => say(format!(
+                "  started       run {} on {}",
+                started.run_id, started.provider
+            )),
+            Some(Event::OutputDelta(delta)) => say(format!("  delta         {:?}", delta.text)),
+            Some(Event::Completed(completed)) => {
+                say(format!("  completed     {:?}", completed.status()));
+            }
+            None => {}
+        }
     }
     Ok(())
 }

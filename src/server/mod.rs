@@ -73,6 +73,7 @@ use crate::{
 pub const SERVED_METHODS: &[&str] = &[
     "flowgate.v1.WorkflowGateway/Invoke",
     "flowgate.v1.WorkflowGateway/StreamStatus",
+    "flowgate.v1.WorkflowGateway/InvokeStream",
     "flowgate.v1.WorkflowGateway/VerifyWebhook",
     "flowgate.v1.WorkflowGateway/GetWorkflowSchema",
     "grpc.health.v1.Health/Check",

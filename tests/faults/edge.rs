@@ -102,6 +102,16 @@ impl WorkflowGateway for PanickingGateway {
         panic!("handler bug holding secret-ish state {}", 42)
     }
 
+    type InvokeStreamStream =
+        Pin<Box<dyn Stream<Item = Result<pb::InvokeStreamEvent, Status>> + Send>>;
+
+    async fn invoke_stream(
+        &self,
+        _: Request<pb::InvokeRequest>,
+    ) -> Result<Response<Self::InvokeStreamStream>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
     type StreamStatusStream = Events;
 
     async fn stream_status(

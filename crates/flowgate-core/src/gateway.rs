@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use crate::{
-    CallbackPolicy, Deadline, ErrorClass, FieldViolation, GatewayError, Invocation,
+    CallbackPolicy, Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, OutputSink,
     PreconditionViolation, Provider, RunId, RunIdSigner, RunOutcome, SchemaCatalog, SchemaLookup,
     WorkflowSchema, WorkflowTarget, reason::Reason,
 };
@@ -42,6 +42,21 @@ pub struct Invoked {
     pub run_id: RunId,
     /// What the provider answered.
     pub outcome: RunOutcome,
+}
+
+impl Invoked {
+    /// `outcome` of `provider`, with the run id it names.
+    fn new(provider: &Arc<dyn Provider>, outcome: RunOutcome) -> Self {
+        let run_id = match outcome.upstream_run_id.as_deref() {
+            Some(upstream) => RunId::new(provider.name(), upstream),
+            None => RunId::local(provider.name()),
+        };
+        Self {
+            provider: Arc::clone(provider),
+            run_id,
+            outcome,
+        }
+    }
 }
 
 impl Gateway {
@@ -205,6 +220,24 @@ impl Gateway {
         invocation: &Invocation,
         deadline: Deadline,
     ) -> Result<RunOutcome, GatewayError> {
+        self.sent(
+            provider,
+            invocation,
+            deadline,
+            provider.invoke(invocation, deadline),
+        )
+        .await
+    }
+
+    /// The deadline check and schema invalidation of [`Gateway::send`]
+    /// around `call`, one upstream run of `invocation` on `provider`.
+    async fn sent(
+        &self,
+        provider: &Arc<dyn Provider>,
+        invocation: &Invocation,
+        deadline: Deadline,
+        call: impl Future<Output = Result<RunOutcome, GatewayError>>,
+    ) -> Result<RunOutcome, GatewayError> {
         if deadline.is_expired() {
             return Err(GatewayError::new(
                 ErrorClass::DeadlineExceeded,
@@ -214,7 +247,7 @@ impl Gateway {
             // Nothing reached the upstream: an idempotency key is not spent.
             .never_sent());
         }
-        let answer = provider.invoke(invocation, deadline).await;
+        let answer = call.await;
         if let Err(error) = &answer
             && error.class == ErrorClass::InvalidArgument
             && error.upstream.is_some()
@@ -224,6 +257,23 @@ impl Gateway {
                 .await;
         }
         answer
+    }
+
+    /// [`Gateway::invoke`] with the output streamed into `sink` as the
+    /// provider produces it (see [`Provider::invoke_stream`]): the same
+    /// routing and pre-flight checks, nothing sent unless they passed.
+    pub async fn invoke_stream(
+        &self,
+        target: &WorkflowTarget,
+        invocation: &Invocation,
+        deadline: Deadline,
+        sink: &OutputSink,
+    ) -> Result<Invoked, GatewayError> {
+        let provider = self.resolve(target)?;
+        self.check(provider, invocation, deadline).await?;
+        let call = provider.invoke_stream(invocation, deadline, sink);
+        let outcome = self.sent(provider, invocation, deadline, call).await?;
+        Ok(Invoked::new(provider, outcome))
     }
 
     /// Validates and runs one invocation. Nothing is sent upstream unless
@@ -248,15 +298,7 @@ impl Gateway {
     ) -> Result<Invoked, GatewayError> {
         self.check(provider, invocation, deadline).await?;
         let outcome = self.send(provider, invocation, deadline).await?;
-        let run_id = match outcome.upstream_run_id.as_deref() {
-            Some(upstream) => RunId::new(provider.name(), upstream),
-            None => RunId::local(provider.name()),
-        };
-        Ok(Invoked {
-            provider: Arc::clone(provider),
-            run_id,
-            outcome,
-        })
+        Ok(Invoked::new(provider, outcome))
     }
 
     /// The input schema of `target`'s workflow, from the catalog.

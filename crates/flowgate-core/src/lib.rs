@@ -12,6 +12,7 @@
 //!   place at the edge.
 //! - [`Provider`]: the trait every dialect implements; [`Gateway`] routes
 //!   invocations to providers.
+//! - [`OutputSink`], [`StreamEvent`]: streamed output, with backpressure.
 //! - [`LimitStore`], [`ReplayStore`]: the state replicas share (provider
 //!   limits, webhook replay ids), in memory for one replica or on Redis.
 //! - [`WorkflowSchema`]: a workflow's input fields and their validation;
@@ -35,6 +36,7 @@ mod run_id;
 mod schema;
 mod secret;
 mod shared_limits;
+mod stream;
 mod target;
 
 pub use callback::{CallbackPolicy, InvalidAllowEntry, MAX_CALLBACK_URL_BYTES, is_forbidden_ip};
@@ -62,4 +64,5 @@ pub use shared_limits::{
     LimitFailurePolicy, LimitRequest, LimitStore, LimitVerdict, RateQuota, ReplayStore, RunSlot,
     SharedLimitsSettings, SlotQuota, StateStoreUnavailable, WindowNote,
 };
+pub use stream::{OutputSink, StreamEvent};
 pub use target::{Addressing, ProviderKind, WorkflowRef, WorkflowTarget};

@@ -4,9 +4,11 @@ use std::fmt;
 
 use async_trait::async_trait;
 
+#[cfg(doc)]
+use crate::StreamEvent;
 use crate::{
-    Deadline, FieldViolation, GatewayError, Invocation, ProviderKind, RunError, RunOutcome,
-    WorkflowRef, WorkflowSchema,
+    Deadline, FieldViolation, GatewayError, Invocation, OutputSink, ProviderKind, RunError,
+    RunOutcome, WorkflowRef, WorkflowSchema,
 };
 
 /// How a dialect runs an async invocation, which decides what the run
@@ -52,6 +54,25 @@ pub trait Provider: Send + Sync + fmt::Debug {
         invocation: &Invocation,
         deadline: Deadline,
     ) -> Result<RunOutcome, GatewayError>;
+
+    /// Runs the invocation upstream and streams its output into `sink`
+    /// ([`StreamEvent::Started`] once accepted, then text deltas), returning
+    /// the final outcome; an outcome whose output went out as deltas carries
+    /// none. Only called after [`Provider::validate`] found nothing, never
+    /// for async invocations.
+    ///
+    /// The default, for dialects without a streaming endpoint, is a unary
+    /// [`Provider::invoke`] that sends nothing into the sink: the caller
+    /// gets the first and final events together.
+    async fn invoke_stream(
+        &self,
+        invocation: &Invocation,
+        deadline: Deadline,
+        sink: &OutputSink,
+    ) -> Result<RunOutcome, GatewayError> {
+        let _ = sink;
+        self.invoke(invocation, deadline).await
+    }
 
     /// How the dialect runs async invocations (see [`AsyncMode`]).
     fn async_mode(&self) -> AsyncMode {

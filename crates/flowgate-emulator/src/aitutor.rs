@@ -3,6 +3,7 @@
 //! single-use token + plain-text streaming endpoint.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -382,20 +383,60 @@ async fn run_stream(
         return unauthorized(&shared);
     };
     limited(&shared, key, || match execute(key, &workflow_id, &body) {
-        Ok(run) => text_stream(run.result),
+        Ok(run) => text_stream(&shared, run.result),
         Err(rejection) => rejection.into_response(),
     })
 }
 
-/// `text` as a chunked `text/plain` body, one word per chunk.
-fn text_stream(text: String) -> Response {
-    let chunks: VecDeque<String> = text.split_inclusive(' ').map(str::to_owned).collect();
-    let stream = futures::stream::unfold((chunks, true), |(mut chunks, first)| async move {
-        let chunk = chunks.pop_front()?;
-        if !first {
+/// `text` as a chunked `text/plain` body, one word per chunk (or as the
+/// stream controls say: see [`crate::Emulator::hold_stream_tails`] and its
+/// neighbours).
+fn text_stream(shared: &AiTutor, text: String) -> Response {
+    let controls = &shared.streams;
+    let chunks: VecDeque<Bytes> = match controls.chunk_bytes.load(Ordering::SeqCst) {
+        0 => text
+            .split_inclusive(' ')
+            .map(|word| Bytes::copy_from_slice(word.as_bytes()))
+            .collect(),
+        size => text
+            .as_bytes()
+            .chunks(size)
+            .map(Bytes::copy_from_slice)
+            .collect(),
+    };
+    let state = StreamState {
+        chunks,
+        sent: 0,
+        fail_after: controls.fail_after.load(Ordering::SeqCst),
+        hold: controls.hold_tail.subscribe(),
+        watch: DropWatch {
+            shared: Arc::clone(shared.shared()),
+            finished: false,
+        },
+    };
+    let stream = futures::stream::unfold(state, |mut state| async move {
+        if state.fail_after != 0 && state.sent == state.fail_after {
+            // Let the chunks already sent reach the client first.
+            tokio::time::sleep(STREAM_CHUNK_DELAY).await;
+            state.watch.finish();
+            return Some((
+                Err(std::io::Error::other("stream cut by the emulator")),
+                state,
+            ));
+        }
+        let Some(chunk) = state.chunks.pop_front() else {
+            state.watch.finish();
+            return None;
+        };
+        if state.sent > 0 {
             tokio::time::sleep(STREAM_CHUNK_DELAY).await;
         }
-        Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), (chunks, false)))
+        if state.chunks.is_empty() {
+            // The tail waits while tests hold it (or the stream is dropped).
+            let _ = state.hold.wait_for(|held| !held).await;
+        }
+        state.sent += 1;
+        Some((Ok::<_, std::io::Error>(chunk), state))
     });
     let mut response = Response::new(Body::from_stream(stream));
     response.headers_mut().insert(
@@ -403,4 +444,33 @@ fn text_stream(text: String) -> Response {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// One stream's progress.
+struct StreamState {
+    chunks: VecDeque<Bytes>,
+    sent: usize,
+    fail_after: usize,
+    hold: tokio::sync::watch::Receiver<bool>,
+    watch: DropWatch,
+}
+
+/// Counts the stream as dropped when it goes away unfinished.
+struct DropWatch {
+    shared: Arc<Shared>,
+    finished: bool,
+}
+
+impl DropWatch {
+    fn finish(&mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for DropWatch {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared.streams.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }

@@ -31,7 +31,8 @@
 //! anything else), then the first matching [`Fault`] applies (latency, a
 //! canned answer, or a dropped connection), then the dialect handles it and
 //! [`EmulatorConfig::latency`] is added. A request whose client goes away
-//! first is counted by [`Emulator::cancelled_requests`].
+//! first is counted by [`Emulator::cancelled_requests`]; a stream whose
+//! client goes away before its end by [`Emulator::dropped_streams`].
 //!
 //! Tests drive the emulator in-process through [`Emulator`]. Non-Rust users
 //! get the same through the admin API on the same port:
@@ -182,6 +183,38 @@ impl Emulator {
     /// Provider requests whose client went away before the emulator answered.
     pub fn cancelled_requests(&self) -> u64 {
         self.shared.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// While `hold` is true, every AI Tutor stream sends all but its last
+    /// chunk and then waits (for tests to observe output before the end);
+    /// setting it false releases the held streams.
+    pub fn hold_stream_tails(&self, hold: bool) {
+        self.shared.streams.hold_tail.send_replace(hold);
+    }
+
+    /// Cuts AI Tutor streams into chunks of `bytes` bytes, splitting UTF-8
+    /// characters apart; `None`: one word per chunk (the default).
+    pub fn set_stream_chunk_bytes(&self, bytes: Option<usize>) {
+        let bytes = bytes.unwrap_or(0);
+        self.shared
+            .streams
+            .chunk_bytes
+            .store(bytes, Ordering::SeqCst);
+    }
+
+    /// Makes AI Tutor streams fail after `chunks` chunks (the connection is
+    /// cut, the body never completes); `None`: streams complete.
+    pub fn fail_streams_after(&self, chunks: Option<usize>) {
+        let chunks = chunks.unwrap_or(0);
+        self.shared
+            .streams
+            .fail_after
+            .store(chunks, Ordering::SeqCst);
+    }
+
+    /// AI Tutor streams whose client went away before the stream ended.
+    pub fn dropped_streams(&self) -> u64 {
+        self.shared.streams.dropped.load(Ordering::SeqCst)
     }
 
     /// Stops accepting connections, lets open ones finish (bounded), and

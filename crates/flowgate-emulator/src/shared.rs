@@ -7,7 +7,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 use tokio::task::JoinSet;
 
@@ -25,6 +25,7 @@ pub(crate) struct Shared {
     pub(crate) faults: FaultTable,
     pub(crate) callbacks: CallbackSender,
     pub(crate) cancelled: AtomicU64,
+    pub(crate) streams: StreamControls,
     background: Mutex<JoinSet<()>>,
 }
 
@@ -35,6 +36,7 @@ impl Shared {
             faults: FaultTable::default(),
             callbacks: CallbackSender::new()?,
             cancelled: AtomicU64::new(0),
+            streams: StreamControls::default(),
             background: Mutex::new(JoinSet::new()),
             config,
         })
@@ -68,6 +70,11 @@ impl<D> DialectShared<D> {
     pub(crate) fn new(shared: Arc<Shared>, dialect: D) -> Self {
         Self { shared, dialect }
     }
+
+    /// The emulator-wide state, for work that outlives the handler.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
 }
 
 impl<D> Deref for DialectShared<D> {
@@ -75,5 +82,30 @@ impl<D> Deref for DialectShared<D> {
 
     fn deref(&self) -> &Shared {
         &self.shared
+    }
+}
+
+/// Test controls of streamed answers (AI Tutor's stream endpoint), set
+/// through [`crate::Emulator`].
+#[derive(Debug)]
+pub(crate) struct StreamControls {
+    /// While true, a stream sends all but its last chunk, then waits.
+    pub(crate) hold_tail: tokio::sync::watch::Sender<bool>,
+    /// Chunk size in bytes (cutting characters apart); 0: one word a chunk.
+    pub(crate) chunk_bytes: AtomicUsize,
+    /// Cut the connection after this many chunks; 0: never.
+    pub(crate) fail_after: AtomicUsize,
+    /// Streams whose reader went away before their end.
+    pub(crate) dropped: AtomicU64,
+}
+
+impl Default for StreamControls {
+    fn default() -> Self {
+        Self {
+            hold_tail: tokio::sync::watch::Sender::new(false),
+            chunk_bytes: AtomicUsize::new(0),
+            fail_after: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+        }
     }
 }

@@ -15,9 +15,10 @@ use std::{fmt, time::Duration};
 use async_trait::async_trait;
 use bytes::Bytes;
 use flowgate_core::{
-    AsyncMode, Deadline, FieldViolation, GatewayError, Invocation, Provider, ProviderKind,
-    RunError, RunOutcome, WorkflowRef, WorkflowSchema,
+    AsyncMode, Deadline, FieldViolation, GatewayError, Invocation, OutputSink, Provider,
+    ProviderKind, RunError, RunOutcome, WorkflowRef, WorkflowSchema,
 };
+use futures::future::BoxFuture;
 use http::{HeaderMap, Method};
 
 pub use http::HeaderName;
@@ -26,7 +27,7 @@ use serde::Serialize;
 use crate::{
     HttpClient, ProviderSettings,
     errors::{run_not_found, safe_run_error},
-    http::{BaseUrl, UpstreamRequest, UpstreamResponse, is_upstream_id},
+    http::{BaseUrl, OpenResponse, UpstreamRequest, UpstreamResponse, is_upstream_id},
 };
 
 /// One request a dialect wants sent: method, path below the base URL (one
@@ -207,6 +208,18 @@ pub trait Dialect: fmt::Debug + Default + Send + Sync + 'static {
         let _ = body;
         None
     }
+
+    /// A run with its output streamed (see [`Provider::invoke_stream`]):
+    /// by default a unary run, for dialects without a streaming endpoint.
+    fn invoke_stream<'a>(
+        provider: &'a HttpProvider<Self>,
+        invocation: &'a Invocation,
+        deadline: Deadline,
+        sink: &'a OutputSink,
+    ) -> BoxFuture<'a, Result<RunOutcome, GatewayError>> {
+        let _ = sink;
+        Box::pin(provider.invoke(invocation, deadline))
+    }
 }
 
 /// A configured provider of dialect `D`: settings, the shared client, the
@@ -293,7 +306,8 @@ impl<D: Dialect> HttpProvider<D> {
             .decode_schema(&self.settings, &response, workflow)
     }
 
-    fn decode_run(
+    /// A run answer: success or error decoding by its status.
+    pub(crate) fn decode_run(
         &self,
         response: &UpstreamResponse,
         workflow: &WorkflowRef,
@@ -324,21 +338,49 @@ impl<D: Dialect> HttpProvider<D> {
         self.dialect.decode_status(&self.settings, response, run_id)
     }
 
-    async fn send(
-        &self,
+    /// `request` ready to send, with the key's current value.
+    pub(crate) fn upstream<'r>(
+        &'r self,
         request: Request<'_>,
-        deadline: Deadline,
-    ) -> Result<UpstreamResponse, GatewayError> {
-        let request = UpstreamRequest {
+    ) -> Result<UpstreamRequest<'r>, GatewayError> {
+        Ok(UpstreamRequest {
             url: self.url(&request)?,
             method: request.method,
             auth: (
                 &self.auth_name,
                 self.settings.api_key.header_value(self.bearer),
             ),
+            accept: "application/json",
             body: request.body,
-        };
+        })
+    }
+
+    /// Sends `request` and reads the whole answer.
+    pub(crate) async fn send(
+        &self,
+        request: Request<'_>,
+        deadline: Deadline,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        self.send_prepared(self.upstream(request)?, deadline).await
+    }
+
+    /// Sends a prepared request and reads the whole answer.
+    pub(crate) async fn send_prepared(
+        &self,
+        request: UpstreamRequest<'_>,
+        deadline: Deadline,
+    ) -> Result<UpstreamResponse, GatewayError> {
         self.http.send(&self.settings, request, deadline).await
+    }
+
+    /// Sends `request` and answers once its headers arrived (a streamed
+    /// answer; see [`HttpClient::open`]).
+    pub(crate) async fn open(
+        &self,
+        request: UpstreamRequest<'_>,
+        deadline: Deadline,
+    ) -> Result<OpenResponse, GatewayError> {
+        self.http.open(&self.settings, request, deadline).await
     }
 }
 
@@ -364,6 +406,15 @@ impl<D: Dialect> Provider for HttpProvider<D> {
         let request = self.invoke_request(invocation)?;
         let response = self.send(request, deadline).await?;
         self.decode_run(&response, &invocation.workflow)
+    }
+
+    async fn invoke_stream(
+        &self,
+        invocation: &Invocation,
+        deadline: Deadline,
+        sink: &OutputSink,
+    ) -> Result<RunOutcome, GatewayError> {
+        D::invoke_stream(self, invocation, deadline, sink).await
     }
 
     fn async_mode(&self) -> AsyncMode {

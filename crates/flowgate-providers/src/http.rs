@@ -122,6 +122,8 @@ pub(crate) struct UpstreamRequest<'a> {
     pub method: http::Method,
     pub url: reqwest::Url,
     pub auth: (&'a HeaderName, HeaderValue),
+    /// The `Accept` header: `application/json` unless the answer is a stream.
+    pub accept: &'static str,
     pub body: Option<Vec<u8>>,
 }
 
@@ -190,6 +192,116 @@ pub(crate) fn context(settings: &ProviderSettings, http_status: Option<u16>) -> 
     }
 }
 
+/// An upstream answer whose headers arrived and whose body is still to be
+/// read, chunk by chunk ([`OpenResponse::chunk`]) or whole
+/// ([`OpenResponse::read_all`]). Dropping it closes the connection.
+#[derive(Debug)]
+pub(crate) struct OpenResponse {
+    response: reqwest::Response,
+    /// The HTTP status.
+    pub status: u16,
+    /// The headers (`X-Request-Id` already redacted or dropped).
+    pub headers: HeaderMap,
+    /// The rate-limit headers, parsed.
+    pub rate_limit: RateLimitInfo,
+    /// The caller's deadline, not the provider's timeout, bounds the call.
+    caller_bound: bool,
+}
+
+impl OpenResponse {
+    /// The next piece of the body, `None` at its end. A timeout is
+    /// DEADLINE_EXCEEDED; a body cut short is `UPSTREAM_PROTOCOL_ERROR`.
+    pub(crate) async fn chunk(
+        &mut self,
+        settings: &ProviderSettings,
+    ) -> Result<Option<Bytes>, GatewayError> {
+        match self.response.chunk().await {
+            Ok(chunk) => Ok(chunk),
+            Err(err) if err.is_timeout() => Err(timed_out(
+                settings,
+                self.caller_bound,
+                "reading the upstream response",
+            )),
+            Err(_) => Err(self.protocol(
+                settings,
+                format!(
+                    "the response from {} ended before its body was complete",
+                    settings.name
+                ),
+            )),
+        }
+    }
+
+    /// INTERNAL / `UPSTREAM_PROTOCOL_ERROR` about this answer.
+    pub(crate) fn protocol(&self, settings: &ProviderSettings, message: String) -> GatewayError {
+        GatewayError::new(
+            ErrorClass::ProtocolError,
+            Reason::UpstreamProtocolError,
+            message,
+        )
+        .with_upstream(context(settings, Some(self.status)))
+        .with_rate_limit(self.rate_limit.clone())
+    }
+
+    /// Reads the whole body, up to [`MAX_RESPONSE_BYTES`].
+    pub(crate) async fn read_all(
+        mut self,
+        settings: &ProviderSettings,
+    ) -> Result<UpstreamResponse, GatewayError> {
+        let too_large = |open: &Self| {
+            open.protocol(
+                settings,
+                format!(
+                    "{} sent a response body over {MAX_RESPONSE_BYTES} bytes",
+                    settings.name
+                ),
+            )
+        };
+        if self
+            .response
+            .content_length()
+            .is_some_and(|length| length > MAX_RESPONSE_BYTES as u64)
+        {
+            return Err(too_large(&self));
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = self.chunk(settings).await? {
+            if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(too_large(&self));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(UpstreamResponse {
+            status: self.status,
+            headers: self.headers,
+            body: body.freeze(),
+            rate_limit: self.rate_limit,
+        })
+    }
+}
+
+/// DEADLINE_EXCEEDED while `stage`: the caller's deadline when it bounded
+/// the request, else the provider's timeout.
+fn timed_out(settings: &ProviderSettings, caller_bound: bool, stage: &str) -> GatewayError {
+    let (reason, message) = if caller_bound {
+        (
+            Reason::DeadlineExceeded,
+            format!("the caller's deadline passed while {stage}"),
+        )
+    } else {
+        (
+            Reason::UpstreamTimeout,
+            format!(
+                "{} did not answer within its {} s timeout ({stage})",
+                settings.name,
+                settings.timeout.as_secs_f64()
+            ),
+        )
+    };
+    GatewayError::new(ErrorClass::DeadlineExceeded, reason, message)
+        .with_upstream(context(settings, None))
+}
+
 impl HttpClient {
     /// Sends `request` within the deadline and reads the whole (bounded)
     /// body. Transport failures come back typed; HTTP error statuses do not
@@ -200,56 +312,57 @@ impl HttpClient {
         request: UpstreamRequest<'_>,
         deadline: Deadline,
     ) -> Result<UpstreamResponse, GatewayError> {
-        let url = &request.url;
-        let method = request.method.as_str();
-        let span = tracing::info_span!(
-            "upstream.request",
-            otel.name = method,
-            otel.kind = "client",
-            otel.status_code = field::Empty,
-            http.request.method = method,
-            server.address = url.host_str().unwrap_or_default(),
-            server.port = i64::from(url.port_or_known_default().unwrap_or_default()),
-            // The path only: queries may carry tokens.
-            url.path = url.path(),
-            http.response.status_code = field::Empty,
-            error.type = field::Empty,
-            flowgate.provider = settings.name.as_str(),
-            flowgate.dialect = settings.kind.as_str(),
-            flowgate.retry.attempt = i64::from(ATTEMPT.try_with(|attempt| *attempt).unwrap_or(1)),
-            flowgate.rate_limit.remaining = field::Empty,
-        );
+        let span = client_span(settings, &request);
         let started = Instant::now();
-        let result = self
-            .send_in_span(settings, request, deadline, &span)
-            .instrument(span.clone())
-            .await;
-        let status = match &result {
-            Ok(response) => Some(response.status),
-            Err(error) => error.upstream.as_ref().and_then(|up| up.http_status),
-        };
-        if let Err(error) = &result {
-            span.record("error.type", error.reason.as_str());
+        let result = async {
+            self.open_in_span(settings, request, deadline, &span)
+                .await?
+                .read_all(settings)
+                .await
         }
-        if status.is_none_or(|status| status >= 500) {
-            span.record("otel.status_code", "error");
-        }
-        flowgate_telemetry::metrics().record_upstream(
-            &settings.name,
-            settings.kind.as_str(),
-            status,
-            started.elapsed(),
+        .instrument(span.clone())
+        .await;
+        finish_span(
+            &span,
+            settings,
+            started,
+            result.as_ref().map(|response| response.status),
         );
         result
     }
 
-    async fn send_in_span(
+    /// Sends `request` within the deadline and answers once the headers
+    /// arrived; the body is read by the caller (a streamed answer). The
+    /// deadline still bounds the whole body. The client span and metrics
+    /// cover the time to the headers.
+    pub(crate) async fn open(
+        &self,
+        settings: &ProviderSettings,
+        request: UpstreamRequest<'_>,
+        deadline: Deadline,
+    ) -> Result<OpenResponse, GatewayError> {
+        let span = client_span(settings, &request);
+        let started = Instant::now();
+        let result = self
+            .open_in_span(settings, request, deadline, &span)
+            .instrument(span.clone())
+            .await;
+        finish_span(
+            &span,
+            settings,
+            started,
+            result.as_ref().map(|response| response.status),
+        );
+        result
+    }
+
+    async fn open_in_span(
         &self,
         settings: &ProviderSettings,
         request: UpstreamRequest<'_>,
         deadline: Deadline,
         span: &tracing::Span,
-    ) -> Result<UpstreamResponse, GatewayError> {
+    ) -> Result<OpenResponse, GatewayError> {
         let mut trace_headers = HeaderMap::new();
         flowgate_telemetry::inject(span, &mut trace_headers);
         let budget = deadline.budget(settings.timeout);
@@ -258,7 +371,7 @@ impl HttpClient {
             .client
             .request(request.method, request.url)
             .header(request.auth.0, request.auth.1)
-            .header(header::ACCEPT, "application/json")
+            .header(header::ACCEPT, request.accept)
             .headers(trace_headers)
             .timeout(budget);
         if let Some(body) = request.body {
@@ -266,28 +379,9 @@ impl HttpClient {
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let timed_out = |stage: &str| {
-            let (reason, message) = if caller_bound {
-                (
-                    Reason::DeadlineExceeded,
-                    format!("the caller's deadline passed while {stage}"),
-                )
-            } else {
-                (
-                    Reason::UpstreamTimeout,
-                    format!(
-                        "{} did not answer within its {} s timeout ({stage})",
-                        settings.name,
-                        settings.timeout.as_secs_f64()
-                    ),
-                )
-            };
-            GatewayError::new(ErrorClass::DeadlineExceeded, reason, message)
-                .with_upstream(context(settings, None))
-        };
         let mut response = builder.send().await.map_err(|err| {
             if err.is_timeout() {
-                timed_out("waiting for the upstream response")
+                timed_out(settings, caller_bound, "waiting for the upstream response")
             } else if err.is_connect() {
                 GatewayError::new(
                     ErrorClass::Unavailable,
@@ -323,55 +417,62 @@ impl HttpClient {
             );
             flowgate_telemetry::metrics().record_rate_limit_remaining(&settings.name, remaining);
         }
-        let protocol = |message: String| {
-            GatewayError::new(
-                ErrorClass::ProtocolError,
-                Reason::UpstreamProtocolError,
-                message,
-            )
-            .with_upstream(context(settings, Some(status)))
-            .with_rate_limit(rate_limit.clone())
-        };
-        if response
-            .content_length()
-            .is_some_and(|length| length > MAX_RESPONSE_BYTES as u64)
-        {
-            return Err(protocol(format!(
-                "{} sent a response body over {MAX_RESPONSE_BYTES} bytes",
-                settings.name
-            )));
-        }
-        let mut body = BytesMut::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                        return Err(protocol(format!(
-                            "{} sent a response body over {MAX_RESPONSE_BYTES} bytes",
-                            settings.name
-                        )));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(err) if err.is_timeout() => {
-                    return Err(timed_out("reading the upstream response"));
-                }
-                Err(_) => {
-                    return Err(protocol(format!(
-                        "the response from {} ended before its body was complete",
-                        settings.name
-                    )));
-                }
-            }
-        }
-        Ok(UpstreamResponse {
+        Ok(OpenResponse {
+            response,
             status,
             headers,
-            body: body.freeze(),
             rate_limit,
+            caller_bound,
         })
     }
+}
+
+/// The client span of one upstream request (see the module docs).
+fn client_span(settings: &ProviderSettings, request: &UpstreamRequest<'_>) -> tracing::Span {
+    let url = &request.url;
+    let method = request.method.as_str();
+    tracing::info_span!(
+        "upstream.request",
+        otel.name = method,
+        otel.kind = "client",
+        otel.status_code = field::Empty,
+        http.request.method = method,
+        server.address = url.host_str().unwrap_or_default(),
+        server.port = i64::from(url.port_or_known_default().unwrap_or_default()),
+        // The path only: queries may carry tokens.
+        url.path = url.path(),
+        http.response.status_code = field::Empty,
+        error.type = field::Empty,
+        flowgate.provider = settings.name.as_str(),
+        flowgate.dialect = settings.kind.as_str(),
+        flowgate.retry.attempt = i64::from(ATTEMPT.try_with(|attempt| *attempt).unwrap_or(1)),
+        flowgate.rate_limit.remaining = field::Empty,
+    )
+}
+
+/// Records a request's outcome on its span and in the upstream metrics.
+fn finish_span(
+    span: &tracing::Span,
+    settings: &ProviderSettings,
+    started: Instant,
+    result: Result<u16, &GatewayError>,
+) {
+    let status = match result {
+        Ok(status) => Some(status),
+        Err(error) => {
+            span.record("error.type", error.reason.as_str());
+            error.upstream.as_ref().and_then(|up| up.http_status)
+        }
+    };
+    if status.is_none_or(|status| status >= 500) {
+        span.record("otel.status_code", "error");
+    }
+    flowgate_telemetry::metrics().record_upstream(
+        &settings.name,
+        settings.kind.as_str(),
+        status,
+        started.elapsed(),
+    );
 }
 
 /// Replaces `X-Request-Id` with its redacted form (see

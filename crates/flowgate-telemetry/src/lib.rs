@@ -12,6 +12,8 @@
 //!   circuits, active streams): no-ops until the set-up crate installs a
 //!   meter, then exported over OTLP and/or as a Prometheus text page.
 //!
+//! - [`OutputStreamStats`]: time to first byte, duration, chunks and bytes
+//!   of one InvokeStream call, on its span and in histograms.
 //! - [`CallRecord`]: what one call did, filled in by the layers and the
 //!   service, logged once as the access log line (`flowgate::access`).
 //!
@@ -23,11 +25,13 @@
 mod access;
 mod links;
 mod metrics;
+mod output_stream;
 mod propagation;
 
 pub use access::{CallDetails, CallRecord, UNAUTHENTICATED};
 pub use links::{TraceLink, add_link, span_with_link};
 pub use metrics::{ActiveStream, Metrics, SchemaCacheOutcome, install_meter, metrics};
+pub use output_stream::{OUTPUT_STREAM_FIELDS, OutputStreamStats};
 pub use propagation::{extract, inject};
 
 /// The current span's W3C `traceparent`, to store in a run record so later

@@ -9,6 +9,8 @@
 //! | `flowgate.schema_cache.hits` / `.misses` | `flowgate_schema_cache_hits_total` / `_misses_total` | counter | `flowgate_provider` |
 //! | `flowgate.upstream.rate_limit.remaining` | `flowgate_upstream_rate_limit_remaining` | gauge | `flowgate_provider` |
 //! | `flowgate.circuit.open` | `flowgate_circuit_open` | gauge (0/1) | `flowgate_provider` |
+//! | `flowgate.invoke_stream.first_byte` | `flowgate_invoke_stream_first_byte_seconds` | histogram (s) | `flowgate_provider` |
+//! | `flowgate.invoke_stream.duration` | `flowgate_invoke_stream_duration_seconds` | histogram (s) | `flowgate_provider` |
 //! | `flowgate.streams.active` | `flowgate_streams_active` | up-down counter | none |
 //! | `flowgate.shutdown.abandoned` | `flowgate_shutdown_abandoned_total` | counter | `kind` (`background_run`, `run_watch`, `forward`) |
 //! | `flowgate.state_store.degraded` | `flowgate_state_store_degraded_total` | counter | `component` (`limits`, `replay`, `caller_quotas`), `policy` (`local`, `open`, `closed`) |
@@ -60,6 +62,8 @@ pub struct Metrics {
     rate_limit_remaining: Gauge<i64>,
     circuit_open: Gauge<i64>,
     streams_active: UpDownCounter<i64>,
+    invoke_stream_first_byte: Histogram<f64>,
+    invoke_stream_duration: Histogram<f64>,
     shutdown_abandoned: Counter<u64>,
     state_store_degraded: Counter<u64>,
     credits_used: Counter<f64>,
@@ -174,6 +178,18 @@ impl Metrics {
                 .i64_up_down_counter("flowgate.streams.active")
                 .with_description("StreamStatus streams currently open")
                 .build(),
+            invoke_stream_first_byte: meter
+                .f64_histogram("flowgate.invoke_stream.first_byte")
+                .with_unit("s")
+                .with_description("InvokeStream calls: time until the first output reached the caller")
+                .with_boundaries(LATENCY_BUCKETS.to_vec())
+                .build(),
+            invoke_stream_duration: meter
+                .f64_histogram("flowgate.invoke_stream.duration")
+                .with_unit("s")
+                .with_description("InvokeStream calls: time until the stream ended")
+                .with_boundaries(LATENCY_BUCKETS.to_vec())
+                .build(),
             state_store_degraded: meter
                 .u64_counter("flowgate.state_store.degraded")
                 .with_description(
@@ -280,6 +296,26 @@ impl Metrics {
         self.upstream_requests.add(1, &labels);
         self.upstream_duration
             .record(elapsed.as_secs_f64(), &labels);
+    }
+
+    /// One ended InvokeStream call on `provider`: the time to its first
+    /// output (`None`: none came) and its whole duration.
+    pub fn record_invoke_stream(
+        &self,
+        provider: &str,
+        first_byte: Option<Duration>,
+        total: Duration,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let labels = [provider_label(provider)];
+        if let Some(first_byte) = first_byte {
+            self.invoke_stream_first_byte
+                .record(first_byte.as_secs_f64(), &labels);
+        }
+        self.invoke_stream_duration
+            .record(total.as_secs_f64(), &labels);
     }
 
     /// The provider's reported `x-ratelimit-remaining`.

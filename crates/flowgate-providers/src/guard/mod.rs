@@ -46,6 +46,7 @@
 
 mod breaker;
 mod limits;
+mod retry;
 
 use std::{
     sync::{Arc, Mutex, MutexGuard},
@@ -55,22 +56,23 @@ use std::{
 use async_trait::async_trait;
 use flowgate_core::{
     AsyncMode, Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, LimitFailurePolicy,
-    LimitRequest, LimitStore, LimitVerdict, Provider, ProviderKind, RateLimitInfo, RateQuota,
-    RunOutcome, RunSlot, SlotQuota, UpstreamContext, WindowNote, WorkflowRef, WorkflowSchema,
-    reason::Reason,
+    LimitRequest, LimitStore, LimitVerdict, OutputSink, Provider, ProviderKind, RateLimitInfo,
+    RateQuota, RunOutcome, RunSlot, SlotQuota, UpstreamContext, WindowNote, WorkflowRef,
+    WorkflowSchema, reason::Reason,
 };
-use rand::Rng as _;
 use tokio::time::Instant;
-use tower::retry::budget::{Budget as _, TpsBudget};
+use tower::retry::budget::TpsBudget;
 
 use crate::limits::later;
 use crate::{
-    Resilience, RetryPolicy,
+    Resilience,
     depth::{MAX_OUTPUT_DEPTH, exceeds_depth},
     numbers::{MAX_RESET_AHEAD, MAX_RETRY_AFTER},
 };
 use breaker::{Breaker, trips_breaker};
 use limits::GuardLimits;
+#[cfg(test)]
+use retry::backoff;
 
 /// How long a retry-budget deposit counts.
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
@@ -423,56 +425,6 @@ impl Guarded {
             error.with_rate_limit(outcome.rate_limit)
         })
     }
-
-    /// How long to wait before attempt `attempt + 1`, if it is safe at all.
-    fn retry_delay(
-        &self,
-        error: &GatewayError,
-        attempt: u32,
-        invocation: &Invocation,
-        deadline: Deadline,
-    ) -> Option<Duration> {
-        let policy = &self.policy.retry;
-        if attempt >= policy.max_attempts {
-            return None;
-        }
-        let delay = if error.never_sent {
-            backoff(policy, attempt)
-        } else if error.class == ErrorClass::RateLimited
-            && error
-                .upstream
-                .as_ref()
-                .is_some_and(|up| up.http_status.is_some())
-        {
-            error.retry_after?
-        } else if policy.idempotent_retries
-            && invocation.idempotency_key.is_some()
-            && (matches!(
-                error.class,
-                ErrorClass::Unavailable | ErrorClass::UpstreamFailure
-            ) || error.has_reason(Reason::UpstreamTimeout))
-        {
-            backoff(policy, attempt)
-        } else {
-            return None;
-        };
-        // The retry must fit in the caller's deadline, with room to run.
-        match deadline.remaining() {
-            Some(left) if delay >= left => None,
-            _ => Some(delay),
-        }
-    }
-}
-
-/// Exponential backoff with equal jitter: half fixed, half random.
-fn backoff(policy: &RetryPolicy, attempt: u32) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(20);
-    let base = policy
-        .initial_backoff
-        .saturating_mul(1 << exponent)
-        .min(policy.max_backoff);
-    let half = base / 2;
-    half + half.mul_f64(rand::rng().random::<f64>())
 }
 
 #[async_trait]
@@ -544,36 +496,30 @@ impl Provider for Guarded {
         invocation: &Invocation,
         deadline: Deadline,
     ) -> Result<RunOutcome, GatewayError> {
-        let (mut admission, _slot) = self.admit(deadline).await?;
-        self.budget.deposit();
-        let mut attempt = 1;
-        loop {
-            let result = crate::http::ATTEMPT
-                .scope(attempt, self.inner.invoke(invocation, deadline))
-                .await
-                .and_then(|outcome| self.checked_depth(outcome));
-            self.record(&mut admission, result.as_ref()).await;
-            let error = match result {
-                Ok(outcome) => return Ok(outcome),
-                Err(error) => error,
-            };
-            let Some(delay) = self.retry_delay(&error, attempt, invocation, deadline) else {
-                return Err(error);
-            };
-            if !self.budget.withdraw() {
-                tracing::debug!(provider = self.name(), "retry budget spent; not retrying");
-                return Err(error);
-            }
-            tracing::debug!(
-                provider = self.name(),
-                attempt,
-                reason = %error.reason,
-                delay_ms = delay.as_millis() as u64,
-                "retrying"
-            );
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
+        self.attempts(
+            invocation,
+            deadline,
+            || true,
+            || self.inner.invoke(invocation, deadline),
+        )
+        .await
+    }
+
+    /// As [`Guarded::invoke`], but an attempt that already sent output into
+    /// `sink` is never repeated: the caller may have seen it.
+    async fn invoke_stream(
+        &self,
+        invocation: &Invocation,
+        deadline: Deadline,
+        sink: &OutputSink,
+    ) -> Result<RunOutcome, GatewayError> {
+        self.attempts(
+            invocation,
+            deadline,
+            || !sink.has_sent(),
+            || self.inner.invoke_stream(invocation, deadline, sink),
+        )
+        .await
     }
 }
 

@@ -1,7 +1,7 @@
 //! Guard behaviour with a scripted provider and paused time.
 
 use super::*;
-use crate::{CircuitPolicy, LocalLimits};
+use crate::{CircuitPolicy, LocalLimits, RetryPolicy};
 use flowgate_core::{RunStatus, WorkflowRef};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -111,6 +111,34 @@ async fn never_sent_requests_are_retried_with_backoff() {
         .await;
     assert!(outcome.is_ok());
     assert_eq!(inner.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_is_retried_only_until_output_was_sent() {
+    let deadline = Deadline::after(Duration::from_secs(30));
+    let inner = Scripted::new(vec![Err(unreachable())]);
+    let (fresh, _events) = OutputSink::channel();
+    let guard = guarded(inner.clone(), Resilience::default());
+    assert!(
+        guard
+            .invoke_stream(&invocation(None), deadline, &fresh)
+            .await
+            .is_ok()
+    );
+    assert_eq!(inner.calls(), 2);
+    let inner = Scripted::new(vec![Err(unreachable())]);
+    let (sent, _events) = OutputSink::channel();
+    sent.send(flowgate_core::StreamEvent::Delta("seen".into()))
+        .await
+        .unwrap();
+    let guard = guarded(inner.clone(), Resilience::default());
+    assert!(
+        guard
+            .invoke_stream(&invocation(None), deadline, &sent)
+            .await
+            .is_err()
+    );
+    assert_eq!(inner.calls(), 1, "output reached the caller: no retry");
 }
 
 #[tokio::test(start_paused = true)]

@@ -13,15 +13,11 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use flowgate_core::{
-    Deadline, ErrorClass, Gateway, GatewayError, Invocation, SecretString, WorkflowRef,
-    WorkflowTarget, reason::Reason,
-};
+use flowgate_core::{Deadline, Gateway, GatewayError, Invocation, SecretString, WorkflowTarget};
 use flowgate_state::{
     Idempotency, MemoryIdempotencyStore, RunTracker, Verification, VerifyKey,
     idempotency::{IdempotencyKey, RequestHash, Settlement, records_error},
 };
-use flowgate_telemetry::CallRecord;
 use futures::Stream;
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 use tracing::{Instrument as _, field};
@@ -30,15 +26,19 @@ pub use crate::grpc_timeout::parse_grpc_timeout;
 
 use crate::{
     auth::{
-        Caller, Required, UNAUTHENTICATED,
-        quota::{CallerQuotas, QuotaCharge},
+        Caller, Required,
+        quota::{CallerQuotas, QuotaCharge, QuotaTicket},
     },
     convert,
-    layers::auth::unauthenticated,
     proto::pb::{self, workflow_gateway_server::WorkflowGateway},
     recorded,
-    status::{insert_rate_limit, to_status},
+    status::insert_rate_limit,
 };
+
+mod access;
+mod stream;
+
+use access::{Access, caller_of, denied, owner, reject, unknown_run, workflow_name};
 
 /// Most of a caller's deadline the engine keeps back for answering.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
@@ -214,6 +214,28 @@ impl GatewayService {
 }
 
 impl GatewayService {
+    /// What a call that runs a workflow passes before anything upstream:
+    /// the caller's capability `invoke:<provider>/<workflow>`, then its
+    /// quotas (one store round trip when it has any). The ticket holds the
+    /// caller's run lease. Records the target in the access log.
+    async fn admit_run(
+        &self,
+        caller: &Caller,
+        access: &Access,
+        target: &WorkflowTarget,
+    ) -> Result<QuotaTicket, Status> {
+        let provider = self.provider_name(target);
+        let workflow = workflow_name(&target.workflow);
+        access.target(provider, workflow);
+        if !caller.capabilities().may_invoke(provider, workflow) {
+            return Err(access.reject(&denied(Required::Invoke(provider, workflow))));
+        }
+        self.quotas
+            .admit(caller)
+            .await
+            .map_err(|refused| refused.annotate(access.reject(&refused.error)))
+    }
+
     /// The provider a target names or resolves to, for capability checks:
     /// a target that resolves to none is checked by the name it gives (`*`
     /// when it gives none: only a `*` provider pattern allows it), and a
@@ -224,98 +246,6 @@ impl GatewayService {
             Err(_) => target.provider.as_deref().unwrap_or("*"),
         }
     }
-}
-
-/// This call's access log record (see [`CallRecord`]): what the service
-/// learns is written into it. Absent when served without the RPC layer.
-#[derive(Clone, Debug, Default)]
-struct Access(Option<Arc<CallRecord>>);
-
-impl Access {
-    fn of<T>(request: &Request<T>) -> Self {
-        Self(request.extensions().get::<Arc<CallRecord>>().cloned())
-    }
-
-    fn target(&self, provider: &str, workflow: &str) {
-        if let Some(record) = &self.0 {
-            record.update(|details| {
-                details.provider = Some(provider.to_owned());
-                details.workflow = Some(workflow.to_owned());
-            });
-        }
-    }
-
-    fn run_id(&self, run_id: &str) {
-        if let Some(record) = &self.0 {
-            record.update(|details| details.run_id = Some(run_id.to_owned()));
-        }
-    }
-
-    fn answered(&self, response: &pb::InvokeResponse) {
-        if let Some(record) = &self.0 {
-            record.update(|details| {
-                details.run_id = Some(response.run_id.clone());
-                details.credits = response.usage.as_ref().and_then(|usage| usage.credits);
-            });
-        }
-    }
-
-    /// [`reject`], keeping the reason for the access log.
-    fn reject(&self, error: &GatewayError) -> Status {
-        if let Some(record) = &self.0 {
-            record.update(|details| details.reason = Some(error.reason.clone()));
-        }
-        reject(error)
-    }
-}
-
-/// The caller the auth layer resolved; none means the service is served
-/// without it, and nothing is allowed.
-fn caller_of<T>(request: &Request<T>) -> Result<Arc<Caller>, Status> {
-    request
-        .extensions()
-        .get::<Arc<Caller>>()
-        .cloned()
-        .ok_or_else(|| reject(&unauthenticated()))
-}
-
-/// The owner written into the run ids a caller gets: none for the caller
-/// `unauthenticated` (an open gateway's ids stay as they were).
-fn owner(caller: &Caller) -> Option<&str> {
-    (caller.name() != UNAUTHENTICATED).then_some(caller.name())
-}
-
-/// The name capability patterns match a workflow by: the Fetch Hive
-/// deployment (any variant), the AI Tutor workflow id, the Knouds slug.
-fn workflow_name(workflow: &WorkflowRef) -> &str {
-    match workflow {
-        WorkflowRef::Deployment { name, .. } => name,
-        WorkflowRef::WorkflowId(id) => id,
-        WorkflowRef::Slug(slug) => slug,
-    }
-}
-
-/// PERMISSION_DENIED / `CALLER_CAPABILITY_DENIED`, naming the capability
-/// that would allow the call.
-fn denied(required: Required<'_>) -> GatewayError {
-    let required = required.to_string();
-    GatewayError::new(
-        ErrorClass::PermissionDenied,
-        Reason::CallerCapabilityDenied,
-        format!("this caller lacks the capability {required}"),
-    )
-    .with_metadata("required_capability", required)
-}
-
-/// What StreamStatus answers for a run it does not know (the run tracker's
-/// answer, repeated so another caller's run looks the same).
-fn unknown_run(run_id: &str) -> GatewayError {
-    GatewayError::not_found(
-        Reason::UnknownRun,
-        "flowgate.run",
-        run_id,
-        "no run with this id is known to the gateway or its provider",
-    )
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::RunStatusEvent, Status>> + Send>>;
@@ -347,18 +277,7 @@ impl WorkflowGateway for GatewayService {
             let (target, invocation) =
                 convert::invoke_request(request.into_inner()).map_err(|err| access.reject(&err))?;
             // Before anything is fetched or started.
-            let provider = self.provider_name(&target);
-            let workflow = workflow_name(&target.workflow);
-            access.target(provider, workflow);
-            if !caller.capabilities().may_invoke(provider, workflow) {
-                return Err(access.reject(&denied(Required::Invoke(provider, workflow))));
-            }
-            // The caller's quotas, before anything upstream (one store round
-            // trip when it has any); the ticket holds its run lease.
-            let ticket = match self.quotas.admit(&caller).await {
-                Ok(ticket) => ticket,
-                Err(refused) => return Err(refused.annotate(access.reject(&refused.error))),
-            };
+            let ticket = self.admit_run(&caller, &access, &target).await?;
             // Background work of an async run (polls, gateway-run calls)
             // links back to this call's trace.
             let trace_parent = invocation
@@ -408,6 +327,15 @@ impl WorkflowGateway for GatewayService {
         }
         .instrument(span)
         .await
+    }
+
+    type InvokeStreamStream = stream::InvokeEventStream;
+
+    async fn invoke_stream(
+        &self,
+        request: Request<pb::InvokeRequest>,
+    ) -> Result<Response<Self::InvokeStreamStream>, Status> {
+        self.open_invoke_stream(request).await
     }
 
     type StreamStatusStream = EventStream;
@@ -550,38 +478,4 @@ impl WorkflowGateway for GatewayService {
         .instrument(span)
         .await
     }
-}
-
-/// Logs a failed call (class and reason only: low cardinality, no bodies)
-/// and converts it.
-fn reject(error: &GatewayError) -> Status {
-    let span = tracing::Span::current();
-    span.record("error.type", error.class.as_str());
-    if let Some(upstream) = &error.upstream {
-        span.record("flowgate.provider", upstream.provider.as_str());
-    }
-    // Log lines carry their own context (the log layer does not print
-    // span fields): the provider and the HTTP status when there was one.
-    let provider = error.upstream.as_ref().map(|up| up.provider.as_str());
-    let http_status = error.upstream.as_ref().and_then(|up| up.http_status);
-    match error.class {
-        flowgate_core::ErrorClass::Internal | flowgate_core::ErrorClass::ProtocolError => {
-            tracing::warn!(
-                class = error.class.as_str(),
-                reason = %error.reason,
-                provider,
-                http_status,
-                message = %error.message,
-                "call failed"
-            );
-        }
-        _ => tracing::info!(
-            class = error.class.as_str(),
-            reason = %error.reason,
-            provider,
-            http_status,
-            "call failed"
-        ),
-    }
-    to_status(error)
 }

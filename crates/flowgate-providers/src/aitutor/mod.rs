@@ -8,14 +8,17 @@
 //! ran and failed, so it comes back as a FAILED outcome, not an error.
 //!
 //! AI Tutor has no async mode upstream; gateway-run async arrives with
-//! StreamStatus.
+//! StreamStatus. Its streaming endpoint serves InvokeStream ([`stream`]).
+
+pub mod stream;
 
 use std::time::Duration;
 
 use flowgate_core::{
-    AsyncMode, ErrorClass, FieldViolation, GatewayError, Invocation, ProviderKind, RunError,
-    RunOutcome, RunStatus, WorkflowRef, decode_output,
+    AsyncMode, Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, OutputSink,
+    ProviderKind, RunError, RunOutcome, RunStatus, WorkflowRef, decode_output,
 };
+use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -255,6 +258,15 @@ impl Dialect for AiTutorDialect {
             ));
         }
         Request::post_json(vec!["api", "v1", "run", id], &invocation.inputs)
+    }
+
+    fn invoke_stream<'a>(
+        provider: &'a AiTutor,
+        invocation: &'a Invocation,
+        deadline: Deadline,
+        sink: &'a OutputSink,
+    ) -> BoxFuture<'a, Result<RunOutcome, GatewayError>> {
+        Box::pin(stream::invoke(provider, invocation, deadline, sink))
     }
 
     /// Only 200 is a success answer.
