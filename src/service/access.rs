@@ -15,6 +15,10 @@ use crate::{
     status::to_status,
 };
 
+/// The target of the "call failed" lines: stable for log filters
+/// (`RUST_LOG=flowgate::service=warn`), wherever the code lives.
+const LOG_TARGET: &str = "flowgate::service";
+
 /// This call's access log record (see [`CallRecord`]): what the service
 /// learns is written into it. Absent when served without the RPC layer.
 #[derive(Clone, Debug, Default)]
@@ -122,6 +126,7 @@ pub(super) fn reject(error: &GatewayError) -> Status {
     match error.class {
         ErrorClass::Internal | ErrorClass::ProtocolError => {
             tracing::warn!(
+                target: LOG_TARGET,
                 class = error.class.as_str(),
                 reason = %error.reason,
                 provider,
@@ -131,6 +136,7 @@ pub(super) fn reject(error: &GatewayError) -> Status {
             );
         }
         _ => tracing::info!(
+            target: LOG_TARGET,
             class = error.class.as_str(),
             reason = %error.reason,
             provider,
