@@ -160,10 +160,14 @@ const BLOCKS: &[(&str, Plan)] = &[
     ),
     (
         "application/connect+json",
-        // Run { on: Demo, mode: Whole, shows: ["RUN_STATUS_COMPLETED"] } once fixed.
-        Plan::Skip(
-            "BROKEN: a `flowgate serve`/`demo` process answers Connect over HTTP/1.1 with `internal: the answer ended without a status` (HTTP/2 works; tests/connect.rs, in-process, passes)",
-        ),
+        Plan::Run {
+            on: On::Demo,
+            mode: Mode::Whole,
+            succeeds: true,
+            // The unary answer; the stream's end-of-stream envelope (flags
+            // 0x02, as `xxd` shows it) for the placeholder run id.
+            shows: &["RUN_STATUS_COMPLETED", "00000000: 02"],
+        },
     ),
     (
         "docker build",

@@ -132,6 +132,9 @@ where
                 if let Err(status) = request::grpc_headers(&mut parts.headers) {
                     return Ok(answer::error(call.shape, &status, http::HeaderMap::new()));
                 }
+                // gRPC is HTTP/2: gRPC-Web below answers any other HTTP/1.1
+                // request 400 (as tonic-web does for its own translation).
+                parts.version = http::Version::HTTP_2;
                 let grpc = Request::from_parts(parts, body);
                 let response = inner.call(grpc).await?;
                 Ok(answer::translate(&call, response).await)
