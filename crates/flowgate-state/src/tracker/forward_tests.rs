@@ -102,6 +102,16 @@ async fn outcome_of(
     .expect("the delivery ends within 5 s")
 }
 
+/// Whether a "dead replica" can claim `lease_id` (then it holds it, and
+/// never renews it).
+async fn dead_claims(tracker: &RunTracker, lease_id: &RunId) -> bool {
+    tracker
+        .store
+        .claim_owner(lease_id, DEAD, LEASE)
+        .await
+        .unwrap()
+}
+
 fn forwarder(tracker: &RunTracker) -> &Forwarder {
     &tracker.forwarding.as_ref().unwrap().forwarder
 }
@@ -118,11 +128,7 @@ async fn a_forward_holds_its_lease_until_its_delivery_is_given_up() {
     // Backing off between attempts for longer than a lease: renewed.
     tokio::time::sleep(LEASE + LEASE / 2).await;
     assert!(
-        !tracker
-            .store
-            .claim_owner(&lease_id, DEAD, LEASE)
-            .await
-            .unwrap(),
+        !dead_claims(&tracker, &lease_id).await,
         "held while the delivery is pending"
     );
     assert!(tracker.store.expired_owners(10).await.unwrap().is_empty());
@@ -130,11 +136,7 @@ async fn a_forward_holds_its_lease_until_its_delivery_is_given_up() {
     assert!(matches!(outcome.result, DeliveryResult::Exhausted { .. }));
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
-        tracker
-            .store
-            .claim_owner(&lease_id, DEAD, LEASE)
-            .await
-            .unwrap(),
+        dead_claims(&tracker, &lease_id).await,
         "released once given up"
     );
 }
@@ -149,13 +151,7 @@ async fn a_dead_replicas_forward_is_delivered_here_with_the_same_webhook_id() {
     let mut outcomes = forwarder(&tracker).subscribe();
     let started = tokio::time::Instant::now();
     // The replica that queued the event died holding the forward's lease.
-    assert!(
-        tracker
-            .store
-            .claim_owner(&lease_id, DEAD, LEASE)
-            .await
-            .unwrap()
-    );
+    assert!(dead_claims(&tracker, &lease_id).await);
     let outcome = outcome_of(&mut outcomes, &event_id).await;
     let took = started.elapsed();
     assert!(
@@ -172,13 +168,7 @@ async fn a_dead_replicas_forward_is_delivered_here_with_the_same_webhook_id() {
         tracker.store.expired_owners(10).await.unwrap().is_empty(),
         "released once delivered"
     );
-    assert!(
-        tracker
-            .store
-            .claim_owner(&lease_id, DEAD, LEASE)
-            .await
-            .unwrap()
-    );
+    assert!(dead_claims(&tracker, &lease_id).await);
 }
 
 #[tokio::test]
@@ -189,13 +179,7 @@ async fn a_lapsed_lease_of_a_run_still_running_forwards_nothing() {
     record.callback_url = Some(url);
     tracker.store.insert(record.clone()).await.unwrap();
     let lease_id = forward_lease_id(&record.run_id);
-    assert!(
-        tracker
-            .store
-            .claim_owner(&lease_id, DEAD, LEASE)
-            .await
-            .unwrap()
-    );
+    assert!(dead_claims(&tracker, &lease_id).await);
     tokio::time::sleep(LEASE * 3).await;
     assert!(ids.lock().unwrap().is_empty(), "nothing is owed yet");
     assert!(
