@@ -24,9 +24,12 @@ use tokio::sync::broadcast;
 use super::{RunTracker, owners::OwnerLease};
 use crate::{RunRecord, RunStore};
 
-/// Appended to a run's upstream id to name its forward's lease. Upstream
-/// ids never hold a line break (and the provider name before the first one
-/// is unchanged), so a forward id never names a run.
+/// Appended to a run's upstream id to name its forward's lease (the
+/// provider name, before the first line break, is unchanged). Upstream ids
+/// the gateway polls are `[A-Za-z0-9_.-]`, so no such run's id ends with
+/// it; only a signed vendor callback could name one that does, and the
+/// worst a sweep then does is queue a run's terminal event again (same
+/// `webhook-id`).
 const FORWARD_MARK: &str = "\nforward";
 
 /// The id the forward of `run_id`'s completion event is leased under.
