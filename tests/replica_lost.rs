@@ -10,6 +10,10 @@
 //!   held; A is killed: the stream on B ends FAILED with reason
 //!   `GATEWAY_REPLICA_LOST` within the lease and one sweep period, and the
 //!   run stays FAILED for a later stream.
+//! - A forwards a completion event to a receiver that answers 503; A is
+//!   killed while backing off between attempts, the receiver comes back:
+//!   B's sweep finds the forward's lapsed lease and delivers the event,
+//!   with the same `webhook-id`, within the lease and one sweep period.
 
 #![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
@@ -17,6 +21,10 @@ mod common;
 
 use std::{
     net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -113,19 +121,23 @@ async fn open_stream(
     client.stream_status(request).await.unwrap().into_inner()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_replicas_runs_are_taken_over_or_fail_with_gateway_replica_lost() {
+/// A redis-server, the emulator (async runs ending after `run_takes`) and
+/// one ready replica per name in front of both.
+async fn start(
+    run_takes: Duration,
+    names: &[&str],
+) -> (RedisServer, Emulator, Vec<GatewayProcess>) {
     let redis = RedisServer::start().unwrap();
     let emulator = Emulator::start(
         EmulatorConfig {
-            async_completion_delay: RUN_TAKES,
+            async_completion_delay: run_takes,
             ..Default::default()
         },
         "127.0.0.1:0".parse().unwrap(),
     )
     .await
     .unwrap();
-    let mut replicas: Vec<GatewayProcess> = ["A", "B", "C"]
+    let mut replicas: Vec<GatewayProcess> = names
         .iter()
         .map(|name| {
             let grpc = free_addr();
@@ -135,6 +147,12 @@ async fn a_dead_replicas_runs_are_taken_over_or_fail_with_gateway_replica_lost()
     for replica in &mut replicas {
         replica.ready().await;
     }
+    (redis, emulator, replicas)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_runs_are_taken_over_or_fail_with_gateway_replica_lost() {
+    let (_redis, emulator, mut replicas) = start(RUN_TAKES, &["A", "B", "C"]).await;
     let mut a = replicas[0].client().await;
     let mut b = replicas[1].client().await;
     let mut c = replicas[2].client().await;
@@ -212,5 +230,86 @@ async fn a_dead_replicas_runs_are_taken_over_or_fail_with_gateway_replica_lost()
     let only = again.message().await.unwrap().unwrap();
     assert_eq!(only.status(), pb::RunStatus::Failed);
     assert_eq!(only.error.unwrap().code, "GATEWAY_REPLICA_LOST");
+    drop(replicas);
+}
+
+/// What a [`flaky_receiver`] got: every attempt's `webhook-id` and whether
+/// it was answered 200.
+type Attempts = Arc<Mutex<Vec<(String, bool)>>>;
+
+/// A receiver on 127.0.0.1 answering 503 until `up` is set, then 200.
+async fn flaky_receiver(up: Arc<AtomicBool>) -> (String, Attempts) {
+    use axum::{Router, extract::State, http::HeaderMap, http::StatusCode, routing::post};
+    type Shared = (Arc<AtomicBool>, Attempts);
+    async fn hook(State((up, attempts)): State<Shared>, headers: HeaderMap) -> StatusCode {
+        let id = headers
+            .get("webhook-id")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let ok = up.load(Ordering::SeqCst);
+        attempts.lock().unwrap().push((id, ok));
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
+    let attempts = Attempts::default();
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state((up, Arc::clone(&attempts)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, attempts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_replicas_queued_forward_is_delivered_by_another_with_the_same_webhook_id() {
+    let (_redis, _emulator, mut replicas) = start(Duration::from_millis(300), &["A", "B"]).await;
+    let mut a = replicas[0].client().await;
+    let up = Arc::new(AtomicBool::new(false));
+    let (url, attempts) = flaky_receiver(Arc::clone(&up)).await;
+    invoke(
+        &mut a,
+        target("kn", slug("render-video")),
+        json!({"prompt": "a fox"}),
+        &url,
+    )
+    .await;
+    // A polls the run to its end and forwards the event: refused twice,
+    // it backs off (default backoff: 0.5 s, doubled per retry).
+    for _ in 0..400 {
+        if attempts.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let refused = attempts.lock().unwrap().clone();
+    assert!(refused.len() >= 2, "A tried twice: {refused:?}");
+    let webhook_id = refused[0].0.clone();
+    assert!(webhook_id.starts_with("msg_"), "{refused:?}");
+    replicas[0].kill();
+    let killed = Instant::now();
+    let tried_by_a = attempts.lock().unwrap().len();
+    up.store(true, Ordering::SeqCst);
+    let mut delivered = None;
+    while killed.elapsed() < TAKEN_OVER_WITHIN && delivered.is_none() {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        delivered = attempts.lock().unwrap().iter().find(|(_, ok)| *ok).cloned();
+    }
+    let took = killed.elapsed();
+    let (delivered_id, _) = delivered.expect("B delivered the event within the lease and a sweep");
+    assert_eq!(delivered_id, webhook_id, "the same webhook-id");
+    eprintln!("B delivered A's queued forward {took:?} after A was killed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = attempts.lock().unwrap().clone();
+    assert_eq!(
+        all.len(),
+        tried_by_a + 1,
+        "delivered once, after A's refused attempts: {all:?}"
+    );
+    assert!(all.iter().all(|(id, _)| *id == webhook_id), "{all:?}");
     drop(replicas);
 }

@@ -106,6 +106,15 @@ pub enum EnqueueError {
     InvalidEventId,
 }
 
+/// What [`Forwarder::enqueue_tracked`] did with an accepted delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Queued: its [`DeliveryOutcome`] will be published.
+    Queued,
+    /// The same `(url, event id)` is pending or was delivered: ignored.
+    Duplicate,
+}
+
 /// Counters since the forwarder started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ForwarderStats {
@@ -269,6 +278,13 @@ impl Forwarder {
     /// pending or delivered within `dedup_ttl` is accepted and ignored
     /// (counted as a duplicate); one that failed may be enqueued again.
     pub fn enqueue(&self, delivery: Delivery) -> Result<(), EnqueueError> {
+        self.enqueue_tracked(delivery).map(drop)
+    }
+
+    /// [`enqueue`](Self::enqueue), saying whether the delivery was queued
+    /// (its outcome will be published to [`subscribe`](Self::subscribe)rs)
+    /// or ignored as a duplicate (no outcome will follow).
+    pub fn enqueue_tracked(&self, delivery: Delivery) -> Result<Enqueued, EnqueueError> {
         if delivery.event_id.is_empty() || HeaderValue::from_str(&delivery.event_id).is_err() {
             return Err(EnqueueError::InvalidEventId);
         }
@@ -290,7 +306,7 @@ impl Forwarder {
             .is_fresh()
         {
             bump(&counters.duplicates);
-            return Ok(());
+            return Ok(Enqueued::Duplicate);
         }
         let job = Job {
             delivery,
@@ -298,7 +314,7 @@ impl Forwarder {
             _slot: slot,
         };
         match self.queue.try_send(job) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(Enqueued::Queued),
             Err(TrySendError::Full(job)) => {
                 self.shared.dedup.invalidate(&job.dedup_key);
                 bump(&counters.dropped);

@@ -66,7 +66,7 @@ pub use failure::{FailureReason, WebhookFailure};
 pub use fetchhive::sign_fetchhive;
 pub use forwarded::ForwardedEvent;
 pub use forwarder::{
-    Delivery, DeliveryOutcome, DeliveryResult, DrainReport, EnqueueError, Forwarder,
+    Delivery, DeliveryOutcome, DeliveryResult, DrainReport, EnqueueError, Enqueued, Forwarder,
     ForwarderConfig, ForwarderStats,
 };
 pub use knouds::sign_knouds;

@@ -28,9 +28,9 @@ pub struct TrackerConfig {
     pub max_watchers: usize,
     /// Most gateway-run background runs (AI Tutor async) at once.
     pub max_background_runs: usize,
-    /// The owner lease of a run's work (a gateway-run call, a poller):
-    /// renewed every third of it; a replica that dies loses its work to
-    /// another within about one lease.
+    /// The owner lease of a run's work (a gateway-run call, a poller, a
+    /// queued forward): renewed every third of it; a replica that dies
+    /// loses its work to another within about one lease.
     pub owner_lease: Duration,
 }
 

@@ -27,10 +27,15 @@
 //! Across replicas, a gateway-run call and a run's poller are owned by the
 //! replica holding the run's owner lease; every replica sweeps lapsed
 //! leases, failing a dead replica's gateway-run runs with
-//! `GATEWAY_REPLICA_LOST` and polling its polled runs on (see `owners`).
+//! `GATEWAY_REPLICA_LOST` and polling its polled runs on (see `owners`);
+//! a queued forward is held under a lease of its own and queued again by
+//! another replica when its replica dies (see `forward`).
 
 mod background;
 mod config;
+mod forward;
+#[cfg(test)]
+mod forward_tests;
 #[cfg(test)]
 mod owner_tests;
 mod owners;
@@ -50,9 +55,9 @@ use std::{
 
 use flowgate_core::{
     AsyncMode, Deadline, ErrorClass, FieldViolation, Gateway, GatewayError, Invocation, Invoked,
-    ProviderKind, RunId, RunOutcome, RunStatus, WorkflowTarget,
+    RunId, RunOutcome, RunStatus, WorkflowTarget,
 };
-use flowgate_webhook::{Delivery, ForwardedEvent, Verifier, VerifierConfig};
+use flowgate_webhook::{Verifier, VerifierConfig};
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -345,39 +350,6 @@ impl RunTracker {
             self.forward(&updated);
         }
         Ok(())
-    }
-
-    /// Queues the terminal event of `record` for the caller's callback URL.
-    fn forward(&self, record: &RunRecord) {
-        let (Some(url), Some(forwarding)) = (&record.callback_url, &self.forwarding) else {
-            return;
-        };
-        let Ok(url) = url::Url::parse(url) else {
-            tracing::warn!(run_id = %record.run_id.encode(), "callback URL does not parse; not forwarding");
-            return;
-        };
-        let kind = self
-            .gateway
-            .provider(&record.run_id.provider)
-            .map_or(ProviderKind::Knouds, |provider| provider.kind());
-        let event = ForwardedEvent {
-            run_id: self.gateway.run_ids().sign(&record.run_id),
-            provider: kind,
-            upstream_run_id: (!record.run_id.is_local()).then(|| record.run_id.upstream_id.clone()),
-            status: record.status,
-            output: record.output.clone(),
-            error: record.error.clone(),
-            time: record.updated_at,
-        };
-        let delivery = Delivery {
-            url,
-            event_id: event.event_id(),
-            body: event.to_body(),
-            secret: forwarding.secrets.signing(),
-        };
-        if let Err(error) = forwarding.forwarder.enqueue(delivery) {
-            tracing::warn!(run_id = %record.run_id.encode(), %error, "callback not queued");
-        }
     }
 
     /// Follows a run: its current state, then every change (see

@@ -8,7 +8,8 @@
 //! of the lease ([`RunTracker::sweep_owners`]): a lapsed lease of a
 //! gateway-run run (its call cannot be resumed) makes the run FAILED with
 //! reason `GATEWAY_REPLICA_LOST`; a lapsed lease of a polled run is
-//! claimed (only one claim wins) and the run polled here.
+//! claimed (only one claim wins) and the run polled here; a lapsed lease
+//! of a forward (see `forward`) is claimed and the event forwarded here.
 //!
 //! A lease is released only when its work is done: a lease dropped with
 //! its work unfinished (shutdown, a panic) lapses, so another replica takes
@@ -53,7 +54,7 @@ impl OwnerTokens {
         }
     }
 
-    fn next(&self) -> String {
+    pub(super) fn next(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n}", self.replica)
     }
@@ -78,20 +79,29 @@ impl OwnerLease {
         run_id: &RunId,
     ) -> Result<Option<Self>, StoreUnavailable> {
         let token = tracker.owner_tokens.next();
-        let lease = tracker.config.owner_lease;
-        if !tracker.store.claim_owner(run_id, &token, lease).await? {
+        Self::claim_as(&tracker.store, run_id, token, tracker.config.owner_lease).await
+    }
+
+    /// Claims the run's lease with `token` (see [`OwnerTokens::next`]).
+    pub(super) async fn claim_as(
+        store: &Arc<dyn RunStore>,
+        run_id: &RunId,
+        token: String,
+        lease: Duration,
+    ) -> Result<Option<Self>, StoreUnavailable> {
+        if !store.claim_owner(run_id, &token, lease).await? {
             return Ok(None);
         }
         let lost = Arc::new(AtomicBool::new(false));
         let renewer = tokio::spawn(renew(
-            Arc::clone(&tracker.store),
+            Arc::clone(store),
             run_id.clone(),
             token.clone(),
             lease,
             Arc::clone(&lost),
         ));
         Ok(Some(Self {
-            store: Arc::clone(&tracker.store),
+            store: Arc::clone(store),
             run_id: run_id.clone(),
             token,
             lost,
@@ -205,6 +215,10 @@ impl RunTracker {
                     return;
                 }
             };
+            if let Some(run_id) = super::forward::forwarded_run(&run_id) {
+                self.take_over_forward(&run_id, lease).await;
+                continue;
+            }
             if !run_id.is_local() {
                 tracing::info!(run_id = %run_id.encode(), "taking over the poller of a run whose owner lease lapsed");
                 self.watch_with(&run_id, Some(lease));

@@ -7,8 +7,8 @@ use std::sync::{
 
 use async_trait::async_trait;
 use flowgate_core::{
-    AsyncDelivery, ErrorClass, FieldViolation, Invocation, Provider, RunError, SchemaField,
-    UpstreamContext, ValueType, WorkflowRef, WorkflowSchema,
+    AsyncDelivery, ErrorClass, FieldViolation, Invocation, Provider, ProviderKind, RunError,
+    SchemaField, UpstreamContext, ValueType, WorkflowRef, WorkflowSchema,
 };
 use serde_json::json;
 
