@@ -2,6 +2,7 @@
 //! ports, the configuration written to a file, three commands to try by
 //! hand, and everything kept up until Ctrl-C or SIGTERM.
 
+use std::os::unix::fs::DirBuilderExt as _;
 use std::{
     future::Future,
     net::SocketAddr,
@@ -39,7 +40,11 @@ struct DemoDir(PathBuf);
 impl DemoDir {
     fn create() -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!("flowgate-demo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)
+        // Private to this user (it holds the run-id secret), and refused if
+        // the directory exists already (someone else may have made it).
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
             .map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
         Ok(Self(dir))
     }

@@ -37,8 +37,12 @@ struct Inner {
     last_error: Mutex<String>,
 }
 
-/// `scheme://host:port/path` without the userinfo, fit for a log line.
+/// `scheme://host:port/path` without the userinfo, query or fragment (where
+/// credentials hide), fit for a log line.
 fn shown_endpoint(endpoint: &str) -> String {
+    let endpoint = endpoint
+        .split_once(['?', '#'])
+        .map_or(endpoint, |(before, _)| before);
     let (scheme, rest) = endpoint.split_once("://").unwrap_or(("", endpoint));
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
@@ -214,5 +218,9 @@ mod tests {
             "http://collector:4317"
         );
         assert_eq!(shown_endpoint("collector:4317"), "collector:4317");
+        assert_eq!(
+            shown_endpoint("https://collector:4318/v1/traces?api_key=s3cret#x"),
+            "https://collector:4318/v1/traces"
+        );
     }
 }

@@ -195,10 +195,13 @@ impl Holder {
                     return;
                 }
                 Ok(_) => {}
-                // Too far behind to tell: the lease lapses and a sweep
-                // looks again (a delivery still pending here is a
-                // duplicate there, and ignored).
-                Err(_) => return,
+                // Skipped outcomes of other deliveries in a burst: this one
+                // may still be pending here, so keep holding (dropping the
+                // lease would let another replica deliver it in parallel).
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                // The forwarder is gone (shutdown): the lease lapses and a
+                // sweep elsewhere sends the event again.
+                Err(broadcast::error::RecvError::Closed) => return,
             }
         }
     }
