@@ -29,8 +29,9 @@
     reason = "a bench binary"
 )]
 
+mod harness;
+
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
@@ -38,55 +39,8 @@ use std::{
 
 use flowgate::pb::{self, workflow_gateway_client::WorkflowGatewayClient};
 use flowgate_redis::testing::RedisServer;
+use harness::{Reaper, cpu_ticks, env_number, free_port, ticks_per_second, wait_for_port};
 use tonic::transport::Channel;
-
-struct Reaper(Vec<Child>);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-fn ticks_per_second() -> f64 {
-    let output = Command::new("getconf").arg("CLK_TCK").output().unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(100.0)
-}
-
-async fn wait_for_port(port: u16) {
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("port {port} never opened");
-}
 
 /// Waits until `pid` used no CPU for 300 ms (its background work is done),
 /// at most 30 s.
@@ -205,8 +159,9 @@ async fn measure(
     if case == Case::Async {
         wait_until_idle(pid).await;
     }
-    let per_call =
-        |ticks: u64| Duration::from_secs_f64(ticks as f64 / ticks_per_second() / calls as f64);
+    let per_call = |ticks: u64| {
+        Duration::from_secs_f64(ticks as f64 / ticks_per_second() as f64 / calls as f64)
+    };
     let gateway_cpu = per_call(cpu_ticks(pid) - gateway_before);
     let redis_cpu = per_call(cpu_ticks(redis_pid) - redis_before);
     latencies.sort();
@@ -218,13 +173,6 @@ async fn measure(
         p50: percentile(0.5),
         p99: percentile(0.99),
     }
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
 }
 
 fn micros(duration: Duration) -> f64 {
