@@ -98,7 +98,7 @@ mod minimal {
             else {
                 return Err(Status::invalid_argument("slug"));
             };
-            let mut ignored = Vec::new();
+            let mut ignored = flowgate_core::Violations::new();
             let inputs = request
                 .inputs
                 .map(|inputs| flowgate::convert::struct_to_json(inputs, "inputs", &mut ignored))

@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use flowgate_core::{
     AsyncDelivery, FieldViolation, GatewayError, Invocation, Invoked, RateLimitInfo, RunError,
-    RunIdSigner, RunStatus, Usage, ValueType, WorkflowRef, WorkflowSchema, WorkflowTarget,
+    RunIdSigner, RunStatus, Usage, ValueType, Violations, WorkflowRef, WorkflowSchema,
+    WorkflowTarget,
 };
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
@@ -22,7 +23,7 @@ const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
 pub fn invoke_request(
     request: pb::InvokeRequest,
 ) -> Result<(WorkflowTarget, Invocation), GatewayError> {
-    let mut violations = Vec::new();
+    let mut violations = Violations::new();
     let target = target(request.target, &mut violations);
     let inputs = request
         .inputs
@@ -59,7 +60,7 @@ pub fn invoke_request(
 /// Decodes a target; `None` (with a violation) when unusable.
 pub fn target(
     target: Option<pb::WorkflowTarget>,
-    violations: &mut Vec<FieldViolation>,
+    violations: &mut Violations,
 ) -> Option<WorkflowTarget> {
     let Some(target) = target else {
         violations.push(FieldViolation::new("target", "required"));
@@ -94,7 +95,7 @@ fn non_empty(text: String) -> Option<String> {
 pub fn struct_to_json(
     object: prost_types::Struct,
     field: &str,
-    violations: &mut Vec<FieldViolation>,
+    violations: &mut Violations,
 ) -> Map<String, Value> {
     object_to_json(object, &FieldPath::Root(field), violations)
 }
@@ -104,7 +105,7 @@ pub fn struct_to_json(
 pub fn value_to_json(
     value: prost_types::Value,
     field: &str,
-    violations: &mut Vec<FieldViolation>,
+    violations: &mut Violations,
 ) -> Value {
     to_json(value, &FieldPath::Root(field), violations)
 }
@@ -144,7 +145,7 @@ impl FieldPath<'_> {
 fn object_to_json(
     object: prost_types::Struct,
     path: &FieldPath<'_>,
-    violations: &mut Vec<FieldViolation>,
+    violations: &mut Violations,
 ) -> Map<String, Value> {
     object
         .fields
@@ -159,7 +160,7 @@ fn object_to_json(
 fn to_json(
     value: prost_types::Value,
     path: &FieldPath<'_>,
-    violations: &mut Vec<FieldViolation>,
+    violations: &mut Violations,
 ) -> Value {
     match value.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
@@ -171,7 +172,7 @@ fn to_json(
             } else if let Some(number) = Number::from_f64(number) {
                 Value::Number(number)
             } else {
-                violations.push(FieldViolation::new(path.render(), "numbers must be finite"));
+                violations.push_with(|| FieldViolation::new(path.render(), "numbers must be finite"));
                 Value::Null
             }
         }
@@ -255,7 +256,7 @@ fn run_error(error: RunError) -> pb::RunError {
 pub fn schema_request(
     request: pb::GetWorkflowSchemaRequest,
 ) -> Result<WorkflowTarget, GatewayError> {
-    let mut violations = Vec::new();
+    let mut violations = Violations::new();
     target(request.target, &mut violations)
         .ok_or_else(|| GatewayError::invalid_argument(violations))
 }
@@ -396,7 +397,7 @@ mod tests {
     use serde_json::json;
 
     fn roundtrip(value: Value) -> Value {
-        let mut violations = Vec::new();
+        let mut violations = Violations::new();
         let back = value_to_json(json_to_value(value), "x", &mut violations);
         assert!(violations.is_empty());
         back
@@ -410,12 +411,12 @@ mod tests {
 
     #[test]
     fn non_finite_numbers_are_violations() {
-        let mut violations = Vec::new();
+        let mut violations = Violations::new();
         let value = prost_types::Value {
             kind: Some(Kind::NumberValue(f64::INFINITY)),
         };
         value_to_json(value, "inputs.n", &mut violations);
-        assert_eq!(violations[0].field, "inputs.n");
+        assert_eq!(violations.listed()[0].field, "inputs.n");
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! execution events) are verified — signature, timestamp tolerance, replay —
 //! and turned into run events for StreamStatus subscribers and forwarding.
 //! Invalid deliveries get 401 with the typed reason and are never forwarded;
-//! bodies over `webhooks.max_body_bytes` get 413.
+//! bodies over `webhooks.max_body_bytes` get 413. A panic while handling a
+//! delivery answers 500 with a fixed body (the panic message is logged once
+//! by the process's panic hook, never sent) and the listener keeps serving.
 
-use std::sync::Arc;
+use std::{any::Any, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -18,13 +20,35 @@ use axum::{
 use bytes::Bytes;
 use flowgate_state::{CallbackRejection, REASON_STATE_STORE_UNAVAILABLE, RunTracker};
 use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
 
 /// The ingress routes.
 pub fn router(tracker: Arc<RunTracker>, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/webhooks/{provider}", post(callback))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(tracker)
+    answer_panics(
+        Router::new()
+            .route("/webhooks/{provider}", post(callback))
+            .layer(DefaultBodyLimit::max(max_body_bytes))
+            .with_state(tracker),
+    )
+}
+
+/// `routes` with panics answered 500 (outermost, so a panic anywhere in
+/// them is caught): `{"error": "internal error"}`, nothing of the panic.
+pub fn answer_panics(routes: Router) -> Router {
+    routes.layer(CatchPanicLayer::custom(
+        panic_answer as fn(Box<dyn Any + Send + 'static>) -> Response,
+    ))
+}
+
+/// The answer to a delivery whose handling panicked. The payload is
+/// dropped unread: the panic hook logged it already.
+fn panic_answer(_: Box<dyn Any + Send + 'static>) -> Response {
+    tracing::warn!("callback ingress: a delivery's handling panicked; answered 500");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({"error": "internal error"})),
+    )
+        .into_response()
 }
 
 async fn callback(

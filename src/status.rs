@@ -24,11 +24,13 @@
 //! so a status stays a few KiB whatever the caller sent (standard clients
 //! reject statuses over their metadata limit, typically 8 KiB to 16 KiB):
 //! names and values at [`MAX_ECHOED_CHARS`], descriptions and the message
-//! at [`MAX_MESSAGE_CHARS`]. A cut text ends with [`CUT_MARK`].
+//! at [`MAX_MESSAGE_CHARS`]. A cut text ends with [`CUT_MARK`]. Field
+//! violations are listed up to [`MAX_LISTED_VIOLATIONS`] and
+//! [`MAX_VIOLATION_BYTES`]; one closing entry, field `…`, says `and K more`.
 
 use std::{borrow::Cow, collections::HashMap};
 
-use flowgate_core::{ErrorClass, GatewayError, RateLimitInfo};
+use flowgate_core::{ErrorClass, FieldViolation, GatewayError, MAX_LISTED_VIOLATIONS, RateLimitInfo};
 use tonic::{
     Code, Status,
     metadata::{MetadataMap, MetadataValue},
@@ -65,6 +67,35 @@ pub fn echo(text: &str) -> String {
 /// A message or description, capped at [`MAX_MESSAGE_CHARS`].
 fn message(text: &str) -> String {
     cap(text, MAX_MESSAGE_CHARS).into_owned()
+}
+
+/// Most bytes of field names and descriptions one status lists; the
+/// violations past it are counted in the closing entry instead.
+pub const MAX_VIOLATION_BYTES: usize = 4096;
+/// The field of the closing entry that counts the violations not listed.
+pub const UNLISTED_FIELD: &str = "…";
+
+/// Lists `violations` in `details`: at most [`MAX_LISTED_VIOLATIONS`] of
+/// them within [`MAX_VIOLATION_BYTES`], each field and description capped,
+/// then one entry `…` / `and K more` counting the rest and `unlisted`.
+fn add_violations(details: &mut ErrorDetails, violations: &[FieldViolation], unlisted: usize) {
+    let mut bytes = 0usize;
+    let mut listed = 0usize;
+    for violation in violations.iter().take(MAX_LISTED_VIOLATIONS) {
+        let field = echo(&violation.field);
+        let description = message(&violation.description);
+        bytes = bytes.saturating_add(field.len() + description.len());
+        // The first one always fits: each text is capped.
+        if listed > 0 && bytes > MAX_VIOLATION_BYTES {
+            break;
+        }
+        details.add_bad_request_violation(field, description);
+        listed += 1;
+    }
+    let more = unlisted.saturating_add(violations.len() - listed);
+    if more > 0 {
+        details.add_bad_request_violation(UNLISTED_FIELD, format!("and {more} more"));
+    }
 }
 
 /// The gRPC code of an error class.
@@ -108,9 +139,7 @@ pub fn to_status(error: &GatewayError) -> Status {
         info.insert(echo(key), echo(value));
     }
     details.set_error_info(echo(&error.reason), domain, info);
-    for violation in &error.violations {
-        details.add_bad_request_violation(echo(&violation.field), message(&violation.description));
-    }
+    add_violations(&mut details, &error.violations, error.unlisted_violations);
     if let Some(retry_after) = error.retry_after {
         details.set_retry_info(Some(retry_after));
     }
@@ -175,7 +204,7 @@ pub fn insert_rate_limit(rate_limit: &RateLimitInfo, metadata: &mut MetadataMap)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flowgate_core::{FieldViolation, ProviderKind, UpstreamContext};
+    use flowgate_core::{ProviderKind, UpstreamContext};
     use std::time::Duration;
 
     #[test]
@@ -260,5 +289,33 @@ mod tests {
         assert!(violation.field.ends_with(CUT_MARK));
         assert_eq!(violation.field.chars().count(), MAX_ECHOED_CHARS + 1);
         assert!(details.resource_info().unwrap().resource_name.len() < 200);
+    }
+
+    #[test]
+    fn many_violations_list_twenty_within_the_budget_and_count_the_rest() {
+        let many: Vec<FieldViolation> = (0..60_000)
+            .map(|index| FieldViolation::new(format!("inputs.f{index}"), "unknown input"))
+            .collect();
+        let status = to_status(&GatewayError::invalid_argument(many));
+        assert_eq!(status.message(), "invalid request: 60000 field violations");
+        let details = status.get_error_details();
+        let listed = &details.bad_request().unwrap().field_violations;
+        assert_eq!(listed.len(), MAX_LISTED_VIOLATIONS + 1);
+        assert_eq!(listed[0].field, "inputs.f0");
+        let last = &listed[MAX_LISTED_VIOLATIONS];
+        assert_eq!(last.field, UNLISTED_FIELD);
+        assert_eq!(last.description, "and 59980 more");
+
+        // Long descriptions: the byte budget cuts the list sooner.
+        let long: Vec<FieldViolation> = (0..20)
+            .map(|index| FieldViolation::new(format!("inputs.f{index}"), "d".repeat(5000)))
+            .collect();
+        let status = to_status(&GatewayError::invalid_argument(long));
+        assert!(status.details().len() < 6 * 1024, "{}", status.details().len());
+        let details = status.get_error_details();
+        let listed = &details.bad_request().unwrap().field_violations;
+        let shown = listed.len() - 1;
+        assert!((1..20).contains(&shown), "{shown}");
+        assert_eq!(listed[shown].description, format!("and {} more", 20 - shown));
     }
 }

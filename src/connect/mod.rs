@@ -29,6 +29,7 @@ mod stream;
 
 use std::{
     future::Future,
+    panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
     task::{Context, Poll},
 };
@@ -38,6 +39,12 @@ use http::{Request, Response};
 use http_body::Frame;
 use tonic::body::Body;
 use tower::{Layer, Service};
+
+use crate::{
+    layers::panic::{log_panic, method_of, panic_status},
+    server::SERVED_METHODS,
+};
+use request::Shape;
 
 pub use error::{code_name, http_status};
 
@@ -92,6 +99,28 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let method = method_of(SERVED_METHODS, request.uri().path());
+        // Our own code above the catch-panic layer: a panic here is
+        // answered as one too (unary JSON: the request is gone).
+        match catch_unwind(AssertUnwindSafe(|| self.serve(request, method))) {
+            Ok(future) => future,
+            Err(_) => {
+                log_panic(method);
+                ready(answer::error(UNARY_JSON, &panic_status(), http::HeaderMap::new()), UNARY_JSON, method)
+            }
+        }
+    }
+}
+
+impl<S, ResBody> Connect<S>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    fn serve(&mut self, request: Request<Body>, method: &'static str) -> ConnectFuture<S::Future, S::Error> {
         let call = match request::recognise(&request) {
             None => {
                 return ConnectFuture::Grpc {
@@ -100,17 +129,20 @@ where
             }
             Some(Ok(call)) => call,
             Some(Err(request::Refusal::Http(status))) => {
-                return ready(answer::refusal(status));
+                return ready(answer::refusal(status), UNARY_JSON, method);
             }
             Some(Err(request::Refusal::Status(shape, status))) => {
-                return ready(answer::error(shape, &status, http::HeaderMap::new()));
+                return ready(answer::error(shape, &status, http::HeaderMap::new()), shape, method);
             }
         };
         // The ready service serves this call; the clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let max = self.max_request_bytes;
+        let shape = call.shape;
         ConnectFuture::Connect {
+            shape,
+            method,
             future: Box::pin(async move {
                 let (mut parts, body) = request.into_parts();
                 let body = if call.shape.streaming && call.method.is_none() {
@@ -146,8 +178,20 @@ where
 /// A future of [`Connect`]'s answer.
 type BoxFuture<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
 
-fn ready<F, E: Send + 'static>(response: Response<Body>) -> ConnectFuture<F, E> {
+/// The shape answers take when the request's is not known.
+const UNARY_JSON: Shape = Shape {
+    encoding: request::Encoding::Json,
+    streaming: false,
+};
+
+fn ready<F, E: Send + 'static>(
+    response: Response<Body>,
+    shape: Shape,
+    method: &'static str,
+) -> ConnectFuture<F, E> {
     ConnectFuture::Connect {
+        shape,
+        method,
         future: Box::pin(std::future::ready(Ok(response))),
     }
 }
@@ -159,8 +203,9 @@ pin_project_lite::pin_project! {
     pub enum ConnectFuture<F, E> {
         /// A gRPC (or gRPC-Web, or unknown) request, untouched.
         Grpc { #[pin] future: F },
-        /// A Connect request.
-        Connect { future: BoxFuture<E> },
+        /// A Connect request, answered in its `shape`; a panic while it
+        /// is served is answered INTERNAL_PANIC.
+        Connect { future: BoxFuture<E>, shape: Shape, method: &'static str },
     }
 }
 
@@ -183,7 +228,20 @@ where
             ConnectFutureProj::Grpc { future } => future
                 .poll(cx)
                 .map(|result| result.map(|response| response.map(Body::new))),
-            ConnectFutureProj::Connect { future } => future.as_mut().poll(cx),
+            ConnectFutureProj::Connect {
+                future,
+                shape,
+                method,
+            } => match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+                Ok(poll) => poll,
+                Err(_) => {
+                    log_panic(method);
+                    // Ready now, so the panicked future is never polled
+                    // again.
+                    let answer = answer::error(*shape, &panic_status(), http::HeaderMap::new());
+                    Poll::Ready(Ok(answer))
+                }
+            },
         }
     }
 }

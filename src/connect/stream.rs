@@ -5,6 +5,7 @@
 //! buffered beyond one message.
 
 use std::{
+    panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
     task::{Context, Poll, ready},
 };
@@ -14,6 +15,8 @@ use http::HeaderMap;
 use http_body::{Body, Frame};
 use prost_reflect::MessageDescriptor;
 use tonic::Status;
+
+use crate::layers::panic::{log_panic, panic_status};
 
 use super::{
     codec::{FLAG_COMPRESSED, FLAG_END_STREAM, frame, proto_to_json, take_frame},
@@ -63,18 +66,16 @@ fn end_stream(status: &Status, trailers: &HeaderMap) -> Frame<Bytes> {
     Frame::data(frame(FLAG_END_STREAM, &json).unwrap_or_default())
 }
 
-impl<B> Body for ConnectStreamBody<B>
+impl<B> ConnectStreamBody<B>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<super::BoxError>,
 {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
+    /// The next Connect frame: a message envelope or the end of the stream.
+    fn translate(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
         let mut this = self.project();
         loop {
             if *this.done {
@@ -124,6 +125,35 @@ where
                 _ => Status::internal("the stream ended without a status"),
             };
             return Poll::Ready(Some(Ok(end_stream(&status, &trailers))));
+        }
+    }
+}
+
+impl<B> Body for ConnectStreamBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<super::BoxError>,
+{
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        // Our own code above the catch-panic layer: a panic while
+        // translating ends the stream INTERNAL_PANIC; the inner body is
+        // never polled again.
+        match catch_unwind(AssertUnwindSafe(|| self.as_mut().translate(cx))) {
+            Ok(poll) => poll,
+            Err(_) => {
+                *self.project().done = true;
+                log_panic("_OTHER");
+                Poll::Ready(Some(Ok(end_stream(&panic_status(), &HeaderMap::new()))))
+            }
         }
     }
 

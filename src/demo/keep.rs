@@ -161,6 +161,8 @@ pub async fn keep(
     })
     .init()
     .map_err(|err| format!("cannot start telemetry: {err}"))?;
+    // A panic is one structured log event, as under `serve`.
+    crate::logging::route_panics();
     let metrics = telemetry
         .prometheus()
         .ok_or("the Prometheus page was not set up")?;

@@ -297,7 +297,7 @@ async fn stream(client: &mut Client, run_id: String) -> Result<(), String> {
         .map_err(|status| format!("StreamStatus: {}", status.message()))?
     {
         let output = event.output.clone().map(|output| {
-            let mut ignored = Vec::new();
+            let mut ignored = flowgate_core::Violations::new();
             convert::value_to_json(output, "output", &mut ignored).to_string()
         });
         say(format!(
@@ -355,7 +355,7 @@ async fn invoke(client: &mut Client, request: pb::InvokeRequest) -> Result<Optio
                 say(format!("  upstream id   {}", response.upstream_run_id));
             }
             if let Some(output) = response.output {
-                let mut ignored = Vec::new();
+                let mut ignored = flowgate_core::Violations::new();
                 let output = convert::value_to_json(output, "output", &mut ignored);
                 say(format!("  output        {output}"));
             }

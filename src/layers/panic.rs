@@ -36,10 +36,16 @@ fn panic_error() -> GatewayError {
     )
 }
 
+/// The status of a call that panicked, for the protocol adapters above
+/// this layer that catch their own panics ([`crate::connect`]).
+pub(crate) fn panic_status() -> tonic::Status {
+    crate::status::to_status(&panic_error())
+}
+
 /// Notes a caught panic. The message itself was logged by the panic hook
 /// `serve` installs (`crate::logging::route_panics`), once, as a structured
 /// event in the call's span; this only says how the call was answered.
-fn log_panic(method: &'static str) {
+pub(crate) fn log_panic(method: &'static str) {
     tracing::warn!(rpc.method = method, "answered INTERNAL_PANIC");
 }
 
@@ -75,7 +81,8 @@ pub struct CatchPanic<S> {
     methods: &'static [&'static str],
 }
 
-fn method_of(methods: &[&'static str], path: &str) -> &'static str {
+/// The known method `path` names, or `_OTHER`.
+pub(crate) fn method_of(methods: &[&'static str], path: &str) -> &'static str {
     let path = path.strip_prefix('/').unwrap_or(path);
     methods
         .iter()
@@ -178,7 +185,7 @@ fn panic_trailers() -> HeaderMap {
     let mut trailers = HeaderMap::new();
     // A failure to encode would leave the trailers without a status, which
     // clients read as INTERNAL too; there is nothing better to send.
-    let _ = crate::status::to_status(&panic_error()).add_header(&mut trailers);
+    let _ = panic_status().add_header(&mut trailers);
     trailers
 }
 

@@ -3,9 +3,10 @@
 //! The gRPC stack, outermost first:
 //! 1. tonic's server, HTTP/2 and HTTP/1.1 (gRPC-Web, Connect) (keepalive,
 //!    per-connection settings);
-//! 2. the edge layers of [`edge_stack`]: CORS, the Connect protocol,
-//!    gRPC-Web, panics caught, telemetry, callers authenticated, load
-//!    shedding, malformed requests (see there, one comment a layer);
+//! 2. the edge layers of [`edge_stack`]: CORS, the Connect protocol (its
+//!    own panics caught), gRPC-Web, panics caught, telemetry, callers
+//!    authenticated, load shedding, malformed requests (see there, one
+//!    comment a layer);
 //! 3. the routes: `WorkflowGateway` (message size capped by
 //!    `server.max_request_bytes`), `grpc.health.v1.Health`, and server
 //!    reflection v1 and v1alpha (the health descriptor, the `google.rpc`
@@ -17,7 +18,7 @@
 //! each request; without it the plaintext path is as it was.
 //!
 //! Beside it, when `webhooks.listen` is set, the callback ingress
-//! ([`crate::ingress`]).
+//! ([`crate::ingress`], panics answered 500).
 //!
 //! Shutdown, all within one `server.shutdown_grace` from the signal:
 //! 1. health turns NOT_SERVING, then every open StreamStatus and
@@ -117,14 +118,18 @@ pub fn edge_stack(server: &ServerConfig, callers: Arc<CallerRegistry>) -> EdgeSt
         // gRPC requests below and their answers Connect answers, so every
         // layer and the error table serve them as gRPC (crate::connect).
         // Above gRPC-Web, which answers any other HTTP/1.1 request 400.
+        // Catches panics in its own translation (answered in Connect's
+        // form, INTERNAL_PANIC), so no byte path of ours is unprotected.
         .layer(ConnectLayer::new(server.max_request_bytes))
         // gRPC-Web (HTTP/1.1 or 2, binary or base64 text) becomes gRPC here
         // and the answer gRPC-Web again, so every layer below sees one
         // protocol (a panic answer too).
         .layer(tonic_web::GrpcWebLayer::new())
         // A panic anywhere below (a layer, a handler, a stream item) becomes
-        // INTERNAL / INTERNAL_PANIC; outermost of the gRPC layers (only the
-        // library protocol adapters above), so nothing of ours escapes it.
+        // INTERNAL / INTERNAL_PANIC; outermost of the gRPC layers: above it
+        // only the protocol adapters, which must answer in their own
+        // protocol (CORS and gRPC-Web are library code; Connect catches its
+        // own panics).
         .layer(CatchPanicLayer::new(SERVED_METHODS))
         // Server span and RPC metrics per call (health and reflection too);
         // outside the limit, so time spent queued and shed calls show.

@@ -256,7 +256,7 @@ pub fn inputs(value: serde_json::Value) -> Option<prost_types::Struct> {
 
 /// A `google.protobuf.Value` as JSON.
 pub fn json(value: Option<prost_types::Value>) -> serde_json::Value {
-    let mut violations = Vec::new();
+    let mut violations = flowgate_core::Violations::new();
     let json = flowgate::convert::value_to_json(value.expect("a value"), "x", &mut violations);
     assert!(violations.is_empty());
     json

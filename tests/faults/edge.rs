@@ -1,5 +1,5 @@
-//! Hostile callers at the gRPC edge: panics, load, oversized echoes,
-//! malformed messages, configuration ranges.
+//! Hostile callers at the gRPC edge: load, oversized echoes, malformed
+//! messages (panics: `panics.rs`).
 
 #![allow(
     clippy::unwrap_used,
@@ -7,25 +7,16 @@
     reason = "test helpers fail loudly"
 )]
 
-use std::{pin::Pin, time::Duration};
+use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _};
-use flowgate::{
-    config::ServerConfig,
-    pb::{
-        self,
-        workflow_gateway_client::WorkflowGatewayClient,
-        workflow_gateway_server::{WorkflowGateway, WorkflowGatewayServer},
-    },
-    server::edge_stack,
-};
+use flowgate::pb;
 use flowgate_emulator::{Dialect, EmulatorConfig, Fault};
-use futures::Stream;
 use serde_json::json;
 use tonic::{
     Code, Request, Response, Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-    transport::{Channel, server::TcpIncoming},
+    transport::Channel,
 };
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
@@ -35,7 +26,7 @@ use tonic_types::StatusExt as _;
 use crate::common::{self, Harness, inputs, slug, target};
 
 /// The ErrorInfo reason ("" when absent, which no assertion expects).
-fn reason(status: &Status) -> String {
+pub(crate) fn reason(status: &Status) -> String {
     status
         .get_error_details()
         .error_info()
@@ -83,132 +74,6 @@ async fn wait_for_knouds_runs(h: &Harness, n: usize) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the emulator never saw {n} Knouds runs");
-}
-
-// ---------------------------------------------------------------- panics
-
-/// A test-only service whose Invoke panics and whose StreamStatus panics
-/// while producing its second event; GetWorkflowSchema answers normally.
-struct PanickingGateway;
-
-type Events = Pin<Box<dyn Stream<Item = Result<pb::RunStatusEvent, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl WorkflowGateway for PanickingGateway {
-    async fn invoke(
-        &self,
-        _: Request<pb::InvokeRequest>,
-    ) -> Result<Response<pb::InvokeResponse>, Status> {
-        panic!("handler bug holding secret-ish state {}", 42)
-    }
-
-    type InvokeStreamStream =
-        Pin<Box<dyn Stream<Item = Result<pb::InvokeStreamEvent, Status>> + Send>>;
-
-    async fn invoke_stream(
-        &self,
-        _: Request<pb::InvokeRequest>,
-    ) -> Result<Response<Self::InvokeStreamStream>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-
-    type StreamStatusStream = Events;
-
-    async fn stream_status(
-        &self,
-        _: Request<pb::StreamStatusRequest>,
-    ) -> Result<Response<Events>, Status> {
-        let events = futures::stream::iter(0..3).map(|index| {
-            assert!(index == 0, "stream bug at item {index}");
-            Ok(pb::RunStatusEvent {
-                run_id: "r".into(),
-                ..Default::default()
-            })
-        });
-        Ok(Response::new(Box::pin(events)))
-    }
-
-    async fn verify_webhook(
-        &self,
-        _: Request<pb::VerifyWebhookRequest>,
-    ) -> Result<Response<pb::VerifyWebhookResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-
-    async fn get_workflow_schema(
-        &self,
-        _: Request<pb::GetWorkflowSchemaRequest>,
-    ) -> Result<Response<pb::GetWorkflowSchemaResponse>, Status> {
-        Ok(Response::new(pb::GetWorkflowSchemaResponse {
-            name: "fine".into(),
-            ..Default::default()
-        }))
-    }
-}
-
-use futures::StreamExt as _;
-
-#[tokio::test]
-async fn a_panic_in_a_call_or_a_stream_answers_internal_panic_and_the_server_keeps_serving() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .layer(edge_stack(
-                &ServerConfig::default(),
-                std::sync::Arc::new(flowgate::auth::CallerRegistry::open()),
-            ))
-            .add_service(WorkflowGatewayServer::new(PanickingGateway))
-            .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
-                let _ = stopped.await;
-            }),
-    );
-    let mut client = WorkflowGatewayClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-
-    for _ in 0..2 {
-        let status = client
-            .invoke(pb::InvokeRequest::default())
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::Internal);
-        assert_eq!(reason(&status), "INTERNAL_PANIC");
-        assert!(!status.message().contains("secret"), "{}", status.message());
-    }
-
-    let mut events = client
-        .stream_status(pb::StreamStatusRequest { run_id: "r".into() })
-        .await
-        .unwrap()
-        .into_inner();
-    // tonic may batch the first event with the panicking second one into
-    // one frame: the stream ends with the status either way.
-    let mut status = None;
-    for _ in 0..3 {
-        match events.message().await {
-            Ok(Some(event)) => assert_eq!(event.run_id, "r"),
-            Ok(None) => break,
-            Err(err) => {
-                status = Some(err);
-                break;
-            }
-        }
-    }
-    let status = status.expect("the stream ends with an error");
-    assert_eq!(status.code(), Code::Internal);
-    assert_eq!(reason(&status), "INTERNAL_PANIC");
-
-    // The same connection still serves.
-    let schema = client
-        .get_workflow_schema(pb::GetWorkflowSchemaRequest::default())
-        .await
-        .unwrap();
-    assert_eq!(schema.into_inner().name, "fine");
-
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
 }
 
 // ----------------------------------------------------------- load shedding
@@ -289,6 +154,24 @@ async fn a_queued_call_ends_with_deadline_exceeded_at_its_deadline() {
 
 // -------------------------------------------------------------- echo caps
 
+/// POSTs `body` to `method` on `addr` as a Connect call.
+pub(crate) async fn connect_post(
+    addr: std::net::SocketAddr,
+    method: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/{method}"))
+        .header("content-type", content_type)
+        .header("connect-protocol-version", "1")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+
 #[tokio::test]
 async fn a_huge_metadata_key_is_refused_with_a_small_status_naming_the_cut_field() {
     let h = common::start().await;
@@ -312,6 +195,65 @@ async fn a_huge_metadata_key_is_refused_with_a_small_status_naming_the_cut_field
         "{violation:?}"
     );
     assert!(violation.field.ends_with('…'), "{violation:?}");
+    assert_still_serving(&h).await;
+}
+
+/// An Invoke of Knouds `summarize-text` with `text` and `count` unknown
+/// inputs, as JSON.
+fn many_unknown_inputs(count: usize) -> serde_json::Value {
+    let mut inputs = serde_json::Map::new();
+    inputs.insert("text".into(), json!("edge"));
+    for index in 0..count {
+        inputs.insert(format!("unknown{index}"), json!(1));
+    }
+    json!({"target": {"provider": "kn", "slug": "summarize-text"}, "inputs": inputs})
+}
+
+#[tokio::test]
+async fn sixty_thousand_unknown_inputs_list_twenty_violations_and_count_the_rest() {
+    let h = common::start().await;
+    let body = many_unknown_inputs(60_000);
+    let mut request = summarize("kn");
+    request.inputs = inputs(body["inputs"].clone());
+    let mut client = h.client.clone();
+    let status = client.invoke(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
+    assert_eq!(reason(&status), "INVALID_REQUEST");
+    assert_eq!(status.message(), "invalid request: 60000 field violations");
+    let size = status.message().len() + status.details().len();
+    assert!(size < 8 * 1024, "the status is {size} bytes");
+    let details = status.get_error_details();
+    let violations = &details.bad_request().unwrap().field_violations;
+    assert_eq!(violations.len(), 21, "{violations:?}");
+    assert!(violations[0].field.starts_with("inputs.unknown"));
+    assert_eq!(violations[20].field, "…");
+    assert_eq!(violations[20].description, "and 59980 more");
+
+    // Over Connect the same error arrives, small.
+    let response = connect_post(
+        h.server.addr,
+        "flowgate.v1.WorkflowGateway/Invoke",
+        "application/json",
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let text = response.text().await.unwrap();
+    assert!(text.len() < 16 * 1024, "the Connect error is {} bytes", text.len());
+    let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["code"], "invalid_argument");
+    assert_eq!(error["message"], "invalid request: 60000 field violations");
+    let bad_request = error["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|detail| detail["type"] == "google.rpc.BadRequest")
+        .unwrap();
+    let listed = bad_request["debug"]["fieldViolations"].as_array().unwrap();
+    assert_eq!(listed.len(), 21);
+    assert_eq!(listed[20]["description"], "and 59980 more");
+
+    assert_eq!(knouds_runs(&h), 0, "nothing ran");
     assert_still_serving(&h).await;
 }
 
@@ -383,13 +325,13 @@ async fn bytes_that_are_not_an_invoke_request_are_invalid_argument_malformed_req
     assert_still_serving(&h).await;
 }
 
-#[tokio::test]
-async fn a_struct_nested_200_deep_is_invalid_argument_malformed_request() {
-    let h = common::start().await;
+/// `inputs` of Knouds `summarize-text` with `deep` holding `levels`
+/// objects nested in one another.
+fn nested_inputs(levels: usize) -> pb::InvokeRequest {
     let mut value = prost_types::Value {
         kind: Some(prost_types::value::Kind::StringValue("bottom".into())),
     };
-    for _ in 0..200 {
+    for _ in 0..levels {
         value = prost_types::Value {
             kind: Some(prost_types::value::Kind::StructValue(prost_types::Struct {
                 fields: [("a".to_owned(), value)].into(),
@@ -400,14 +342,26 @@ async fn a_struct_nested_200_deep_is_invalid_argument_malformed_request() {
     if let Some(inputs) = request.inputs.as_mut() {
         inputs.fields.insert("deep".into(), value);
     }
+    request
+}
+
+#[tokio::test]
+async fn a_struct_nested_past_32_objects_is_invalid_argument_malformed_request() {
+    let h = common::start().await;
     let mut client = h.client.clone();
-    let status = client.invoke(request).await.unwrap_err();
+    // 32 levels decode (and fail the schema: `deep` is not an input).
+    let status = client.invoke(nested_inputs(32)).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    assert_eq!(reason(&status), "MALFORMED_REQUEST");
-    assert!(
-        status.message().starts_with("malformed request"),
-        "{status:?}"
-    );
-    assert!(status.message().len() < 1024, "{status:?}");
+    assert_eq!(reason(&status), "INVALID_REQUEST", "{status:?}");
+    for levels in [33, 200] {
+        let status = client.invoke(nested_inputs(levels)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert_eq!(reason(&status), "MALFORMED_REQUEST", "{levels}: {status:?}");
+        assert!(
+            status.message().starts_with("malformed request"),
+            "{status:?}"
+        );
+        assert!(status.message().len() < 1024, "{status:?}");
+    }
     assert_still_serving(&h).await;
 }

@@ -7,6 +7,7 @@
 mod common;
 
 mod edge;
+mod panics;
 mod runs;
 mod secrets;
 mod upstream;

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::{ProviderKind, RateLimitInfo, reason::Reason};
+use crate::{ProviderKind, RateLimitInfo, Violations, reason::Reason};
 
 /// What kind of failure, from the caller's point of view. Each class maps to
 /// exactly one gRPC code at the edge.
@@ -148,8 +148,12 @@ pub struct ErrorData {
     pub message: String,
     /// The upstream that answered, if any.
     pub upstream: Option<UpstreamContext>,
-    /// Bad request fields.
+    /// Bad request fields (at most
+    /// [`MAX_LISTED_VIOLATIONS`](crate::violations::MAX_LISTED_VIOLATIONS)
+    /// when built from [`Violations`]).
     pub violations: Vec<FieldViolation>,
+    /// Bad request fields counted but not listed in `violations`.
+    pub unlisted_violations: usize,
     /// How long to wait before retrying, when waiting helps.
     pub retry_after: Option<Duration>,
     /// The quota that ran out.
@@ -190,6 +194,7 @@ impl GatewayError {
             message: message.into(),
             upstream: None,
             violations: Vec::new(),
+            unlisted_violations: 0,
             retry_after: None,
             quota: None,
             precondition: None,
@@ -201,13 +206,19 @@ impl GatewayError {
     }
 
     /// INVALID_ARGUMENT listing every bad field at once.
-    pub fn invalid_argument(violations: Vec<FieldViolation>) -> Self {
-        let message = match violations.as_slice() {
-            [one] => format!("invalid request: {}: {}", one.field, one.description),
-            many => format!("invalid request: {} field violations", many.len()),
+    /// At most [`MAX_LISTED_VIOLATIONS`](crate::violations::MAX_LISTED_VIOLATIONS)
+    /// are listed, the rest counted (see [`crate::violations`]).
+    pub fn invalid_argument(violations: impl Into<Violations>) -> Self {
+        let violations: Violations = violations.into();
+        let message = match (violations.listed(), violations.unlisted()) {
+            ([one], 0) => format!("invalid request: {}: {}", one.field, one.description),
+            _ => format!("invalid request: {} field violations", violations.len()),
         };
-        Self::new(ErrorClass::InvalidArgument, Reason::InvalidRequest, message)
-            .with_violations(violations)
+        let (listed, unlisted) = violations.into_parts();
+        let mut error = Self::new(ErrorClass::InvalidArgument, Reason::InvalidRequest, message)
+            .with_violations(listed);
+        error.unlisted_violations = unlisted;
+        error
     }
 
     /// NOT_FOUND for a resource.

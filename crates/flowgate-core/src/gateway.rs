@@ -188,14 +188,18 @@ impl Gateway {
         let mut violations = invocation.validate();
         violations.extend(provider.validate(invocation));
         // A malformed target names no workflow whose schema could be known.
-        if !violations.iter().any(|v| v.field.starts_with("target")) {
+        if !violations
+            .listed()
+            .iter()
+            .any(|v| v.field.starts_with("target"))
+        {
             match self
                 .schemas
                 .schema(provider, &invocation.workflow, deadline)
                 .await
             {
                 SchemaLookup::Found { schema, .. } => {
-                    violations.extend(schema.validate(&invocation.inputs));
+                    violations.append(schema.validate(&invocation.inputs));
                 }
                 SchemaLookup::UnknownWorkflow(error) => return Err((*error).clone()),
                 SchemaLookup::NotPublished | SchemaLookup::Unavailable(_) => {}

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::{CallbackPolicy, FieldViolation, WorkflowRef};
+use crate::{CallbackPolicy, FieldViolation, Violations, WorkflowRef};
 
 /// Asynchronous delivery requested by the caller.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -49,8 +49,9 @@ impl Invocation {
     /// Dialect-independent checks: metadata is flat and scalar (Fetch Hive's
     /// documented rule, applied everywhere so callers learn one contract),
     /// and the callback URL, when given, is an absolute http(s) URL.
-    pub fn validate(&self) -> Vec<FieldViolation> {
-        let mut violations = Vec::new();
+    /// Bounded like every check (see [`crate::violations`]).
+    pub fn validate(&self) -> Violations {
+        let mut violations = Violations::new();
         if self.metadata.len() > MAX_METADATA_ENTRIES {
             violations.push(FieldViolation::new(
                 "metadata",
@@ -58,21 +59,27 @@ impl Invocation {
             ));
         }
         for (key, value) in &self.metadata {
-            let field = format!("metadata.{key}");
+            let field = || format!("metadata.{key}");
             if key.is_empty() || key.len() > MAX_METADATA_TEXT {
-                violations.push(FieldViolation::new(
-                    field.clone(),
-                    format!("keys must be 1 to {MAX_METADATA_TEXT} bytes"),
-                ));
+                violations.push_with(|| {
+                    FieldViolation::new(
+                        field(),
+                        format!("keys must be 1 to {MAX_METADATA_TEXT} bytes"),
+                    )
+                });
             }
             match value {
-                Value::Object(_) | Value::Array(_) => violations.push(FieldViolation::new(
-                    field,
-                    "metadata must be flat: only string, number, bool or null values",
-                )),
-                Value::String(text) if text.len() > MAX_METADATA_TEXT => violations.push(
-                    FieldViolation::new(field, format!("at most {MAX_METADATA_TEXT} bytes")),
-                ),
+                Value::Object(_) | Value::Array(_) => violations.push_with(|| {
+                    FieldViolation::new(
+                        field(),
+                        "metadata must be flat: only string, number, bool or null values",
+                    )
+                }),
+                Value::String(text) if text.len() > MAX_METADATA_TEXT => {
+                    violations.push_with(|| {
+                        FieldViolation::new(field(), format!("at most {MAX_METADATA_TEXT} bytes"))
+                    });
+                }
                 _ => {}
             }
         }
@@ -132,6 +139,8 @@ mod tests {
         let invocation = with_metadata(json!({"ok": 1, "plan": {"tier": "pro"}, "tags": ["a"]}));
         let fields: Vec<_> = invocation
             .validate()
+            .into_parts()
+            .0
             .into_iter()
             .map(|violation| violation.field)
             .collect();
@@ -168,6 +177,6 @@ mod tests {
         invocation.async_delivery = Some(AsyncDelivery {
             callback_url: Some("ftp://x".into()),
         });
-        assert_eq!(invocation.validate()[0].field, "async_options.callback_url");
+        assert_eq!(invocation.validate().listed()[0].field, "async_options.callback_url");
     }
 }

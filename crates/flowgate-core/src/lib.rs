@@ -38,6 +38,7 @@ mod secret;
 mod shared_limits;
 mod stream;
 mod target;
+pub mod violations;
 
 pub use callback::{CallbackPolicy, InvalidAllowEntry, MAX_CALLBACK_URL_BYTES, is_forbidden_ip};
 pub use caller_quota::{
@@ -66,3 +67,4 @@ pub use shared_limits::{
 };
 pub use stream::{OutputSink, StreamEvent};
 pub use target::{Addressing, ProviderKind, WorkflowRef, WorkflowTarget};
+pub use violations::{MAX_LISTED_VIOLATIONS, Violations};

@@ -17,7 +17,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use crate::FieldViolation;
+use crate::{FieldViolation, Violations};
 
 /// The JSON type an input takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -194,27 +194,30 @@ impl WorkflowSchema {
     /// Checks `inputs`: one violation per unknown name, per value of the
     /// wrong JSON type, and per missing required input without a default.
     /// Empty when the inputs may be sent. See the module docs for the rules.
-    pub fn validate(&self, inputs: &Map<String, Value>) -> Vec<FieldViolation> {
-        let mut violations = Vec::new();
+    /// Bounded: past [`crate::MAX_LISTED_VIOLATIONS`] violations are only
+    /// counted, never described.
+    pub fn validate(&self, inputs: &Map<String, Value>) -> Violations {
+        let mut violations = Violations::new();
         let mut given = 0;
         for (name, value) in inputs {
             match self.field(name) {
-                None => violations.push(FieldViolation::new(
-                    format!("inputs.{name}"),
-                    self.unknown_input_message(),
-                )),
+                None => violations.push_with(|| {
+                    FieldViolation::new(format!("inputs.{name}"), self.unknown_input_message())
+                }),
                 Some(_) if value.is_null() => {}
                 Some(field) => {
                     given += 1;
                     if !field.value_type.accepts(value) {
-                        violations.push(FieldViolation::new(
-                            format!("inputs.{name}"),
-                            format!(
-                                "must be a {}, got a {}",
-                                field.value_type,
-                                json_type_name(value)
-                            ),
-                        ));
+                        violations.push_with(|| {
+                            FieldViolation::new(
+                                format!("inputs.{name}"),
+                                format!(
+                                    "must be a {}, got a {}",
+                                    field.value_type,
+                                    json_type_name(value)
+                                ),
+                            )
+                        });
                     }
                 }
             }
@@ -223,10 +226,12 @@ impl WorkflowSchema {
         if given < self.fields.len() {
             for field in &self.fields {
                 if field.must_be_given() && inputs.get(&field.name).is_none_or(Value::is_null) {
-                    violations.push(FieldViolation::new(
-                        format!("inputs.{}", field.name),
-                        format!("required: a {} with no default", field.value_type),
-                    ));
+                    violations.push_with(|| {
+                        FieldViolation::new(
+                            format!("inputs.{}", field.name),
+                            format!("required: a {} with no default", field.value_type),
+                        )
+                    });
                 }
             }
         }
@@ -278,8 +283,10 @@ mod tests {
     }
 
     /// The violated fields, sorted (input order depends on serde_json's map).
-    fn fields(violations: &[FieldViolation]) -> Vec<&str> {
-        let mut fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+    fn fields(violations: &Violations) -> Vec<&str> {
+        let mut fields: Vec<&str> = violations
+            .listed()
+            .iter().map(|v| v.field.as_str()).collect();
         fields.sort_unstable();
         fields
     }
@@ -290,8 +297,8 @@ mod tests {
             "text": "t", "max_words": 10, "tags": ["a", 1], "options": {"k": 1},
             "draft": false, "extra": [1], "style": null
         }));
-        assert_eq!(schema().validate(&ok), vec![]);
-        assert_eq!(schema().validate(&inputs(json!({"text": "t"}))), vec![]);
+        assert!(schema().validate(&ok).is_empty());
+        assert!(schema().validate(&inputs(json!({"text": "t"}))).is_empty());
     }
 
     #[test]
@@ -299,11 +306,11 @@ mod tests {
         let violations = schema().validate(&inputs(json!({"text": "t", "txet": "x"})));
         assert_eq!(fields(&violations), vec!["inputs.txet"]);
         assert!(
-            violations[0].description.contains("text, max_words"),
+            violations.listed()[0].description.contains("text, max_words"),
             "{violations:?}"
         );
         let none = WorkflowSchema::new(vec![]).validate(&inputs(json!({"a": 1})));
-        assert!(none[0].description.contains("takes no inputs"));
+        assert!(none.listed()[0].description.contains("takes no inputs"));
     }
 
     #[test]
@@ -322,6 +329,7 @@ mod tests {
             ]
         );
         let tags = violations
+            .listed()
             .iter()
             .find(|v| v.field == "inputs.tags")
             .unwrap();
@@ -332,7 +340,7 @@ mod tests {
     fn missing_required_without_default_is_a_violation() {
         let violations = schema().validate(&inputs(json!({"max_words": 3})));
         assert_eq!(fields(&violations), vec!["inputs.text"]);
-        assert!(violations[0].description.starts_with("required"));
+        assert!(violations.listed()[0].description.starts_with("required"));
         let null = schema().validate(&inputs(json!({"text": null})));
         assert_eq!(fields(&null), vec!["inputs.text"]);
     }
@@ -344,6 +352,17 @@ mod tests {
             fields(&violations),
             vec!["inputs.colour", "inputs.max_words", "inputs.text"]
         );
+    }
+
+    #[test]
+    fn sixty_thousand_unknown_inputs_list_twenty_and_count_the_rest() {
+        let many: Map<String, Value> = (0..60_000)
+            .map(|index| (format!("unknown{index}"), Value::Null))
+            .chain([("text".to_owned(), json!("t"))])
+            .collect();
+        let violations = schema().validate(&many);
+        assert_eq!(violations.listed().len(), crate::MAX_LISTED_VIOLATIONS);
+        assert_eq!(violations.len(), 60_000);
     }
 
     #[test]
@@ -402,7 +421,7 @@ mod tests {
             if inputs.get("text").is_none_or(Value::is_null) {
                 expected.push("inputs.text".to_owned());
             }
-            let mut got: Vec<String> = violations.iter().map(|v| v.field.clone()).collect();
+            let mut got: Vec<String> = violations.listed().iter().map(|v| v.field.clone()).collect();
             got.sort();
             expected.sort();
             prop_assert_eq!(got, expected);
