@@ -1,6 +1,7 @@
 //! The panic hook `serve` installs: each panic is one structured log event
 //! with its message and location, in the span of the call that panicked.
 //! Its own test binary, because the hook and the subscriber are global.
+//! The callback ingress's panics too: logged once, by the hook.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -32,6 +33,15 @@ impl<'a> MakeWriter<'a> for Captured {
     }
 }
 
+/// The captured log lines as JSON.
+fn lines(captured: &Captured) -> Vec<serde_json::Value> {
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// One test: the subscriber and the hook are process-wide.
 #[test]
 fn a_panic_is_logged_once_as_a_structured_event_in_its_span() {
     let captured = Captured::default();
@@ -49,12 +59,8 @@ fn a_panic_is_logged_once_as_a_structured_event_in_its_span() {
     }));
     assert!(caught.is_err());
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 1, "{text}");
+    let lines = lines(&captured);
+    assert_eq!(lines.len(), 1, "{lines:?}");
     let event = &lines[0];
     assert_eq!(event["level"], "ERROR");
     assert_eq!(
@@ -64,4 +70,60 @@ fn a_panic_is_logged_once_as_a_structured_event_in_its_span() {
     let location = event["fields"]["panic.location"].as_str().unwrap();
     assert!(location.starts_with("tests/panic_log.rs:"), "{location}");
     assert_eq!(event["span"]["rpc.method"], "Invoke");
+
+    captured.0.lock().unwrap().clear();
+    a_panic_in_the_callback_ingress_is_logged_once(&captured);
+}
+
+/// A panicking delivery handler behind the ingress's panic handling: its
+/// message is in the log once, and only there.
+fn a_panic_in_the_callback_ingress_is_logged_once(captured: &Captured) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let routes = axum::Router::new().route(
+            "/webhooks/{provider}",
+            axum::routing::post(|| async {
+                if true {
+                    panic!("ingress secret-ish detail");
+                }
+                "delivered"
+            }),
+        );
+        let router = flowgate::ingress::answer_panics(routes);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let response = reqwest::Client::new()
+            .post(format!("http://{addr}/webhooks/kn"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 500);
+        let body = response.text().await.unwrap();
+        assert!(!body.contains("secret"), "{body}");
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    });
+    let lines = lines(captured);
+    let with_message: Vec<_> = lines
+        .iter()
+        .filter(|line| line.to_string().contains("ingress secret-ish detail"))
+        .collect();
+    assert_eq!(with_message.len(), 1, "{lines:?}");
+    assert_eq!(
+        with_message[0]["fields"]["panic.message"],
+        "ingress secret-ish detail"
+    );
 }

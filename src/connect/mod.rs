@@ -20,6 +20,12 @@
 //! Errors are Connect error JSON whose `details` are the status's
 //! `google.rpc` details (`type`, base64 `value`, and `debug` in JSON).
 //! GET requests are not served.
+//!
+//! This layer sits above the catch-panic layer (whose answers are gRPC), so
+//! it catches panics in its own work too (recognising a call, translating
+//! its answer, each poll of a streaming answer): a unary call is answered
+//! HTTP 500 `internal`, a stream ends with an end-of-stream `internal`
+//! error, both with ErrorInfo reason `INTERNAL_PANIC`.
 
 mod answer;
 mod codec;
@@ -235,7 +241,7 @@ where
             } => match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
                 Ok(poll) => poll,
                 Err(_) => {
-                    log_panic(method);
+                    log_panic(*method);
                     // Ready now, so the panicked future is never polled
                     // again.
                     let answer = answer::error(*shape, &panic_status(), http::HeaderMap::new());

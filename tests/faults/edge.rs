@@ -161,6 +161,8 @@ pub(crate) async fn connect_post(
     content_type: &str,
     body: Vec<u8>,
 ) -> reqwest::Response {
+    // reqwest's TLS stack needs a crypto provider even for http://.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
         .post(format!("http://{addr}/{method}"))
         .header("content-type", content_type)

@@ -269,6 +269,7 @@ async fn a_panic_in_the_callback_ingress_answers_500_without_its_message_and_it_
             })
             .await
     });
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     for _ in 0..2 {
         let response = client
