@@ -105,39 +105,30 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let method = method_of(SERVED_METHODS, request.uri().path());
-        // Our own code above the catch-panic layer: a panic here is
-        // answered as one too (unary JSON: the request is gone).
-        match catch_unwind(AssertUnwindSafe(|| self.serve(request, method))) {
-            Ok(future) => future,
-            Err(_) => {
-                log_panic(method);
-                ready(answer::error(UNARY_JSON, &panic_status(), http::HeaderMap::new()), UNARY_JSON, method)
-            }
-        }
-    }
-}
-
-impl<S, ResBody> Connect<S>
-where
-    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Send + 'static,
-    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
-{
-    fn serve(&mut self, request: Request<Body>, method: &'static str) -> ConnectFuture<S::Future, S::Error> {
-        let call = match request::recognise(&request) {
+        // Our own code, above the catch-panic layer: a panic while
+        // recognising is answered too (unary JSON: the shape is unknown).
+        let Ok(recognised) = catch_unwind(AssertUnwindSafe(|| request::recognise(&request))) else {
+            let method = method_of(SERVED_METHODS, request.uri().path());
+            log_panic(method);
+            let answer = answer::error(UNARY_JSON, &panic_status(), http::HeaderMap::new());
+            return ready(answer, UNARY_JSON, method);
+        };
+        let call = match recognised {
             None => {
                 return ConnectFuture::Grpc {
                     future: self.inner.call(request),
                 };
             }
-            Some(Ok(call)) => call,
-            Some(Err(request::Refusal::Http(status))) => {
+            Some(recognised) => recognised,
+        };
+        // Named in the log should a panic be caught below.
+        let method = method_of(SERVED_METHODS, request.uri().path());
+        let call = match call {
+            Ok(call) => call,
+            Err(request::Refusal::Http(status)) => {
                 return ready(answer::refusal(status), UNARY_JSON, method);
             }
-            Some(Err(request::Refusal::Status(shape, status))) => {
+            Err(request::Refusal::Status(shape, status)) => {
                 return ready(answer::error(shape, &status, http::HeaderMap::new()), shape, method);
             }
         };
