@@ -102,11 +102,7 @@ pub fn struct_to_json(
 
 /// `google.protobuf.Value` → JSON. Integral numbers become JSON integers
 /// (so `5` stays `5`, not `5.0`); non-finite numbers are violations.
-pub fn value_to_json(
-    value: prost_types::Value,
-    field: &str,
-    violations: &mut Violations,
-) -> Value {
+pub fn value_to_json(value: prost_types::Value, field: &str, violations: &mut Violations) -> Value {
     to_json(value, &FieldPath::Root(field), violations)
 }
 
@@ -157,11 +153,7 @@ fn object_to_json(
         .collect()
 }
 
-fn to_json(
-    value: prost_types::Value,
-    path: &FieldPath<'_>,
-    violations: &mut Violations,
-) -> Value {
+fn to_json(value: prost_types::Value, path: &FieldPath<'_>, violations: &mut Violations) -> Value {
     match value.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(flag)) => Value::Bool(flag),
@@ -172,7 +164,8 @@ fn to_json(
             } else if let Some(number) = Number::from_f64(number) {
                 Value::Number(number)
             } else {
-                violations.push_with(|| FieldViolation::new(path.render(), "numbers must be finite"));
+                violations
+                    .push_with(|| FieldViolation::new(path.render(), "numbers must be finite"));
                 Value::Null
             }
         }

@@ -30,7 +30,9 @@
 
 use std::{borrow::Cow, collections::HashMap};
 
-use flowgate_core::{ErrorClass, FieldViolation, GatewayError, MAX_LISTED_VIOLATIONS, RateLimitInfo};
+use flowgate_core::{
+    ErrorClass, FieldViolation, GatewayError, MAX_LISTED_VIOLATIONS, RateLimitInfo,
+};
 use tonic::{
     Code, Status,
     metadata::{MetadataMap, MetadataValue},
@@ -311,11 +313,18 @@ mod tests {
             .map(|index| FieldViolation::new(format!("inputs.f{index}"), "d".repeat(5000)))
             .collect();
         let status = to_status(&GatewayError::invalid_argument(long));
-        assert!(status.details().len() < 6 * 1024, "{}", status.details().len());
+        assert!(
+            status.details().len() < 6 * 1024,
+            "{}",
+            status.details().len()
+        );
         let details = status.get_error_details();
         let listed = &details.bad_request().unwrap().field_violations;
         let shown = listed.len() - 1;
         assert!((1..20).contains(&shown), "{shown}");
-        assert_eq!(listed[shown].description, format!("and {} more", 20 - shown));
+        assert_eq!(
+            listed[shown].description,
+            format!("and {} more", 20 - shown)
+        );
     }
 }

@@ -129,7 +129,11 @@ where
                 return ready(answer::refusal(status), UNARY_JSON, method);
             }
             Err(request::Refusal::Status(shape, status)) => {
-                return ready(answer::error(shape, &status, http::HeaderMap::new()), shape, method);
+                return ready(
+                    answer::error(shape, &status, http::HeaderMap::new()),
+                    shape,
+                    method,
+                );
             }
         };
         // The ready service serves this call; the clone waits for the next.
@@ -232,7 +236,7 @@ where
             } => match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
                 Ok(poll) => poll,
                 Err(_) => {
-                    log_panic(*method);
+                    log_panic(method);
                     // Ready now, so the panicked future is never polled
                     // again.
                     let answer = answer::error(*shape, &panic_status(), http::HeaderMap::new());

@@ -173,7 +173,6 @@ pub(crate) async fn connect_post(
         .unwrap()
 }
 
-
 #[tokio::test]
 async fn a_huge_metadata_key_is_refused_with_a_small_status_naming_the_cut_field() {
     let h = common::start().await;
@@ -241,7 +240,11 @@ async fn sixty_thousand_unknown_inputs_list_twenty_violations_and_count_the_rest
     .await;
     assert_eq!(response.status(), 400);
     let text = response.text().await.unwrap();
-    assert!(text.len() < 16 * 1024, "the Connect error is {} bytes", text.len());
+    assert!(
+        text.len() < 16 * 1024,
+        "the Connect error is {} bytes",
+        text.len()
+    );
     let error: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(error["code"], "invalid_argument");
     assert_eq!(error["message"], "invalid request: 60000 field violations");

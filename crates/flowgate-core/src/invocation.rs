@@ -177,6 +177,9 @@ mod tests {
         invocation.async_delivery = Some(AsyncDelivery {
             callback_url: Some("ftp://x".into()),
         });
-        assert_eq!(invocation.validate().listed()[0].field, "async_options.callback_url");
+        assert_eq!(
+            invocation.validate().listed()[0].field,
+            "async_options.callback_url"
+        );
     }
 }

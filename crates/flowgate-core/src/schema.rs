@@ -286,7 +286,9 @@ mod tests {
     fn fields(violations: &Violations) -> Vec<&str> {
         let mut fields: Vec<&str> = violations
             .listed()
-            .iter().map(|v| v.field.as_str()).collect();
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
         fields.sort_unstable();
         fields
     }
@@ -306,7 +308,9 @@ mod tests {
         let violations = schema().validate(&inputs(json!({"text": "t", "txet": "x"})));
         assert_eq!(fields(&violations), vec!["inputs.txet"]);
         assert!(
-            violations.listed()[0].description.contains("text, max_words"),
+            violations.listed()[0]
+                .description
+                .contains("text, max_words"),
             "{violations:?}"
         );
         let none = WorkflowSchema::new(vec![]).validate(&inputs(json!({"a": 1})));
