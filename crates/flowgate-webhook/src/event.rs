@@ -1,11 +1,11 @@
 //! A verified body, normalized into one event shape for every scheme.
 
-use std::time::SystemTime;
 use flowgate_core::{
     RunError, RunStatus, decode_output,
     depth::{MAX_OUTPUT_DEPTH, exceeds_depth},
 };
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use flowgate_core::numbers::lenient::value_of;
 use serde_json::{Value, error::Category, value::RawValue};
@@ -195,10 +195,7 @@ fn fetchhive(object: &Object, body: &[u8]) -> Result<WebhookEvent, WebhookFailur
     })
 }
 
-fn standard(
-    object: &Object,
-    signature: &SignatureMatch,
-) -> Result<WebhookEvent, WebhookFailure> {
+fn standard(object: &Object, signature: &SignatureMatch) -> Result<WebhookEvent, WebhookFailure> {
     let event_type = text(object, "type")
         .ok_or_else(|| WebhookFailure::malformed("Standard Webhooks body has no `type`"))?;
     // `data` is read field by field too; anything but an object is empty.
@@ -331,9 +328,8 @@ mod tests {
                 r#"{{"event": "execution.completed", "executionId": "ex-1", "status": "completed",
                     "result": "{{\"a\":1}}", "cost": {literal}, "ms": {literal}, "requestId": {literal}}}"#
             );
-            let event =
-                WebhookEvent::decode(WebhookScheme::Knouds, knouds.as_bytes(), &unsigned())
-                    .unwrap();
+            let event = WebhookEvent::decode(WebhookScheme::Knouds, knouds.as_bytes(), &unsigned())
+                .unwrap();
             assert_eq!(event.output, Some(json!({"a": 1})), "{literal}");
             assert_eq!(event.upstream_run_id.as_deref(), Some("ex-1"));
 

@@ -335,7 +335,10 @@ async fn drain_waits_for_detached_first_calls_within_the_grace() {
     let started = Instant::now();
     let abandoned = idempotency.drain(started + Duration::from_secs(10)).await;
     assert_eq!(abandoned, 0);
-    assert!(started.elapsed() < Duration::from_secs(3), "waited for the work only");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited for the work only"
+    );
     // Its answer was recorded before drain returned.
     let replay = idempotency
         .run(
@@ -346,7 +349,10 @@ async fn drain_waits_for_detached_first_calls_within_the_grace() {
             work(&calls, Duration::ZERO, recorded),
         )
         .await;
-    assert_eq!(replay.ok().map(|got| (got.answer, got.replayed)), Some((answer("ok"), true)));
+    assert_eq!(
+        replay.ok().map(|got| (got.answer, got.replayed)),
+        Some((answer("ok"), true))
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -367,5 +373,9 @@ async fn drain_abandons_and_counts_what_outlives_the_grace() {
     let started = Instant::now();
     let abandoned = idempotency.drain(started + Duration::from_secs(5)).await;
     assert_eq!(abandoned, 1);
-    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
 }

@@ -267,10 +267,13 @@ async fn a_stream_no_poller_can_follow_ends_at_once_with_retry_info() {
         (ErrorClass::Unavailable, REASON_WATCHERS_EXHAUSTED)
     );
     assert_eq!(error.retry_after, Some(WATCHERS_EXHAUSTED_RETRY));
-    assert_eq!(opened.elapsed(), Duration::ZERO, "ended at once, not at max_watch");
+    assert!(
+        opened.elapsed() < Duration::from_secs(1),
+        "ended at once, not at max_watch"
+    );
     // Once the first run is no longer polled, the other one is.
     drop(first);
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(tracker.watchers.len(), 0);
     let before = polls(&provider);
     let mut followed = tracker.stream(&other).await.unwrap();
