@@ -452,10 +452,9 @@ async fn the_retry_budget_caps_retries_in_a_storm() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn failed_polls_never_open_the_circuit_for_invokes() {
-    let failures = (0..20).map(|_| Err(server_error())).collect();
-    let inner = Scripted::new(failures);
+/// A guard whose circuit opens after 3 failures, over 20 scripted 500s.
+fn twenty_failures() -> (Arc<Scripted>, Guarded) {
+    let inner = Scripted::new((0..20).map(|_| Err(server_error())).collect());
     let policy = Resilience {
         circuit: CircuitPolicy {
             failure_threshold: 3,
@@ -463,7 +462,12 @@ async fn failed_polls_never_open_the_circuit_for_invokes() {
         },
         ..Resilience::default()
     };
-    let guard = guarded(inner.clone(), policy);
+    (inner.clone(), guarded(inner, policy))
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_polls_never_open_the_circuit_for_invokes() {
+    let (inner, guard) = twenty_failures();
     let deadline = || Deadline::after(Duration::from_secs(5));
     for _ in 0..20 {
         let error = guard.run_status("run-1", deadline()).await.unwrap_err();
@@ -478,16 +482,7 @@ async fn failed_polls_never_open_the_circuit_for_invokes() {
 
 #[tokio::test(start_paused = true)]
 async fn failed_schema_fetches_never_open_the_circuit_for_invokes() {
-    let failures = (0..20).map(|_| Err(server_error())).collect();
-    let inner = Scripted::new(failures);
-    let policy = Resilience {
-        circuit: CircuitPolicy {
-            failure_threshold: 3,
-            open_for: Duration::from_secs(30),
-        },
-        ..Resilience::default()
-    };
-    let guard = guarded(inner.clone(), policy);
+    let (inner, guard) = twenty_failures();
     let deadline = || Deadline::after(Duration::from_secs(5));
     let workflow = WorkflowRef::Slug("s".into());
     for _ in 0..20 {

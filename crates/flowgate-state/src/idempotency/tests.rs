@@ -317,21 +317,32 @@ async fn a_panicking_first_call_answers_internal_panic_and_frees_the_key() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+/// A first call under `name` whose caller stops waiting after 1 s while
+/// its work (`work_time`) goes on detached.
+async fn give_up_after_a_second(
+    idempotency: &Idempotency,
+    name: &str,
+    calls: &Arc<AtomicUsize>,
+    work_time: Duration,
+) {
+    let gave_up = idempotency
+        .run(
+            key(name),
+            HASH,
+            Deadline::after(Duration::from_secs(1)),
+            Deadline::after(LATER),
+            work(calls, work_time, recorded),
+        )
+        .await;
+    assert!(gave_up.is_err());
+}
+
 #[tokio::test(start_paused = true)]
 async fn drain_waits_for_detached_first_calls_within_the_grace() {
     let idempotency = store();
     let calls = Arc::new(AtomicUsize::new(0));
     // The caller gives up after 1 s; its work needs 3 s.
-    let gave_up = idempotency
-        .run(
-            key("k"),
-            HASH,
-            Deadline::after(Duration::from_secs(1)),
-            Deadline::after(LATER),
-            work(&calls, Duration::from_secs(3), recorded),
-        )
-        .await;
-    assert!(gave_up.is_err());
+    give_up_after_a_second(&idempotency, "k", &calls, Duration::from_secs(3)).await;
     let started = Instant::now();
     let abandoned = idempotency.drain(started + Duration::from_secs(10)).await;
     assert_eq!(abandoned, 0);
@@ -360,16 +371,7 @@ async fn drain_waits_for_detached_first_calls_within_the_grace() {
 async fn drain_abandons_and_counts_what_outlives_the_grace() {
     let idempotency = store();
     let calls = Arc::new(AtomicUsize::new(0));
-    let gave_up = idempotency
-        .run(
-            key("slow"),
-            HASH,
-            Deadline::after(Duration::from_secs(1)),
-            Deadline::after(LATER),
-            work(&calls, Duration::from_secs(600), recorded),
-        )
-        .await;
-    assert!(gave_up.is_err());
+    give_up_after_a_second(&idempotency, "slow", &calls, Duration::from_secs(600)).await;
     let started = Instant::now();
     let abandoned = idempotency.drain(started + Duration::from_secs(5)).await;
     assert_eq!(abandoned, 1);
