@@ -161,6 +161,8 @@ pub fn id_text(value: &Value) -> Option<String> {
 /// `f64` holds, such as `1e400`) and keeps it only if readable. Bodies
 /// using them are decoded with `serde_json::from_slice`/`from_str`.
 pub mod lenient {
+    use std::collections::HashMap;
+
     use serde_json::value::RawValue;
 
     use super::*;
@@ -180,6 +182,27 @@ pub mod lenient {
                 None
             }
         }
+    }
+
+    /// A JSON object read field by field: every field that is readable
+    /// JSON, and an object field that is not, read the same way down to
+    /// `depth` more levels (the rest dropped, logged at debug). `None` when
+    /// `text` is not a JSON object. For bodies read by name (vendor error
+    /// bodies), where one unreadable field must not hide the others.
+    pub fn object(text: &[u8], depth: usize) -> Option<serde_json::Map<String, Value>> {
+        let fields: HashMap<String, Box<RawValue>> = serde_json::from_slice(text).ok()?;
+        let read = |raw: &RawValue| {
+            value_of(raw).or_else(|| {
+                let inner = depth.checked_sub(1)?;
+                object(raw.get().as_bytes(), inner).map(Value::Object)
+            })
+        };
+        Some(
+            fields
+                .into_iter()
+                .filter_map(|(name, raw)| Some((name, read(&raw)?)))
+                .collect(),
+        )
     }
 
     fn read<'de, D, T>(
