@@ -327,7 +327,9 @@ pub async fn serve(
     if let Some(task) = ingress_task {
         let _ = tokio::time::timeout_at(deadline, task).await;
     }
-    // Background runs, then callback forwards, get what is left.
+    // Idempotent calls detached from their callers, then background runs,
+    // then callback forwards, get what is left.
+    app.idempotency.drain(deadline).await;
     app.tracker.drain(deadline).await;
     result
 }

@@ -316,6 +316,49 @@ async fn fetchhive_absurd_run_duration_is_clamped_usage() {
 }
 
 #[tokio::test]
+async fn usage_numbers_beyond_f64_are_dropped_not_fatal() {
+    let mut h = common::start().await;
+    // More answers than the circuit's threshold (5): had any been a
+    // protocol error, the last ones would be CIRCUIT_OPEN.
+    for (cost, ms) in [("1e400", "-1e400"), ("-1e400", "1e400")].repeat(4) {
+        h.emulator.inject_fault(
+            Fault::status(
+                Dialect::Knouds,
+                200,
+                knouds_success(
+                    &json!({"summary": "ok"}),
+                    &format!(r#", "cost": {cost}, "ms": {ms}, "executionId": {ms}"#),
+                ),
+            )
+            .with_path("/run")
+            .with_times(1),
+        );
+        let response = completes(&mut h, "kn").await;
+        assert_eq!(common::json(response.output), json!({"summary": "ok"}));
+        let usage = response.usage.unwrap_or_default();
+        assert_eq!((usage.credits, usage.duration), (None, None), "{cost} {ms}");
+    }
+    // A Fetch Hive poll whose usage no f64 holds still completes the run.
+    h.emulator.inject_fault(
+        Fault::status(
+            Dialect::FetchHive,
+            200,
+            r#"{"workflow_run": {"id": "x", "run_status": "completed",
+                "output_content": "{\"a\":1}", "duration": 1e400,
+                "total_charge": 1e400, "total_tokens": -1e400}}"#,
+        )
+        .with_path("/workflow_runs/"),
+    );
+    let events = fetchhive_run_events(&mut h).await;
+    let last = events.last().expect("events");
+    assert_eq!(last.status(), pb::RunStatus::Completed);
+    assert_eq!(common::json(last.output.clone()), json!({"a": 1}));
+    let usage = last.usage.unwrap_or_default();
+    assert_eq!((usage.credits, usage.tokens), (None, None), "{usage:?}");
+    still_serves(&mut h, "kn").await;
+}
+
+#[tokio::test]
 async fn failed_polls_do_not_open_the_circuit_for_invokes() {
     let mut h = common::start().await;
     h.emulator.inject_fault(

@@ -156,10 +156,54 @@ pub fn id_text(value: &Value) -> Option<String> {
 }
 
 /// Serde helpers for optional body fields: `#[serde(default,
-/// deserialize_with = "lenient::…")]`. Each takes whatever JSON the field
-/// holds (so the body never fails on it) and keeps it only if readable.
+/// deserialize_with = "lenient::…")]`. Each takes the field's raw JSON
+/// text (so the body never fails on it, not even on a number literal no
+/// `f64` holds, such as `1e400`) and keeps it only if readable. Bodies
+/// using them are decoded with `serde_json::from_slice`/`from_str`.
 pub mod lenient {
+    use std::collections::HashMap;
+
+    use serde_json::value::RawValue;
+
     use super::*;
+
+    /// The JSON `raw` holds, when it is readable (`serde_json` refuses
+    /// number literals beyond `f64`, such as `1e400`); `None` (logged at
+    /// debug) when not. Never fails.
+    pub fn value_of(raw: &RawValue) -> Option<Value> {
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                // The kind only: the text is a vendor's bytes.
+                tracing::debug!(
+                    kind = "unreadable",
+                    "an optional body field could not be read; dropped"
+                );
+                None
+            }
+        }
+    }
+
+    /// A JSON object read field by field: every field that is readable
+    /// JSON, and an object field that is not, read the same way down to
+    /// `depth` more levels (the rest dropped, logged at debug). `None` when
+    /// `text` is not a JSON object. For bodies read by name (vendor error
+    /// bodies), where one unreadable field must not hide the others.
+    pub fn object(text: &[u8], depth: usize) -> Option<serde_json::Map<String, Value>> {
+        let fields: HashMap<String, Box<RawValue>> = serde_json::from_slice(text).ok()?;
+        let read = |raw: &RawValue| {
+            value_of(raw).or_else(|| {
+                let inner = depth.checked_sub(1)?;
+                object(raw.get().as_bytes(), inner).map(Value::Object)
+            })
+        };
+        Some(
+            fields
+                .into_iter()
+                .filter_map(|(name, raw)| Some((name, read(&raw)?)))
+                .collect(),
+        )
+    }
 
     fn read<'de, D, T>(
         deserializer: D,
@@ -168,18 +212,22 @@ pub mod lenient {
     where
         D: Deserializer<'de>,
     {
-        let value = Option::<Value>::deserialize(deserializer)?;
-        Ok(value.filter(|value| !value.is_null()).and_then(|value| {
-            let read = read(&value);
-            if read.is_none() {
-                // The kind only: the value is a vendor's bytes.
-                tracing::debug!(
-                    kind = value_kind(&value),
-                    "an optional usage field could not be read; dropped"
-                );
-            }
-            read
-        }))
+        let raw = Option::<Box<RawValue>>::deserialize(deserializer)?;
+        let Some(value) = raw.as_deref().and_then(value_of) else {
+            return Ok(None);
+        };
+        if value.is_null() {
+            return Ok(None);
+        }
+        let read = read(&value);
+        if read.is_none() {
+            // The kind only: the value is a vendor's bytes.
+            tracing::debug!(
+                kind = value_kind(&value),
+                "an optional body field could not be read; dropped"
+            );
+        }
+        Ok(read)
     }
 
     fn value_kind(value: &Value) -> &'static str {
@@ -215,6 +263,12 @@ pub mod lenient {
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {
         read(deserializer, |value| run_duration(value, 1000.0))
+    }
+
+    /// Any optional field read as it is (ids, citations, a failed run's
+    /// error): dropped when unreadable, `null` is absent.
+    pub fn value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+        read(deserializer, |value| Some(value.clone()))
     }
 }
 
@@ -264,5 +318,44 @@ mod tests {
         assert_eq!(run_duration(&json!(1e300), 1000.0), Some(MAX_RUN_DURATION));
         assert_eq!(run_duration(&json!("NaN"), 1.0), None);
         assert_eq!(id_text(&json!(77)), Some("77".into()));
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Usage {
+        #[serde(default, deserialize_with = "lenient::credits")]
+        charge: Option<f64>,
+        #[serde(default, deserialize_with = "lenient::millis")]
+        ms: Option<Duration>,
+        #[serde(default, deserialize_with = "lenient::count")]
+        tokens: Option<u64>,
+        #[serde(default, deserialize_with = "lenient::value")]
+        id: Option<Value>,
+        status: String,
+    }
+
+    #[test]
+    fn literals_beyond_f64_drop_the_field_not_the_body() {
+        for literal in ["1e400", "-1e400", "1e999999", "-0.5e400"] {
+            let body = format!(
+                r#"{{"charge": {literal}, "ms": {literal}, "tokens": {literal}, "id": {literal}, "status": "completed"}}"#
+            );
+            let usage: Usage = serde_json::from_str(&body).unwrap();
+            assert_eq!(usage.status, "completed", "{literal}");
+            assert_eq!(
+                (usage.charge, usage.ms, usage.tokens, usage.id),
+                (None, None, None, None),
+                "{literal}"
+            );
+        }
+        let usage: Usage = serde_json::from_slice(
+            br#"{"charge": "0.5", "ms": 1500, "tokens": null, "id": 7, "status": "x"}"#,
+        )
+        .unwrap();
+        assert_eq!(usage.charge, Some(0.5));
+        assert_eq!(usage.ms, Some(Duration::from_millis(1500)));
+        assert_eq!(usage.tokens, None);
+        assert_eq!(usage.id, Some(json!(7)));
+        // Still strict about the body itself.
+        assert!(serde_json::from_str::<Usage>(r#"{"charge": 1e400}"#).is_err());
     }
 }

@@ -125,6 +125,9 @@ reasons! {
     RunWatchFailed => "RUN_WATCH_FAILED",
     /// A stream ended: it reached `max_watch`.
     RunWatchLimit => "RUN_WATCH_LIMIT",
+    /// A stream ended at once: this replica already polls `max_watchers`
+    /// runs, so nothing would make its run progress.
+    RunWatchersExhausted => "RUN_WATCHERS_EXHAUSTED",
     /// This replica is shutting down.
     ShuttingDown => "SHUTTING_DOWN",
 
@@ -247,6 +250,7 @@ mod tests {
                 "RUN_POLL_GAVE_UP",
                 "RUN_WATCH_FAILED",
                 "RUN_WATCH_LIMIT",
+                "RUN_WATCHERS_EXHAUSTED",
                 "SHUTTING_DOWN",
                 "IDEMPOTENCY_KEY_REUSED",
                 "IDEMPOTENT_REQUEST_IN_FLIGHT",

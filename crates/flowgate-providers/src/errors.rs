@@ -28,9 +28,10 @@ pub struct ErrorBody {
 
 impl ErrorBody {
     /// Reads a body that may be JSON, HTML, empty or truncated. Never fails:
-    /// what cannot be read is simply absent.
+    /// what cannot be read is simply absent, down to single fields (a
+    /// `"limit": 1e400` never hides the `error_code` beside it).
     pub fn parse(body: &[u8]) -> Self {
-        let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+        let Some(object) = crate::numbers::lenient::object(body, 1) else {
             return Self::default();
         };
         let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_owned);
@@ -304,6 +305,20 @@ mod tests {
         let aitutor = ErrorBody::parse(br#"{"success":false,"error":"x","code":"missing_input"}"#);
         assert_eq!(aitutor.code.as_deref(), Some("missing_input"));
         let nested = ErrorBody::parse(br#"{"error":{"code":"EXECUTION_FAILED","message":"m"}}"#);
+        assert_eq!(nested.code.as_deref(), Some("EXECUTION_FAILED"));
+        assert_eq!(nested.message.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn a_number_beyond_f64_hides_no_other_field() {
+        let daily = ErrorBody::parse(
+            br#"{"error":"Daily limit","error_code":"api_rate_limit_exceeded","limit":1e400}"#,
+        );
+        assert_eq!(daily.code.as_deref(), Some("api_rate_limit_exceeded"));
+        assert_eq!(daily.message.as_deref(), Some("Daily limit"));
+        assert_eq!(daily.field("limit"), None);
+        let nested =
+            ErrorBody::parse(br#"{"error":{"code":"EXECUTION_FAILED","message":"m","ms":-1e400}}"#);
         assert_eq!(nested.code.as_deref(), Some("EXECUTION_FAILED"));
         assert_eq!(nested.message.as_deref(), Some("m"));
     }

@@ -165,6 +165,9 @@ fn hostile_number_json() -> impl Strategy<Value = String> {
             Just("9223372036854775807"),
             Just("-9223372036854775808"),
             Just("1.7976931348623157e308"),
+            // Beyond f64: serde_json refuses to read these as numbers.
+            Just("1e400"),
+            Just("-1e400"),
             Just("null"),
             Just("true"),
             Just("[]"),

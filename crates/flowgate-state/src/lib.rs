@@ -25,7 +25,8 @@ pub use store::{
 };
 pub use tracker::{
     CallbackRejection, Forwarding, IngressConfig, REASON_POLL_GAVE_UP, REASON_SHUTTING_DOWN,
-    REASON_STATE_STORE_UNAVAILABLE, REASON_WATCH_FAILED, REASON_WATCH_LIMIT, RunStream, RunTracker,
-    ShutdownReport, SigningSecrets, TrackerConfig, Verification, VerifyKey, WatchEnd,
-    shutting_down, store_unavailable,
+    REASON_STATE_STORE_UNAVAILABLE, REASON_WATCH_FAILED, REASON_WATCH_LIMIT,
+    REASON_WATCHERS_EXHAUSTED, RunStream, RunTracker, ShutdownReport, SigningSecrets,
+    TrackerConfig, Verification, VerifyKey, WATCHERS_EXHAUSTED_RETRY, WatchEnd, shutting_down,
+    store_unavailable,
 };

@@ -1,12 +1,14 @@
 //! A verified body, normalized into one event shape for every scheme.
 
-use std::time::SystemTime;
-
 use flowgate_core::{
     RunError, RunStatus, decode_output,
     depth::{MAX_OUTPUT_DEPTH, exceeds_depth},
 };
-use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use flowgate_core::numbers::lenient::value_of;
+use serde_json::{Value, error::Category, value::RawValue};
 use sha2::{Digest, Sha256};
 
 use crate::clock::{parse_rfc3339, unix_secs};
@@ -62,7 +64,7 @@ impl WebhookEvent {
         let object = json_object(body)?;
         let event = match scheme {
             WebhookScheme::Knouds => knouds(&object, body, signature),
-            WebhookScheme::FetchHive => Ok(fetchhive(&object, body)),
+            WebhookScheme::FetchHive => fetchhive(&object, body),
             WebhookScheme::Standard => standard(&object, signature),
         }?;
         // An output protobuf clients could not parse is never relayed.
@@ -79,10 +81,17 @@ impl WebhookEvent {
     }
 }
 
-fn json_object(body: &[u8]) -> Result<Map<String, Value>, WebhookFailure> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(WebhookFailure::malformed("body is JSON but not an object")),
+/// A JSON object whose fields are read only when used: a field the event
+/// does not read (usage numbers such as `"ms": 1e400`, which no `f64`
+/// holds) can never make a delivery unreadable.
+type Object = HashMap<String, Box<RawValue>>;
+
+fn json_object(body: &[u8]) -> Result<Object, WebhookFailure> {
+    match serde_json::from_slice::<Object>(body) {
+        Ok(object) => Ok(object),
+        Err(err) if err.classify() == Category::Data => {
+            Err(WebhookFailure::malformed("body is JSON but not an object"))
+        }
         Err(err) => Err(WebhookFailure::malformed(format!(
             "body is not JSON (line {}, column {})",
             err.line(),
@@ -93,25 +102,34 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, WebhookFailure> {
 
 /// A string field; numbers are accepted and written out (ids are sometimes
 /// numeric), empty strings count as absent ([`flowgate_core::id_text`]).
-fn text(object: &Map<String, Value>, key: &str) -> Option<String> {
-    object.get(key).and_then(flowgate_core::id_text)
+fn text(object: &Object, key: &str) -> Option<String> {
+    flowgate_core::id_text(&value_of(object.get(key)?)?)
 }
 
-fn first_text(object: &Map<String, Value>, keys: &[&str]) -> Option<String> {
+fn first_text(object: &Object, keys: &[&str]) -> Option<String> {
     keys.iter().find_map(|key| text(object, key))
 }
 
-fn output(value: Option<&Value>) -> Option<Value> {
-    match value? {
-        Value::Null => None,
-        other => Some(decode_output(other.clone())),
+/// The output field: it decides what the event says, so one that is not
+/// readable JSON makes the delivery `Malformed` (never silently dropped).
+fn output(object: &Object, key: &str) -> Result<Option<Value>, WebhookFailure> {
+    let Some(raw) = object.get(key) else {
+        return Ok(None);
+    };
+    match value_of(raw) {
+        Some(Value::Null) => Ok(None),
+        Some(other) => Ok(Some(decode_output(other))),
+        None => Err(WebhookFailure::malformed(format!(
+            "`{key}` is not readable JSON"
+        ))),
     }
 }
 
 /// `{code, message}` (or Fetch Hive's `{error, error_code}`), or a bare
-/// string: the shared reader, [`RunError::from_value`].
-fn run_error(value: Option<&Value>, default_code: &str) -> Option<RunError> {
-    RunError::from_value(value?, default_code, "")
+/// string: the shared reader, [`RunError::from_value`]. An unreadable one
+/// is dropped (the status still says the run failed).
+fn run_error(object: &Object, key: &str, default_code: &str) -> Option<RunError> {
+    RunError::from_value(&value_of(object.get(key)?)?, default_code, "")
 }
 
 fn sha256_id(parts: &[&[u8]]) -> String {
@@ -123,7 +141,7 @@ fn sha256_id(parts: &[&[u8]]) -> String {
 }
 
 fn knouds(
-    object: &Map<String, Value>,
+    object: &Object,
     body: &[u8],
     signature: &SignatureMatch,
 ) -> Result<WebhookEvent, WebhookFailure> {
@@ -150,13 +168,13 @@ fn knouds(
         run_id: None,
         upstream_run_id: execution_id,
         status,
-        output: output(object.get("result")),
-        error: run_error(object.get("error"), "EXECUTION_FAILED"),
+        output: output(object, "result")?,
+        error: run_error(object, "error", "EXECUTION_FAILED"),
         time: signature.signed_at,
     })
 }
 
-fn fetchhive(object: &Map<String, Value>, body: &[u8]) -> WebhookEvent {
+fn fetchhive(object: &Object, body: &[u8]) -> Result<WebhookEvent, WebhookFailure> {
     let run_id = first_text(object, &["request_id", "run_id"]);
     let status_word = first_text(object, &["run_status", "status"]);
     let status = status_word.as_deref().and_then(RunStatus::parse_upstream);
@@ -164,30 +182,28 @@ fn fetchhive(object: &Map<String, Value>, body: &[u8]) -> WebhookEvent {
         Some(id) => format!("{id}:{}", status_word.as_deref().unwrap_or_default()),
         None => sha256_id(&[body]),
     };
-    WebhookEvent {
+    Ok(WebhookEvent {
         scheme: WebhookScheme::FetchHive,
         event_id,
         event_type: status.map_or_else(|| "callback".to_owned(), |s| format!("run.{}", s.as_str())),
         run_id: None,
         upstream_run_id: run_id,
         status,
-        output: output(object.get("output")),
-        error: run_error(object.get("error"), "run_failed"),
+        output: output(object, "output")?,
+        error: run_error(object, "error", "run_failed"),
         time: None,
-    }
+    })
 }
 
-fn standard(
-    object: &Map<String, Value>,
-    signature: &SignatureMatch,
-) -> Result<WebhookEvent, WebhookFailure> {
+fn standard(object: &Object, signature: &SignatureMatch) -> Result<WebhookEvent, WebhookFailure> {
     let event_type = text(object, "type")
         .ok_or_else(|| WebhookFailure::malformed("Standard Webhooks body has no `type`"))?;
-    let empty = Map::new();
-    let data = match object.get("data") {
-        Some(Value::Object(data)) => data,
-        _ => &empty,
-    };
+    // `data` is read field by field too; anything but an object is empty.
+    let data = object
+        .get("data")
+        .and_then(|raw| serde_json::from_str::<Object>(raw.get()).ok())
+        .unwrap_or_default();
+    let data = &data;
     let status = text(data, "status")
         .and_then(|s| RunStatus::parse_upstream(&s))
         .or_else(|| {
@@ -205,8 +221,8 @@ fn standard(
         run_id: text(data, "run_id"),
         upstream_run_id: text(data, "upstream_run_id"),
         status,
-        output: output(data.get("output")),
-        error: run_error(data.get("error"), "run_failed"),
+        output: output(data, "output")?,
+        error: run_error(data, "error", "run_failed"),
         time,
     })
 }
@@ -303,6 +319,46 @@ mod tests {
         let event = WebhookEvent::decode(WebhookScheme::FetchHive, body, &unsigned()).unwrap();
         assert!(event.event_id.starts_with("sha256:"));
         assert_eq!(event.event_type, "callback");
+    }
+
+    #[test]
+    fn numbers_beyond_f64_in_unread_fields_never_refuse_a_delivery() {
+        for literal in ["1e400", "-1e400"] {
+            let knouds = format!(
+                r#"{{"event": "execution.completed", "executionId": "ex-1", "status": "completed",
+                    "result": "{{\"a\":1}}", "cost": {literal}, "ms": {literal}, "requestId": {literal}}}"#
+            );
+            let event = WebhookEvent::decode(WebhookScheme::Knouds, knouds.as_bytes(), &unsigned())
+                .unwrap();
+            assert_eq!(event.output, Some(json!({"a": 1})), "{literal}");
+            assert_eq!(event.upstream_run_id.as_deref(), Some("ex-1"));
+
+            let fetchhive = format!(
+                r#"{{"request_id": "req_1", "run_status": "failed", "total_charge": {literal},
+                    "duration": {literal}, "error": {{"error": "x", "code": {literal}}}}}"#
+            );
+            let event =
+                WebhookEvent::decode(WebhookScheme::FetchHive, fetchhive.as_bytes(), &unsigned())
+                    .unwrap();
+            assert_eq!(event.event_id, "req_1:failed", "{literal}");
+            assert_eq!(event.status, Some(RunStatus::Failed));
+
+            let standard = format!(
+                r#"{{"type": "run.completed", "usage": {literal},
+                    "data": {{"run_id": "r", "status": "completed", "credits": {literal}, "output": 1}}}}"#
+            );
+            let event =
+                WebhookEvent::decode(WebhookScheme::Standard, standard.as_bytes(), &unsigned())
+                    .unwrap();
+            assert_eq!(event.run_id.as_deref(), Some("r"), "{literal}");
+            assert_eq!(event.output, Some(json!(1)));
+
+            // The output itself decides: unreadable is malformed.
+            let body = format!(r#"{{"request_id": "req_1", "output": {{"n": {literal}}}}}"#);
+            let err = WebhookEvent::decode(WebhookScheme::FetchHive, body.as_bytes(), &unsigned())
+                .unwrap_err();
+            assert_eq!(err.reason(), crate::FailureReason::Malformed);
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::{
         safe_message, upstream_error,
     },
     http::UpstreamResponse,
-    numbers::id_text,
+    numbers::{id_text, lenient},
 };
 
 /// Longest accepted workflow id.
@@ -49,7 +49,9 @@ struct RunBody {
     result: Option<Value>,
     /// Cited URLs; anything but an array of strings is dropped, never
     /// fatal.
+    #[serde(default, deserialize_with = "lenient::value")]
     citations: Option<Value>,
+    #[serde(default, deserialize_with = "lenient::value")]
     run_id: Option<Value>,
     status: Option<String>,
     output: Option<Value>,

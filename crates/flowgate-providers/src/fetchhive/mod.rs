@@ -7,14 +7,17 @@
 //! `{request_id, run_id, status, output, error}`, with HTTP 200 or 202.
 //! Errors are `{"error", "message"?, "error_code"?}`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use flowgate_core::{
     AsyncMode, ErrorClass, FieldViolation, GatewayError, Invocation, ProviderKind, RunOutcome,
     RunStatus, SecretString, WorkflowRef, decode_output,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, value::RawValue};
 
 use crate::{
     ProviderSettings,
@@ -63,12 +66,15 @@ struct WorkflowRunEnvelope {
 
 #[derive(Deserialize)]
 struct WorkflowRunBody {
+    #[serde(default, deserialize_with = "lenient::value")]
     id: Option<Value>,
     run_status: Option<String>,
     status: Option<String>,
     output_content: Option<Value>,
     output: Option<Value>,
+    #[serde(default, deserialize_with = "lenient::value")]
     error_message: Option<Value>,
+    #[serde(default, deserialize_with = "lenient::value")]
     error: Option<Value>,
     /// Usage: numbers or numeric strings; unreadable ones are dropped.
     #[serde(default, deserialize_with = "lenient::seconds")]
@@ -82,11 +88,14 @@ struct WorkflowRunBody {
 /// Both documented success shapes, every field optional.
 #[derive(Deserialize)]
 struct RunBody {
+    #[serde(default, deserialize_with = "lenient::value")]
     request_id: Option<Value>,
+    #[serde(default, deserialize_with = "lenient::value")]
     run_id: Option<Value>,
     run_status: Option<String>,
     status: Option<String>,
     output: Option<Value>,
+    #[serde(default, deserialize_with = "lenient::value")]
     error: Option<Value>,
     webhook_secret: Option<String>,
 }
@@ -437,12 +446,13 @@ impl Dialect for FetchHiveDialect {
         decode_workflow_run(settings, response, run_id)
     }
 
-    /// `request_id` (or `run_id`) of a callback body.
+    /// `request_id` (or `run_id`) of a callback body; the other fields are
+    /// not read (none of them can make the ids unreadable).
     fn callback_run_id(body: &[u8]) -> Option<String> {
-        let value: Value = serde_json::from_slice(body).ok()?;
+        let fields: HashMap<String, Box<RawValue>> = serde_json::from_slice(body).ok()?;
         ["request_id", "run_id"]
             .iter()
-            .find_map(|field| id_text(value.get(field)?))
+            .find_map(|field| id_text(&lenient::value_of(fields.get(*field)?)?))
     }
 }
 

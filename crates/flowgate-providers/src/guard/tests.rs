@@ -54,6 +54,17 @@ impl Provider for Scripted {
             .unwrap_or_else(|| Ok(completed()))
             .map(Some)
     }
+    /// Schema fetches answer from the same script too (a success is "no
+    /// schema").
+    async fn fetch_schema(
+        &self,
+        _: &WorkflowRef,
+        _: Deadline,
+    ) -> Result<Option<flowgate_core::WorkflowSchema>, GatewayError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let answer = self.answers.lock().unwrap().pop_front();
+        answer.unwrap_or_else(|| Ok(completed())).map(|_| None)
+    }
 }
 
 fn completed() -> RunOutcome {
@@ -441,10 +452,9 @@ async fn the_retry_budget_caps_retries_in_a_storm() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn failed_polls_never_open_the_circuit_for_invokes() {
-    let failures = (0..20).map(|_| Err(server_error())).collect();
-    let inner = Scripted::new(failures);
+/// A guard whose circuit opens after 3 failures, over 20 scripted 500s.
+fn twenty_failures() -> (Arc<Scripted>, Guarded) {
+    let inner = Scripted::new((0..20).map(|_| Err(server_error())).collect());
     let policy = Resilience {
         circuit: CircuitPolicy {
             failure_threshold: 3,
@@ -452,7 +462,12 @@ async fn failed_polls_never_open_the_circuit_for_invokes() {
         },
         ..Resilience::default()
     };
-    let guard = guarded(inner.clone(), policy);
+    (inner.clone(), guarded(inner, policy))
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_polls_never_open_the_circuit_for_invokes() {
+    let (inner, guard) = twenty_failures();
     let deadline = || Deadline::after(Duration::from_secs(5));
     for _ in 0..20 {
         let error = guard.run_status("run-1", deadline()).await.unwrap_err();
@@ -463,6 +478,22 @@ async fn failed_polls_never_open_the_circuit_for_invokes() {
         "polls' failures must not fail a new Invoke with CIRCUIT_OPEN"
     );
     assert_eq!(inner.calls(), 21);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_schema_fetches_never_open_the_circuit_for_invokes() {
+    let (inner, guard) = twenty_failures();
+    let deadline = || Deadline::after(Duration::from_secs(5));
+    let workflow = WorkflowRef::Slug("s".into());
+    for _ in 0..20 {
+        let error = guard.fetch_schema(&workflow, deadline()).await.unwrap_err();
+        assert_eq!(error.reason, "internal_server_error");
+    }
+    assert!(
+        guard.invoke(&invocation(None), deadline()).await.is_ok(),
+        "schema fetches' failures must not fail a new Invoke with CIRCUIT_OPEN"
+    );
+    assert_eq!(inner.calls(), 21, "each fetch went out once, unretried");
 }
 
 #[tokio::test(start_paused = true)]

@@ -57,9 +57,9 @@ struct RunBody {
     success: Option<bool>,
     #[serde(rename = "_async")]
     is_async: Option<bool>,
-    #[serde(rename = "executionId")]
+    #[serde(rename = "executionId", default, deserialize_with = "lenient::value")]
     execution_id: Option<Value>,
-    #[serde(rename = "requestId")]
+    #[serde(rename = "requestId", default, deserialize_with = "lenient::value")]
     request_id: Option<Value>,
     status: Option<String>,
     result: Option<Value>,
@@ -73,12 +73,13 @@ struct RunBody {
 /// `GET /api/executions/{id}`.
 #[derive(Deserialize)]
 struct ExecutionBody {
-    #[serde(rename = "executionId")]
+    #[serde(rename = "executionId", default, deserialize_with = "lenient::value")]
     execution_id: Option<Value>,
-    #[serde(rename = "requestId")]
+    #[serde(rename = "requestId", default, deserialize_with = "lenient::value")]
     request_id: Option<Value>,
     status: Option<String>,
     result: Option<Value>,
+    #[serde(default, deserialize_with = "lenient::value")]
     error: Option<Value>,
 }
 

@@ -30,6 +30,13 @@
 //!
 //! A store that cannot be reached fails closed: UNAVAILABLE, reason
 //! `STATE_STORE_UNAVAILABLE` — never an unchecked upstream call.
+//!
+//! A first call's work that panics answers its caller INTERNAL, reason
+//! `INTERNAL_PANIC` (the panic message is logged once by the process's
+//! panic hook), and its claim is released. The detached tasks are tracked:
+//! at shutdown [`Idempotency::drain`] lets them finish within the grace and
+//! logs and counts (`flowgate.shutdown.abandoned{kind="idempotent_call"}`)
+//! those it abandons.
 
 mod fingerprint;
 mod memory;
@@ -43,7 +50,8 @@ use std::{fmt, future::Future, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use bytes::Bytes;
 use flowgate_core::{Deadline, ErrorClass, FieldViolation, GatewayError, reason::Reason};
-use tokio::sync::oneshot;
+use tokio::{sync::oneshot, time::Instant};
+use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 pub use fingerprint::RequestHash;
@@ -239,12 +247,36 @@ pub fn records_error(error: &GatewayError) -> bool {
 #[derive(Debug, Clone)]
 pub struct Idempotency {
     store: Arc<dyn IdempotencyStore>,
+    /// The first calls' detached tasks (see [`Self::drain`]).
+    tasks: TaskTracker,
 }
 
 impl Idempotency {
     /// Checks keys against `store`.
     pub fn new(store: Arc<dyn IdempotencyStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Shutdown: lets the first calls' tasks still running (their callers
+    /// may have gone; a retry elsewhere waits for their answer) finish
+    /// until `deadline`. Those still running then are abandoned: logged
+    /// once at warn and counted in `flowgate.shutdown.abandoned` (kind
+    /// `idempotent_call`). Returns how many.
+    pub async fn drain(&self, deadline: Instant) -> usize {
+        self.tasks.close();
+        let _ = tokio::time::timeout_at(deadline, self.tasks.wait()).await;
+        let abandoned = self.tasks.len();
+        if abandoned > 0 {
+            flowgate_telemetry::metrics().shutdown_abandoned("idempotent_call", abandoned as u64);
+            tracing::warn!(
+                idempotent_calls = abandoned,
+                "shutdown grace ran out: idempotent calls abandoned"
+            );
+        }
+        abandoned
     }
 
     /// The store.
@@ -358,7 +390,7 @@ impl Idempotency {
                 tracing::warn!(error = %err, "idempotency claim not released");
             }
         };
-        tokio::spawn(task.in_current_span());
+        self.tasks.spawn(task.in_current_span());
         receiver
     }
 }
@@ -395,7 +427,16 @@ async fn wait_for_own(
         },
         None => answer.await,
     };
-    answer.map_err(|_| GatewayError::internal("the idempotent call ended without an answer"))
+    // The sender is dropped unanswered only when the work panicked (the
+    // hook logged the panic): answered like any panic in a call.
+    answer.map_err(|_| {
+        tracing::warn!("idempotent call's work panicked: answered INTERNAL_PANIC");
+        GatewayError::new(
+            ErrorClass::Internal,
+            Reason::InternalPanic,
+            "internal error: the gateway failed while handling this call",
+        )
+    })
 }
 
 fn key_reused() -> GatewayError {

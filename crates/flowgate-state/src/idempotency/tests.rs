@@ -271,3 +271,113 @@ fn only_errors_that_may_have_started_a_run_are_recorded() {
     assert!(!records_error(&error(ErrorClass::InvalidArgument)));
     assert!(!records_error(&error(ErrorClass::QuotaExhausted)));
 }
+
+async fn blows_up() -> Settlement {
+    panic!("work blew up")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_first_call_answers_internal_panic_and_frees_the_key() {
+    let idempotency = store();
+    let panicked = idempotency
+        .run(
+            key("k"),
+            HASH,
+            Deadline::after(LATER),
+            Deadline::after(LATER),
+            blows_up(),
+        )
+        .await;
+    let Err(error) = panicked else {
+        panic!("a panicking call answered");
+    };
+    assert_eq!(error.class, ErrorClass::Internal);
+    assert_eq!(error.reason, Reason::InternalPanic.as_str());
+    assert!(!error.message.contains("blew up"), "{}", error.message);
+    // The claim was released: a retry runs afresh.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut retried = None;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let got = idempotency
+            .run(
+                key("k"),
+                HASH,
+                Deadline::after(Duration::from_millis(50)),
+                Deadline::after(LATER),
+                work(&calls, Duration::from_millis(1), recorded),
+            )
+            .await;
+        if let Ok(got) = got {
+            retried = Some(got.answer);
+            break;
+        }
+    }
+    assert_eq!(retried, Some(answer("ok")));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// A first call under `name` whose caller stops waiting after 1 s while
+/// its work (`work_time`) goes on detached.
+async fn give_up_after_a_second(
+    idempotency: &Idempotency,
+    name: &str,
+    calls: &Arc<AtomicUsize>,
+    work_time: Duration,
+) {
+    let gave_up = idempotency
+        .run(
+            key(name),
+            HASH,
+            Deadline::after(Duration::from_secs(1)),
+            Deadline::after(LATER),
+            work(calls, work_time, recorded),
+        )
+        .await;
+    assert!(gave_up.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_waits_for_detached_first_calls_within_the_grace() {
+    let idempotency = store();
+    let calls = Arc::new(AtomicUsize::new(0));
+    // The caller gives up after 1 s; its work needs 3 s.
+    give_up_after_a_second(&idempotency, "k", &calls, Duration::from_secs(3)).await;
+    let started = Instant::now();
+    let abandoned = idempotency.drain(started + Duration::from_secs(10)).await;
+    assert_eq!(abandoned, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited for the work only"
+    );
+    // Its answer was recorded before drain returned.
+    let replay = idempotency
+        .run(
+            key("k"),
+            HASH,
+            Deadline::after(LATER),
+            Deadline::after(LATER),
+            work(&calls, Duration::ZERO, recorded),
+        )
+        .await;
+    assert_eq!(
+        replay.ok().map(|got| (got.answer, got.replayed)),
+        Some((answer("ok"), true))
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_abandons_and_counts_what_outlives_the_grace() {
+    let idempotency = store();
+    let calls = Arc::new(AtomicUsize::new(0));
+    give_up_after_a_second(&idempotency, "slow", &calls, Duration::from_secs(600)).await;
+    let started = Instant::now();
+    let abandoned = idempotency.drain(started + Duration::from_secs(5)).await;
+    assert_eq!(abandoned, 1);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
+}

@@ -24,7 +24,9 @@ pub struct TrackerConfig {
     /// Consecutive poll failures after which a poller gives up (its
     /// streams end with UNAVAILABLE, reason `RUN_POLL_GAVE_UP`).
     pub max_poll_failures: u32,
-    /// Most runs polled at once.
+    /// Most runs polled at once. A StreamStatus on a run that would need
+    /// one more ends at once with UNAVAILABLE, reason
+    /// `RUN_WATCHERS_EXHAUSTED`, and RetryInfo.
     pub max_watchers: usize,
     /// Most gateway-run background runs (AI Tutor async) at once.
     pub max_background_runs: usize,

@@ -64,8 +64,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 pub use config::{Forwarding, IngressConfig, SigningSecrets, TrackerConfig};
 pub use shutdown::ShutdownReport;
 pub use stream::{
-    REASON_POLL_GAVE_UP, REASON_SHUTTING_DOWN, REASON_WATCH_FAILED, REASON_WATCH_LIMIT, RunStream,
-    WatchEnd, shutting_down,
+    REASON_POLL_GAVE_UP, REASON_SHUTTING_DOWN, REASON_WATCH_FAILED, REASON_WATCH_LIMIT,
+    REASON_WATCHERS_EXHAUSTED, RunStream, WATCHERS_EXHAUSTED_RETRY, WatchEnd, shutting_down,
 };
 pub use webhooks::{CallbackRejection, Verification, VerifyKey};
 

@@ -4,7 +4,9 @@
 //! Every stream is bounded: it ends after the terminal state, or with a
 //! typed error when the gateway can no longer follow the run (its poller
 //! gave up or failed, the run left the store, the gateway is shutting
-//! down), or when it has been open for `runs.max_watch`. None of these
+//! down, no poller could be started because the replica already polls
+//! as many runs as it may), or when it has been open for
+//! `runs.max_watch`. None of these
 //! waits for the caller's deadline.
 
 use std::time::Duration;
@@ -30,6 +32,8 @@ pub enum WatchEnd {
     RunLost,
     /// Followed for `max_watch`.
     Limit,
+    /// Not followed at all: this replica already polls `max_watchers` runs.
+    WatchersExhausted,
     /// The gateway is shutting down.
     ShuttingDown,
 }
@@ -40,6 +44,12 @@ pub const REASON_POLL_GAVE_UP: &str = Reason::RunPollGaveUp.as_str();
 pub const REASON_WATCH_FAILED: &str = Reason::RunWatchFailed.as_str();
 /// `RUN_WATCH_LIMIT` (DEADLINE_EXCEEDED): the stream reached `max_watch`.
 pub const REASON_WATCH_LIMIT: &str = Reason::RunWatchLimit.as_str();
+/// `RUN_WATCHERS_EXHAUSTED` (UNAVAILABLE, RetryInfo): no poller could be
+/// started for the run.
+pub const REASON_WATCHERS_EXHAUSTED: &str = Reason::RunWatchersExhausted.as_str();
+/// How long a stream refused for [`WatchEnd::WatchersExhausted`] is told to
+/// wait before reopening.
+pub const WATCHERS_EXHAUSTED_RETRY: Duration = Duration::from_secs(5);
 /// `SHUTTING_DOWN` (UNAVAILABLE): this replica is shutting down.
 pub const REASON_SHUTTING_DOWN: &str = Reason::ShuttingDown.as_str();
 
@@ -76,6 +86,13 @@ impl WatchEnd {
                     max_watch.as_secs()
                 ),
             ),
+            Self::WatchersExhausted => GatewayError::new(
+                ErrorClass::Unavailable,
+                REASON_WATCHERS_EXHAUSTED,
+                "this gateway replica already polls as many runs as it may; \
+                 open the stream again later or on another replica",
+            )
+            .with_retry_after(Some(WATCHERS_EXHAUSTED_RETRY)),
             Self::ShuttingDown => shutting_down(),
         }
     }

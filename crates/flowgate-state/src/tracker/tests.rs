@@ -130,6 +130,15 @@ impl Provider for Fake {
 }
 
 pub(super) fn tracker(polls: Polls, native_async: bool) -> (Arc<RunTracker>, Arc<Fake>) {
+    tracker_with(polls, native_async, |_| {})
+}
+
+/// [`tracker`] with `edit` applied to its config.
+fn tracker_with(
+    polls: Polls,
+    native_async: bool,
+    edit: impl FnOnce(&mut TrackerConfig),
+) -> (Arc<RunTracker>, Arc<Fake>) {
     let provider = Arc::new(Fake {
         polls,
         count: AtomicUsize::new(0),
@@ -145,6 +154,8 @@ pub(super) fn tracker(polls: Polls, native_async: bool) -> (Arc<RunTracker>, Arc
         max_poll_failures: 3,
         ..TrackerConfig::default()
     };
+    let mut config = config;
+    edit(&mut config);
     let tracker = RunTracker::new(
         gateway,
         Arc::new(MemoryRunStore::new(StoreLimits::default())),
@@ -236,6 +247,40 @@ async fn a_stream_nothing_updates_ends_at_max_watch() {
         (ErrorClass::DeadlineExceeded, REASON_WATCH_LIMIT)
     );
     assert!(opened.elapsed() >= Duration::from_secs(60));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_no_poller_can_follow_ends_at_once_with_retry_info() {
+    let (tracker, provider) = tracker_with(Polls::Running, true, |config| config.max_watchers = 1);
+    let polled = running_run(&tracker).await;
+    let mut first = tracker.stream(&polled).await.unwrap();
+    first.next().await.unwrap().unwrap();
+    let other = RunId::new("kn", "e-2");
+    let record = RunRecord::new(other.clone(), RunStatus::Running);
+    tracker.store.insert(record).await.unwrap();
+    let other = tracker.gateway.run_ids().sign(&other);
+    let opened = tokio::time::Instant::now();
+    let mut refused = tracker.stream(&other).await.unwrap();
+    let error = first_then_error(&mut refused).await;
+    assert_eq!(
+        (error.class, error.reason.as_str()),
+        (ErrorClass::Unavailable, REASON_WATCHERS_EXHAUSTED)
+    );
+    assert_eq!(error.retry_after, Some(WATCHERS_EXHAUSTED_RETRY));
+    assert!(
+        opened.elapsed() < Duration::from_secs(1),
+        "ended at once, not at max_watch"
+    );
+    // Once the first run is no longer polled, the other one is.
+    drop(first);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(tracker.watchers.len(), 0);
+    let before = polls(&provider);
+    let mut followed = tracker.stream(&other).await.unwrap();
+    followed.next().await.unwrap().unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(5), followed.next()).await;
+    assert!(waited.is_err(), "a polled stream stays open: {waited:?}");
+    assert!(polls(&provider) > before);
 }
 
 #[tokio::test(start_paused = true)]

@@ -142,7 +142,10 @@ impl RunTracker {
                     "run not polled: too many runs are polled already"
                 );
                 release(lease);
-                return None;
+                // Nothing will make the run progress here: its streams end
+                // at once instead of waiting out `max_watch`.
+                let (_, ended) = watch::channel(Some(WatchEnd::WatchersExhausted));
+                return Some(ended);
             }
             let id = self
                 .watchers
