@@ -107,6 +107,11 @@ pub fn is_plain_key(part: &str) -> bool {
             .all(|c| !c.is_whitespace() && !c.is_control() && c != '/')
 }
 
+/// The id check of a status lookup: the shared rule, then the dialect's.
+pub(crate) fn is_run_id<D: Dialect>(id: &str) -> bool {
+    is_upstream_id(id) && D::accepts_run_id(id)
+}
+
 /// The hooks of one REST dialect. Everything dialect-specific lives behind
 /// them; see the module docs for what is shared.
 ///
@@ -126,6 +131,17 @@ pub trait Dialect: fmt::Debug + Default + Send + Sync + 'static {
     const ASYNC_MODE: AsyncMode;
     /// The status endpoint, when the dialect has one.
     const RUN_LOOKUP: Option<RunLookup> = None;
+
+    /// Whether `id` has the shape of the vendor's run ids, checked before
+    /// any status request on top of the shared rule, which always applies
+    /// first (one path segment: 1 to 128 characters of `[A-Za-z0-9_.-]`,
+    /// starting with a letter or digit). Default: the shared rule alone. A
+    /// dialect tightens it where the vendor documents a format, never
+    /// beyond what its docs allow.
+    fn accepts_run_id(id: &str) -> bool {
+        let _ = id;
+        true
+    }
 
     /// Whether `key` is a workflow key a declared schema may be filed under
     /// in the configuration (`[providers.<name>.workflows."<key>"]`); the
@@ -437,8 +453,9 @@ impl<D: Dialect> Provider for HttpProvider<D> {
         let Some(lookup) = D::RUN_LOOKUP else {
             return Ok(None);
         };
-        // Only an id that names one resource is put into a path.
-        if !is_upstream_id(upstream_id) {
+        // Only an id that names one resource, in the dialect's documented
+        // shape, is put into a path.
+        if !is_run_id::<D>(upstream_id) {
             return Err(GatewayError::not_found(
                 lookup.not_found_reason,
                 lookup.resource_type,
@@ -502,6 +519,61 @@ mod tests {
             error.resource.as_ref().unwrap().resource_type,
             "knouds.execution"
         );
+    }
+
+    #[test]
+    fn run_ids_are_checked_per_dialect_over_the_shared_rule() {
+        use crate::{aitutor::AiTutorDialect, fetchhive::FetchHiveDialect, knouds::KnoudsDialect};
+        let shared_rule_refuses = [".", "..", "a/b", "-x", "a b", ""];
+        // Knouds documents executionId as a UUID.
+        for good in [
+            "3f0c9d1e-0000-4000-8000-000000000000",
+            "3F0C9D1E-AB12-4000-8000-00000000ABCD",
+        ] {
+            assert!(is_run_id::<KnoudsDialect>(good), "{good}");
+        }
+        for bad in [
+            "exec-1",
+            "3f0c9d1e000040008000000000000000",
+            "3f0c9d1e-0000-4000-8000-00000000000",
+            "3f0c9d1e-0000-4000-8000-0000000000000",
+            "3f0c9d1e-0000-4000-8000-00000000000g",
+            "3f0c9d1e_0000-4000-8000-000000000000",
+        ]
+        .into_iter()
+        .chain(shared_rule_refuses)
+        {
+            assert!(!is_run_id::<KnoudsDialect>(bad), "{bad}");
+        }
+        // Fetch Hive: `req_…` request ids, integer run ids and the SDK's
+        // unpublished `run_id` shape: the shared rule only.
+        for good in ["req_019d52846ea37682b03522fd0695cc43", "12345", "run-7.a"] {
+            assert!(is_run_id::<FetchHiveDialect>(good), "{good}");
+        }
+        // AI Tutor has no status endpoint (its async runs are the
+        // gateway's): the shared rule, never used for a request.
+        assert!(is_run_id::<AiTutorDialect>("run_1"));
+        for bad in shared_rule_refuses {
+            assert!(!is_run_id::<FetchHiveDialect>(bad), "{bad}");
+            assert!(!is_run_id::<AiTutorDialect>(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_knouds_status_lookup_of_a_non_uuid_is_not_found_without_a_request() {
+        // Port 1 on loopback: a request would fail as UNAVAILABLE, not
+        // NOT_FOUND.
+        let mut settings =
+            ProviderSettings::new("kn", ProviderKind::Knouds, SecretString::new(KEY));
+        settings.base_url = "http://127.0.0.1:1".into();
+        let provider = Knouds::new(settings, HttpClient::new().unwrap());
+        let error = block_on(provider.run_status("exec-1", Deadline::NONE)).unwrap_err();
+        assert_eq!(error.reason, "EXECUTION_NOT_FOUND");
+        let sent = block_on(
+            provider.run_status("3f0c9d1e-0000-4000-8000-000000000000", Deadline::NONE),
+        )
+        .unwrap_err();
+        assert_eq!(sent.class, flowgate_core::ErrorClass::Unavailable, "{sent:?}");
     }
 
     /// Runs a future on a one-thread runtime.
