@@ -122,6 +122,25 @@ impl GatewayProcess {
         }
     }
 
+    /// Sends SIGTERM (a graceful stop, as Kubernetes asks for one) and
+    /// waits, at most `within`, for the process to exit; `None` when it
+    /// was still running then (it is killed when dropped).
+    pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     /// What the process wrote so far (its log lines).
     pub fn output(&self) -> String {
         std::fs::read_to_string(self.dir.0.join("output.log")).unwrap_or_default()
