@@ -155,7 +155,11 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(nxdomain.class, ErrorClass::InvalidArgument);
-        assert!(nxdomain.violations[0].description.contains("does not resolve"));
+        assert!(
+            nxdomain.violations[0]
+                .description
+                .contains("does not resolve")
+        );
         // The operator's networks still pass.
         let allowing = CallbackPolicy::new(&["127.0.0.0/8".into()], false).unwrap();
         assert!(
@@ -211,9 +215,10 @@ mod tests {
         // A name from /etc/hosts that points at loopback, when the machine
         // has one besides `localhost`: refused on its resolved address.
         if let Some(name) = loopback_name_in_etc_hosts() {
-            let error = check_callback_host(&strict, &with(&format!("http://{name}:9/x")), deadline)
-                .await
-                .unwrap_err();
+            let error =
+                check_callback_host(&strict, &with(&format!("http://{name}:9/x")), deadline)
+                    .await
+                    .unwrap_err();
             assert_eq!(field(&error), FIELD, "{name}");
         }
     }

@@ -35,7 +35,12 @@ struct CountingListener {
 
 impl CountingListener {
     async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// On `addr` (`[::1]:0`, …).
+    async fn start_on(addr: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&hits);
@@ -321,25 +326,6 @@ async fn callback_hosts_named_localhost_or_resolving_to_loopback_are_refused_bef
     assert_healthy(&mut strict).await;
 }
 
-/// A receiver like [`CountingListener`] on `::1`.
-async fn counting_listener_v6() -> CountingListener {
-    let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&hits);
-    let task = tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            let mut buffer = [0u8; 8192];
-            let _ = socket.read(&mut buffer).await;
-            let _ = socket
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                .await;
-        }
-    });
-    CountingListener { port, hits, task }
-}
-
 /// Starts an AI Tutor async run with `callback_url` and follows it to its
 /// end.
 async fn run_to_completion(h: &mut Harness, callback_url: &str) {
@@ -380,7 +366,7 @@ async fn a_callback_host_resolving_to_loopback_is_refused_at_delivery() {
     let forbidden = CountingListener::start().await;
     run_to_completion(&mut h, &format!("http://localhost:{}/hook", forbidden.port)).await;
     // Positive control: the same gateway delivers to an allowed receiver.
-    let allowed = counting_listener_v6().await;
+    let allowed = CountingListener::start_on("[::1]:0").await;
     run_to_completion(&mut h, &format!("http://[::1]:{}/hook", allowed.port)).await;
     for _ in 0..200 {
         if allowed.hits() > 0 {

@@ -420,14 +420,20 @@ mod tests {
     fn other_names_are_resolved_and_judged_on_their_addresses() {
         let strict = CallbackPolicy::strict();
         assert_eq!(
-            strict.host_to_resolve("https://Hooks.Example.com/x").as_deref(),
+            strict
+                .host_to_resolve("https://Hooks.Example.com/x")
+                .as_deref(),
             Some("hooks.example.com")
         );
         for url in ["https://8.8.8.8/x", "http://hooks.example.com/x", "nope"] {
             assert_eq!(strict.host_to_resolve(url), None, "{url}");
         }
         assert!(strict.check_resolved(&[ip("93.184.215.14")]).is_ok());
-        assert!(strict.check_resolved(&[ip("127.0.0.1"), ip("8.8.8.8")]).is_ok());
+        assert!(
+            strict
+                .check_resolved(&[ip("127.0.0.1"), ip("8.8.8.8")])
+                .is_ok()
+        );
         for refused in [
             vec![],
             vec![ip("127.0.0.1")],

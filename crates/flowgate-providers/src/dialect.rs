@@ -569,11 +569,14 @@ mod tests {
         let provider = Knouds::new(settings, HttpClient::new().unwrap());
         let error = block_on(provider.run_status("exec-1", Deadline::NONE)).unwrap_err();
         assert_eq!(error.reason, "EXECUTION_NOT_FOUND");
-        let sent = block_on(
-            provider.run_status("3f0c9d1e-0000-4000-8000-000000000000", Deadline::NONE),
-        )
-        .unwrap_err();
-        assert_eq!(sent.class, flowgate_core::ErrorClass::Unavailable, "{sent:?}");
+        let sent =
+            block_on(provider.run_status("3f0c9d1e-0000-4000-8000-000000000000", Deadline::NONE))
+                .unwrap_err();
+        assert_eq!(
+            sent.class,
+            flowgate_core::ErrorClass::Unavailable,
+            "{sent:?}"
+        );
     }
 
     /// Runs a future on a one-thread runtime.
