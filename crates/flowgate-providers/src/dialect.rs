@@ -559,19 +559,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_knouds_status_lookup_of_a_non_uuid_is_not_found_without_a_request() {
+    #[tokio::test]
+    async fn a_knouds_status_lookup_of_a_non_uuid_is_not_found_without_a_request() {
         // Port 1 on loopback: a request would fail as UNAVAILABLE, not
         // NOT_FOUND.
         let mut settings =
             ProviderSettings::new("kn", ProviderKind::Knouds, SecretString::new(KEY));
         settings.base_url = "http://127.0.0.1:1".into();
         let provider = Knouds::new(settings, HttpClient::new().unwrap());
-        let error = block_on(provider.run_status("exec-1", Deadline::NONE)).unwrap_err();
+        let error = provider
+            .run_status("exec-1", Deadline::NONE)
+            .await
+            .unwrap_err();
         assert_eq!(error.reason, "EXECUTION_NOT_FOUND");
-        let sent =
-            block_on(provider.run_status("3f0c9d1e-0000-4000-8000-000000000000", Deadline::NONE))
-                .unwrap_err();
+        let sent = provider
+            .run_status("3f0c9d1e-0000-4000-8000-000000000000", Deadline::NONE)
+            .await
+            .unwrap_err();
         assert_eq!(
             sent.class,
             flowgate_core::ErrorClass::Unavailable,
