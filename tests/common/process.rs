@@ -70,21 +70,30 @@ impl GatewayProcess {
     /// Waits (bounded) until the process answers Health with SERVING;
     /// panics with its output if it exits or never does.
     pub async fn ready(&mut self) {
+        if let Err(exited) = self.serving_or_exited().await {
+            panic!("{exited}");
+        }
+    }
+
+    /// Like [`GatewayProcess::ready`], but a process that exits before
+    /// serving (its port taken by someone else meanwhile, see
+    /// [`free_addr`]) is `Err` with its output, for the caller to retry.
+    pub async fn serving_or_exited(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
             if let Some(child) = &mut self.child
                 && let Some(status) = child.try_wait().unwrap()
             {
-                panic!(
+                return Err(format!(
                     "gateway {} exited before serving ({status}):\n{}",
                     self.name,
                     self.output()
-                );
+                ));
             }
             if let Ok(channel) = self.try_channel().await
                 && matches!(health(channel).await, Ok(ServingStatus::Serving))
             {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,

@@ -290,15 +290,25 @@ async fn sigterm_delivers_a_queued_callback_forward_within_the_grace() {
     let emulator = Emulator::start(EmulatorConfig::default(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let addr = free_addr();
-    let config = common::config_text(&emulator)
-        .replace(
-            r#"listen = "127.0.0.1:0""#,
-            &format!(r#"listen = "{addr}""#),
-        )
-        .replace(r#"shutdown_grace = "2s""#, r#"shutdown_grace = "20s""#);
-    let mut gateway = GatewayProcess::spawn("drain", addr, &config);
-    gateway.ready().await;
+    // A free port may be taken by a parallel test before the process
+    // binds it: another port, then.
+    let mut tries = 0;
+    let mut gateway = loop {
+        let addr = free_addr();
+        let config = common::config_text(&emulator)
+            .replace(
+                r#"listen = "127.0.0.1:0""#,
+                &format!(r#"listen = "{addr}""#),
+            )
+            .replace(r#"shutdown_grace = "2s""#, r#"shutdown_grace = "20s""#);
+        let mut gateway = GatewayProcess::spawn("drain", addr, &config);
+        tries += 1;
+        match gateway.serving_or_exited().await {
+            Ok(()) => break gateway,
+            Err(exited) if tries < 3 => eprintln!("{exited}"),
+            Err(exited) => panic!("{exited}"),
+        }
+    };
     let (url, attempts) = slow_receiver().await;
     // An AI Tutor async run: the gateway runs it and forwards its end.
     let response = gateway
