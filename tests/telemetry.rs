@@ -566,14 +566,14 @@ fn no_secret_reaches_a_span_or_a_log_line_and_json_logs_carry_trace_ids() {
             Fault::status(
                 Dialect::Knouds,
                 200,
-                json!({"executionId": "exec-tel", "status": "failed",
+                json!({"executionId": "7e1e0000-0000-4000-8000-00000000007e", "status": "failed",
                        "error": {"code": kn_key, "message": format!("{}{kn_key}", "f".repeat(295))}})
                 .to_string(),
             )
-            .with_path("/api/executions/exec-tel")
+            .with_path("/api/executions/7e1e0000-0000-4000-8000-00000000007e")
             .with_header("X-Request-Id", kn_key.clone()),
         );
-        let run_id = common::sign_run_id(&flowgate_core::RunId::new("kn", "exec-tel"));
+        let run_id = common::sign_run_id(&flowgate_core::RunId::new("kn", "7e1e0000-0000-4000-8000-00000000007e"));
         let mut events = h
             .client
             .stream_status(pb::StreamStatusRequest { run_id })

@@ -36,6 +36,7 @@ use crate::{
 };
 
 mod access;
+mod callback;
 mod stream;
 
 use access::{Access, caller_of, denied, owner, reject, unknown_run, workflow_name};
@@ -125,6 +126,9 @@ impl GatewayService {
     ) -> Result<Response<pb::InvokeResponse>, GatewayError> {
         let span = tracing::Span::current();
         let invoked = if invocation.async_delivery.is_some() {
+            // A callback host name is resolved before anything is started.
+            callback::check_callback_host(self.gateway.callback_policy(), &invocation, deadline)
+                .await?;
             self.tracker
                 .start(&target, invocation, deadline, trace_parent)
                 .await

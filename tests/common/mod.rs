@@ -56,8 +56,10 @@ pub fn config_text(emulator: &Emulator) -> String {
 
         [webhooks]
         signing_secret_env = "FLOWGATE_SIGNING_SECRET"
-        # Test receivers listen on 127.0.0.1 over plain http.
-        callback_allow = ["127.0.0.1"]
+        # Test receivers listen on 127.0.0.1 over plain http; the
+        # placeholder host of Fetch Hive pass-through calls is allowed by
+        # name, so it is never looked up (tests make no DNS queries).
+        callback_allow = ["127.0.0.1", "hooks.example.com"]
         callback_allow_http = true
 
         [providers.fh]

@@ -70,21 +70,30 @@ impl GatewayProcess {
     /// Waits (bounded) until the process answers Health with SERVING;
     /// panics with its output if it exits or never does.
     pub async fn ready(&mut self) {
+        if let Err(exited) = self.serving_or_exited().await {
+            panic!("{exited}");
+        }
+    }
+
+    /// Like [`GatewayProcess::ready`], but a process that exits before
+    /// serving (its port taken by someone else meanwhile, see
+    /// [`free_addr`]) is `Err` with its output, for the caller to retry.
+    pub async fn serving_or_exited(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
             if let Some(child) = &mut self.child
                 && let Some(status) = child.try_wait().unwrap()
             {
-                panic!(
+                return Err(format!(
                     "gateway {} exited before serving ({status}):\n{}",
                     self.name,
                     self.output()
-                );
+                ));
             }
             if let Ok(channel) = self.try_channel().await
                 && matches!(health(channel).await, Ok(ServingStatus::Serving))
             {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -120,6 +129,25 @@ impl GatewayProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sends SIGTERM (a graceful stop, as Kubernetes asks for one) and
+    /// waits, at most `within`, for the process to exit; `None` when it
+    /// was still running then (it is killed when dropped).
+    pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
     }
 
     /// What the process wrote so far (its log lines).

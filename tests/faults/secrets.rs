@@ -35,7 +35,12 @@ struct CountingListener {
 
 impl CountingListener {
     async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    /// On `addr` (`[::1]:0`, …).
+    async fn start_on(addr: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&hits);
@@ -168,8 +173,11 @@ async fn redirects_are_never_followed_and_their_target_sees_nothing() {
 /// The test config without the callback allow-list (the defaults: https
 /// only, no private addresses).
 fn without_allow_list(text: String) -> String {
-    text.replace("callback_allow = [\"127.0.0.1\"]", "")
-        .replace("callback_allow_http = true", "")
+    text.replace(
+        "callback_allow = [\"127.0.0.1\", \"hooks.example.com\"]",
+        "",
+    )
+    .replace("callback_allow_http = true", "")
 }
 
 fn bad_request_fields(status: &tonic::Status) -> Vec<String> {
@@ -220,13 +228,14 @@ async fn callback_urls_to_private_addresses_or_plain_http_are_refused_unless_all
         strict.emulator.requests().is_empty(),
         "a refused call reached a vendor"
     );
-    // https to a public name is fine.
+    // https to a public address is fine (TEST-NET-1: a literal, so no DNS
+    // query leaves the machine).
     let accepted = strict
         .client
         .invoke(async_request(
             target("kn", slug("render-video")),
             json!({"prompt": "x"}),
-            "https://hooks.example.com/flowgate",
+            "https://192.0.2.10/flowgate",
         ))
         .await;
     assert!(accepted.is_ok(), "{accepted:?}");
@@ -264,21 +273,68 @@ async fn callback_urls_to_private_addresses_or_plain_http_are_refused_unless_all
     assert_healthy(&mut strict).await;
 }
 
-#[tokio::test]
-async fn a_callback_host_resolving_to_loopback_is_refused_at_delivery() {
-    // http allowed, no address allowed: `localhost` passes the Invoke-time
-    // check (a name) and must be refused on its resolved address.
-    let mut h = common::start_with(EmulatorConfig::default(), |text| {
-        text.replace("callback_allow = [\"127.0.0.1\"]", "")
+/// A name other than `localhost` that `/etc/hosts` maps to 127.0.0.1, when
+/// the machine has one (resolved without DNS).
+fn loopback_name_in_etc_hosts() -> Option<String> {
+    let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+    hosts.lines().find_map(|line| {
+        let mut words = line.split('#').next()?.split_whitespace();
+        (words.next()? == "127.0.0.1")
+            .then(|| {
+                words.find(|name| {
+                    !name.to_ascii_lowercase().contains("localhost")
+                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+            })
+            .flatten()
+            .map(str::to_owned)
     })
-    .await;
-    let receiver = CountingListener::start().await;
+}
+
+#[tokio::test]
+async fn callback_hosts_named_localhost_or_resolving_to_loopback_are_refused_before_any_run() {
+    let mut strict = common::start_with(EmulatorConfig::default(), without_allow_list).await;
+    let mut refused = vec![
+        "https://localhost/hook".to_owned(),
+        "https://LocalHost:8443/hook".to_owned(),
+        "https://localhost./hook".to_owned(),
+        "https://app.localhost/hook".to_owned(),
+        "https://app.localhost./hook".to_owned(),
+    ];
+    // Judged on what it resolves to when the call arrives.
+    refused.extend(loopback_name_in_etc_hosts().map(|name| format!("https://{name}/hook")));
+    strict.emulator.clear_requests();
+    for (_, target, input) in one_per_dialect() {
+        for url in &refused {
+            let status = strict
+                .client
+                .invoke(async_request(target.clone(), input.clone(), url))
+                .await
+                .expect_err(url);
+            assert_eq!(status.code(), Code::InvalidArgument, "{url}: {status:?}");
+            assert_eq!(
+                bad_request_fields(&status),
+                ["async_options.callback_url"],
+                "{url}"
+            );
+        }
+    }
+    assert!(
+        strict.emulator.requests().is_empty(),
+        "a refused call reached a vendor"
+    );
+    assert_healthy(&mut strict).await;
+}
+
+/// Starts an AI Tutor async run with `callback_url` and follows it to its
+/// end.
+async fn run_to_completion(h: &mut Harness, callback_url: &str) {
     let response = h
         .client
         .invoke(async_request(
             target("tutor", workflow_id("wf_story")),
             json!({"story": "x"}),
-            &format!("http://localhost:{}/hook", receiver.port),
+            callback_url,
         ))
         .await
         .unwrap()
@@ -293,17 +349,42 @@ async fn a_callback_host_resolving_to_loopback_is_refused_at_delivery() {
         last = Some(event.status());
     }
     assert_eq!(last, Some(pb::RunStatus::Completed));
-    // The delivery is attempted as the run completes; give it time to (not)
-    // arrive: a refused delivery is final, it is never retried.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(receiver.hits(), 0, "the forwarder connected to loopback");
+}
+
+#[tokio::test]
+async fn a_callback_host_resolving_to_loopback_is_refused_at_delivery() {
+    // Only `::1` is allowed. `localhost` passes the Invoke-time check (it
+    // may be `::1`), but resolves to 127.0.0.1 here (and in most places at
+    // least also to it): the forwarder's resolver must drop that address.
+    let mut h = common::start_with(EmulatorConfig::default(), |text| {
+        text.replace(
+            "callback_allow = [\"127.0.0.1\", \"hooks.example.com\"]",
+            "callback_allow = [\"::1\"]",
+        )
+    })
+    .await;
+    let forbidden = CountingListener::start().await;
+    run_to_completion(&mut h, &format!("http://localhost:{}/hook", forbidden.port)).await;
+    // Positive control: the same gateway delivers to an allowed receiver.
+    let allowed = CountingListener::start_on("[::1]:0").await;
+    run_to_completion(&mut h, &format!("http://[::1]:{}/hook", allowed.port)).await;
+    for _ in 0..200 {
+        if allowed.hits() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(allowed.hits(), 1, "the allowed receiver got no delivery");
+    // The refused delivery was attempted first and is final (never retried).
+    assert_eq!(forbidden.hits(), 0, "the forwarder connected to 127.0.0.1");
     assert_healthy(&mut h).await;
 }
 
 #[tokio::test]
 async fn forged_or_unsigned_run_ids_are_not_found_without_any_upstream_request() {
     let mut h = common::start().await;
-    let signed = common::sign_run_id(&RunId::new("kn", "exec-1"));
+    let exec = "3f0c9d1e-0000-4000-8000-000000000001";
+    let signed = common::sign_run_id(&RunId::new("kn", exec));
     let mut tampered = signed.clone().into_bytes();
     let last = tampered.len() - 1;
     tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
@@ -311,20 +392,22 @@ async fn forged_or_unsigned_run_ids_are_not_found_without_any_upstream_request()
         "another-secret-of-32-bytes-xxxxxx",
     )])
     .unwrap()
-    .sign(&RunId::new("kn", "exec-1"));
+    .sign(&RunId::new("kn", exec));
     let forged = [
         ".".to_owned(),
         "..".to_owned(),
         "fgr_.".to_owned(),
         RunId::new("kn", "..").encode(),
         RunId::new("fh", ".").encode(),
-        RunId::new("kn", "exec-1").encode(),
+        RunId::new("kn", exec).encode(),
         String::from_utf8(tampered).unwrap(),
         other_secret,
         // Validly signed, but not an id a dialect accepts: never sent.
         common::sign_run_id(&RunId::new("kn", "..")),
         common::sign_run_id(&RunId::new("fh", ".")),
         common::sign_run_id(&RunId::new("fh", "a/../../x")),
+        // The shared shape, but not a Knouds execution id (a UUID).
+        common::sign_run_id(&RunId::new("kn", "exec-1")),
     ];
     h.emulator.clear_requests();
     for run_id in &forged {
@@ -391,17 +474,17 @@ async fn upstream_strings_echoing_the_key_never_reach_the_caller() {
             Dialect::Knouds,
             200,
             json!({
-                "executionId": "exec-9",
+                "executionId": "9e9e0000-0000-4000-8000-000000000009",
                 "status": "failed",
                 "error": {"code": key, "message": format!("{}{key}", "f".repeat(295))}
             })
             .to_string(),
         )
-        .with_path("/api/executions/exec-9")
+        .with_path("/api/executions/9e9e0000-0000-4000-8000-000000000009")
         .with_header("X-Request-Id", format!("req-{key}")),
     );
     let mut request = tonic::Request::new(pb::StreamStatusRequest {
-        run_id: common::sign_run_id(&RunId::new("kn", "exec-9")),
+        run_id: common::sign_run_id(&RunId::new("kn", "9e9e0000-0000-4000-8000-000000000009")),
     });
     request.set_timeout(Duration::from_secs(15));
     let mut events = h.client.stream_status(request).await.unwrap().into_inner();

@@ -12,12 +12,17 @@
 //!   broadcast or reserved ranges (IPv4-mapped IPv6 addresses are judged
 //!   as their IPv4 address).
 //!
-//! Host names are judged when the call is delivered, on the addresses they
-//! resolve to (the forwarder's resolver asks [`CallbackPolicy::allows_ip`]
-//! for every address it would connect to), so DNS rebinding cannot
-//! smuggle a forbidden address in. Allowed entries are exact host names
-//! (their resolved addresses are then trusted) or CIDRs / single addresses.
-//! Pure: no I/O here.
+//! Host names are judged twice. When the call arrives: `localhost` and
+//! `*.localhost` (RFC 6761: loopback by definition) are judged as
+//! `127.0.0.1` and `::1` without asking DNS, and any other name is resolved
+//! by the edge ([`CallbackPolicy::host_to_resolve`],
+//! [`CallbackPolicy::check_resolved`]), so a paid run never starts for a
+//! callback that can only be refused. When the event is delivered: on the
+//! addresses the name resolves to then (the forwarder's resolver asks
+//! [`CallbackPolicy::allows_ip`] for every address it would connect to), so
+//! DNS rebinding cannot smuggle a forbidden address in. Allowed entries are
+//! exact host names (their resolved addresses are then trusted) or CIDRs /
+//! single addresses. Pure: no I/O here (the lookup is the caller's).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -181,9 +186,9 @@ impl CallbackPolicy {
 
     /// Checks a caller's callback URL when the call arrives: an absolute
     /// `https://` URL (or `http://` when allowed) whose host, when it is an
-    /// IP literal, is allowed. Host names pass here and are judged on
-    /// their resolved addresses at delivery. `Err` says why, for the
-    /// caller.
+    /// IP literal or a `localhost` name, is allowed. Other host names pass
+    /// here: see [`CallbackPolicy::host_to_resolve`]. `Err` says why, for
+    /// the caller.
     pub fn check_url(&self, url: &str) -> Result<(), String> {
         if url.len() > MAX_CALLBACK_URL_BYTES {
             return Err(format!("at most {MAX_CALLBACK_URL_BYTES} bytes"));
@@ -201,21 +206,76 @@ impl CallbackPolicy {
             }
             _ => return Err("must be an absolute https:// URL".to_owned()),
         }
-        let ip = match parsed.host() {
-            Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
-            Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
-            Some(url::Host::Domain(name)) if !name.is_empty() => return Ok(()),
+        let allowed = match parsed.host() {
+            Some(url::Host::Ipv4(v4)) => self.allows_ip(IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => self.allows_ip(IpAddr::V6(v6)),
+            Some(url::Host::Domain(name)) if is_localhost(name) => {
+                self.allows_host(name) || LOOPBACK.iter().any(|ip| self.allows_ip(*ip))
+            }
+            Some(url::Host::Domain(name)) if !name.is_empty() => true,
             _ => return Err("must name a host".to_owned()),
         };
-        if self.allows_ip(ip) {
+        if allowed {
             Ok(())
         } else {
-            Err(
-                "must not point to a loopback, link-local, private, unspecified or metadata address (not allowed by webhooks.callback_allow)"
-                    .to_owned(),
-            )
+            Err(REFUSED_ADDRESS.to_owned())
         }
     }
+
+    /// The host name of an acceptable callback URL ([`check_url`] passes)
+    /// that must be resolved before the call is accepted: `None` for IP
+    /// literals, `localhost` names and names the operator allowed by name
+    /// (nothing left to look up), and for URLs `check_url` refuses.
+    ///
+    /// [`check_url`]: CallbackPolicy::check_url
+    pub fn host_to_resolve(&self, url: &str) -> Option<String> {
+        self.check_url(url).ok()?;
+        let parsed = url::Url::parse(url).ok()?;
+        match parsed.host()? {
+            url::Host::Domain(name) if !is_localhost(name) && !self.allows_host(name) => {
+                Some(name.to_owned())
+            }
+            _ => None,
+        }
+    }
+
+    /// Judges the addresses a callback host name resolved to when the
+    /// call arrives: acceptable when at least one is allowed (delivery
+    /// connects only to allowed ones). `Err` says why, for the caller.
+    pub fn check_resolved(&self, addresses: &[IpAddr]) -> Result<(), String> {
+        if addresses.is_empty() {
+            return Err("the host name resolves to no address".to_owned());
+        }
+        if addresses.iter().any(|ip| self.allows_ip(*ip)) {
+            Ok(())
+        } else {
+            Err(REFUSED_NAME.to_owned())
+        }
+    }
+}
+
+/// Why an IP-literal or `localhost` host is refused.
+const REFUSED_ADDRESS: &str = "must not point to a loopback, link-local, private, unspecified or metadata address (not allowed by webhooks.callback_allow)";
+/// Why a host name is refused on its resolved addresses.
+const REFUSED_NAME: &str = "the host name resolves only to loopback, link-local, private, unspecified or metadata addresses (not allowed by webhooks.callback_allow)";
+
+/// What `localhost` names resolve to, by definition.
+const LOOPBACK: [IpAddr; 2] = [
+    IpAddr::V4(Ipv4Addr::LOCALHOST),
+    IpAddr::V6(Ipv6Addr::LOCALHOST),
+];
+
+/// `localhost`, `*.localhost`, with or without the root dot (RFC 6761
+/// 6.3: always loopback, never sent to DNS). The URL parser has already
+/// lowercased the name.
+fn is_localhost(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .len()
+            .checked_sub(".localhost".len())
+            .and_then(|at| name.get(at..))
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(".localhost"))
 }
 
 /// A DNS host name: labels of letters, digits, `-` and `_`, dot-separated.
@@ -330,5 +390,67 @@ mod tests {
         for bad in ["10.0.0.0/33", "http://x", "a b", ""] {
             assert!(CallbackPolicy::new(&[bad.into()], false).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn localhost_names_are_loopback_without_a_lookup() {
+        let strict = CallbackPolicy::new(&[], true).unwrap();
+        for url in [
+            "https://localhost/hook",
+            "https://LOCALHOST:8443/hook",
+            "https://localhost./hook",
+            "https://app.localhost/hook",
+            "https://a.b.localhost./hook",
+        ] {
+            assert!(strict.check_url(url).is_err(), "{url}");
+            assert_eq!(strict.host_to_resolve(url), None, "{url}");
+        }
+        for url in ["https://notlocalhost/x", "https://localhost.example.com/x"] {
+            assert!(strict.check_url(url).is_ok(), "{url}");
+        }
+        // Allowed by name, or its loopback address allowed.
+        let by_name = CallbackPolicy::new(&["localhost".into()], true).unwrap();
+        assert!(by_name.check_url("http://localhost:9/x").is_ok());
+        let by_address = CallbackPolicy::new(&["127.0.0.1".into()], true).unwrap();
+        assert!(by_address.check_url("http://localhost:9/x").is_ok());
+        assert!(by_address.check_url("http://app.localhost:9/x").is_ok());
+    }
+
+    #[test]
+    fn other_names_are_resolved_and_judged_on_their_addresses() {
+        let strict = CallbackPolicy::strict();
+        assert_eq!(
+            strict
+                .host_to_resolve("https://Hooks.Example.com/x")
+                .as_deref(),
+            Some("hooks.example.com")
+        );
+        for url in ["https://8.8.8.8/x", "http://hooks.example.com/x", "nope"] {
+            assert_eq!(strict.host_to_resolve(url), None, "{url}");
+        }
+        assert!(strict.check_resolved(&[ip("93.184.215.14")]).is_ok());
+        assert!(
+            strict
+                .check_resolved(&[ip("127.0.0.1"), ip("8.8.8.8")])
+                .is_ok()
+        );
+        for refused in [
+            vec![],
+            vec![ip("127.0.0.1")],
+            vec![ip("10.0.0.1"), ip("::1"), ip("169.254.169.254")],
+        ] {
+            assert!(strict.check_resolved(&refused).is_err(), "{refused:?}");
+        }
+        // A name the operator allowed is not looked up; an allowed network
+        // makes its addresses acceptable.
+        let allowing =
+            CallbackPolicy::new(&["hooks.internal.svc".into(), "10.0.0.0/8".into()], false)
+                .unwrap();
+        assert_eq!(
+            allowing.host_to_resolve("https://hooks.internal.svc./x"),
+            None
+        );
+        assert!(allowing.check_resolved(&[ip("10.2.3.4")]).is_ok());
+        assert!(allowing.check_resolved(&[ip("192.168.1.1")]).is_err());
     }
 }

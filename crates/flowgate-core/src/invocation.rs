@@ -99,7 +99,8 @@ impl Invocation {
 
     /// The caller's `callback_url` against the operator's destination
     /// policy (https only, no loopback, link-local, private, unspecified or
-    /// metadata IP literal, unless allowed). Checked on the URL the caller
+    /// metadata IP literal and no `localhost` name, unless allowed; other
+    /// host names are resolved by the edge). Checked on the URL the caller
     /// sent, before the gateway substitutes its own ingress URL for a
     /// vendor's callback, for every dialect (Fetch Hive passes the URL on
     /// to the vendor, who then calls it).

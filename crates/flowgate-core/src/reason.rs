@@ -46,6 +46,9 @@ reasons! {
     Internal => "INTERNAL",
     /// The caller's deadline passed.
     DeadlineExceeded => "DEADLINE_EXCEEDED",
+    /// The `callback_url` host name could not be resolved in time (the
+    /// resolver was slow or down); nothing was started.
+    CallbackDnsTimeout => "CALLBACK_DNS_TIMEOUT",
 
     // Routing.
     /// No provider of that name is configured.
@@ -218,6 +221,7 @@ mod tests {
                 "INVALID_REQUEST",
                 "INTERNAL",
                 "DEADLINE_EXCEEDED",
+                "CALLBACK_DNS_TIMEOUT",
                 "UNKNOWN_PROVIDER",
                 "NO_PROVIDER_FOR_DIALECT",
                 "UNKNOWN_RUN",

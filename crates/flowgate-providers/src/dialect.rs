@@ -107,6 +107,11 @@ pub fn is_plain_key(part: &str) -> bool {
             .all(|c| !c.is_whitespace() && !c.is_control() && c != '/')
 }
 
+/// The id check of a status lookup: the shared rule, then the dialect's.
+pub(crate) fn is_run_id<D: Dialect>(id: &str) -> bool {
+    is_upstream_id(id) && D::accepts_run_id(id)
+}
+
 /// The hooks of one REST dialect. Everything dialect-specific lives behind
 /// them; see the module docs for what is shared.
 ///
@@ -126,6 +131,17 @@ pub trait Dialect: fmt::Debug + Default + Send + Sync + 'static {
     const ASYNC_MODE: AsyncMode;
     /// The status endpoint, when the dialect has one.
     const RUN_LOOKUP: Option<RunLookup> = None;
+
+    /// Whether `id` has the shape of the vendor's run ids, checked before
+    /// any status request on top of the shared rule, which always applies
+    /// first (one path segment: 1 to 128 characters of `[A-Za-z0-9_.-]`,
+    /// starting with a letter or digit). Default: the shared rule alone. A
+    /// dialect tightens it where the vendor documents a format, never
+    /// beyond what its docs allow.
+    fn accepts_run_id(id: &str) -> bool {
+        let _ = id;
+        true
+    }
 
     /// Whether `key` is a workflow key a declared schema may be filed under
     /// in the configuration (`[providers.<name>.workflows."<key>"]`); the
@@ -437,8 +453,9 @@ impl<D: Dialect> Provider for HttpProvider<D> {
         let Some(lookup) = D::RUN_LOOKUP else {
             return Ok(None);
         };
-        // Only an id that names one resource is put into a path.
-        if !is_upstream_id(upstream_id) {
+        // Only an id that names one resource, in the dialect's documented
+        // shape, is put into a path.
+        if !is_run_id::<D>(upstream_id) {
             return Err(GatewayError::not_found(
                 lookup.not_found_reason,
                 lookup.resource_type,
@@ -470,6 +487,9 @@ impl<D: Dialect> Provider for HttpProvider<D> {
         self.settings.default_variant.as_deref()
     }
 }
+
+#[cfg(test)]
+mod run_id_tests;
 
 #[cfg(test)]
 mod tests {

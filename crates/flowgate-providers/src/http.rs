@@ -133,7 +133,8 @@ const MAX_UPSTREAM_ID: usize = 128;
 /// True for an upstream id (run, execution) that names one resource when
 /// put into a URL path: 1 to 128 characters of `[A-Za-z0-9_.-]`, starting
 /// with a letter or digit (so never `.` or `..`, which would address the
-/// collection). Every dialect checks ids with this before any request.
+/// collection). The floor of every dialect's id check before a status
+/// request; a dialect may tighten it ([`crate::Dialect::accepts_run_id`]).
 pub(crate) fn is_upstream_id(id: &str) -> bool {
     id.len() <= MAX_UPSTREAM_ID
         && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())

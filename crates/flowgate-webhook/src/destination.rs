@@ -1,9 +1,10 @@
 //! Where forwarded callbacks may connect: the delivery-time half of the
 //! `callback_url` policy ([`CallbackPolicy`]).
 //!
-//! A host name that passed the check when the call arrived may resolve to
-//! a forbidden address when the event is delivered (DNS rebinding, or
-//! simply `localhost`). [`callback_client`] builds the forwarder's HTTP
+//! A host name that passed the check when the call arrived (where it was
+//! resolved too) may resolve to a forbidden address when the event is
+//! delivered (DNS rebinding, or a name with both allowed and forbidden
+//! addresses). [`callback_client`] builds the forwarder's HTTP
 //! client with a resolver that drops every resolved address the policy
 //! refuses (unless the host is allowed by name), so the addresses checked
 //! are exactly the ones connected to; a host left with none fails the

@@ -376,14 +376,23 @@ impl Dialect for KnoudsDialect {
     const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
     const AUTH: Auth = Auth::Header(HeaderName::from_static("x-api-key"));
     const ASYNC_MODE: AsyncMode = AsyncMode::Polled;
-    /// Execution ids are UUIDs in the docs; any id of the shared shape is
-    /// accepted (emulators and older accounts), nothing else is sent.
+    /// Execution ids are UUIDs (see [`Dialect::accepts_run_id`]).
     const RUN_LOOKUP: Option<RunLookup> = Some(RunLookup {
         path: &["api", "executions"],
         resource_type: "knouds.execution",
         not_found_reason: "EXECUTION_NOT_FOUND",
         id_name: "Knouds execution id",
     });
+
+    /// `executionId` is documented as a UUID (`8-4-4-4-12` hex digits,
+    /// either case); nothing else is polled.
+    fn accepts_run_id(id: &str) -> bool {
+        id.len() == 36
+            && id.bytes().enumerate().all(|(at, b)| match at {
+                8 | 13 | 18 | 23 => b == b'-',
+                _ => b.is_ascii_hexdigit(),
+            })
+    }
 
     /// The slug.
     fn check_workflow_key(key: &str) -> Result<(), String> {
