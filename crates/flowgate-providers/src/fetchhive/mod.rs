@@ -345,6 +345,8 @@ impl Dialect for FetchHiveDialect {
     const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
     const AUTH: Auth = Auth::Bearer;
     const ASYNC_MODE: AsyncMode = AsyncMode::Callback;
+    /// Deployments have variants.
+    const HAS_VARIANTS: bool = true;
     /// Run ids are integers or `req_…` strings: the shared id shape.
     const RUN_LOOKUP: Option<RunLookup> = Some(RunLookup {
         path: &["workflow_runs"],
@@ -435,14 +437,6 @@ impl Dialect for FetchHiveDialect {
             return Err(Self::error(settings, response, &workflow));
         }
         decode_workflow_run(settings, response, run_id)
-    }
-
-    /// `request_id` (or `run_id`) of a callback body.
-    fn callback_run_id(body: &[u8]) -> Option<String> {
-        let value: Value = serde_json::from_slice(body).ok()?;
-        ["request_id", "run_id"]
-            .iter()
-            .find_map(|field| id_text(value.get(field)?))
     }
 }
 
