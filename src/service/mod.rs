@@ -298,9 +298,7 @@ impl WorkflowGateway for GatewayService {
                 convert::invoke_request(request.into_inner()).map_err(|err| access.reject(&err))?;
             // Before anything is fetched or started.
             let resolved = self.resolve(&target);
-            let ticket = self
-                .admit_run(&caller, &access, &target, &resolved)
-                .await?;
+            let ticket = self.admit_run(&caller, &access, &target, &resolved).await?;
             // Background work of an async run (polls, gateway-run calls)
             // links back to this call's trace.
             let trace_parent = invocation

@@ -81,9 +81,7 @@ impl GatewayService {
                 ])));
             }
             let resolved = self.resolve(&target);
-            let ticket = self
-                .admit_run(&caller, &access, &target, &resolved)
-                .await?;
+            let ticket = self.admit_run(&caller, &access, &target, &resolved).await?;
             let provider = provider_name(&resolved, &target).to_owned();
             let span = tracing::Span::current();
             span.record("flowgate.dialect", target.workflow.kind().as_str());

@@ -49,7 +49,10 @@ pub(crate) fn redact(settings: &ProviderSettings, text: &str) -> String {
 /// `settings` whose redaction also covers `secret` (and every fragment of
 /// it of [`MIN_FRAGMENT`] or more characters), before any truncation: for
 /// decoding the answer to a request that carried `secret`.
-pub(crate) fn also_redacting(settings: &ProviderSettings, secret: &SecretString) -> ProviderSettings {
+pub(crate) fn also_redacting(
+    settings: &ProviderSettings,
+    secret: &SecretString,
+) -> ProviderSettings {
     ProviderSettings {
         api_key: settings.api_key.also_redacting(secret),
         ..settings.clone()

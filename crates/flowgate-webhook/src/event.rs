@@ -341,8 +341,14 @@ mod tests {
             WebhookEvent::claimed_run_id(WebhookScheme::FetchHive, named).as_deref(),
             Some("req_1")
         );
-        assert_eq!(WebhookEvent::claimed_run_id(WebhookScheme::FetchHive, b"[1]"), None);
-        assert_eq!(WebhookEvent::claimed_run_id(WebhookScheme::Knouds, named), None);
+        assert_eq!(
+            WebhookEvent::claimed_run_id(WebhookScheme::FetchHive, b"[1]"),
+            None
+        );
+        assert_eq!(
+            WebhookEvent::claimed_run_id(WebhookScheme::Knouds, named),
+            None
+        );
     }
 
     #[test]

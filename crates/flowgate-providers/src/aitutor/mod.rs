@@ -15,9 +15,8 @@ pub mod stream;
 use std::time::Duration;
 
 use flowgate_core::{
-    reason::Reason,
     AsyncMode, Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, OutputSink,
-    ProviderKind, RunOutcome, RunStatus, WorkflowRef, decode_output,
+    ProviderKind, RunOutcome, RunStatus, WorkflowRef, decode_output, reason::Reason,
 };
 use futures::future::BoxFuture;
 use serde::Deserialize;
@@ -28,8 +27,7 @@ use crate::{
     dialect::{Auth, Dialect, HttpProvider, Request, is_plain_key},
     errors::{
         ErrorBody, credential_rejected, decode_body, describe, failed_run, fallback_error,
-        protocol_error,
-        upstream_error,
+        protocol_error, upstream_error,
     },
     http::UpstreamResponse,
     numbers::id_text,

@@ -240,7 +240,8 @@ mod tests {
         let scoped = also_redacting(provider.settings(), &token);
         let workflow = WorkflowRef::WorkflowId("wf".into());
         let secret = token.expose();
-        let leaks = |text: &str| (0..=secret.len() - 10).any(|at| text.contains(&secret[at..at + 10]));
+        let leaks =
+            |text: &str| (0..=secret.len() - 10).any(|at| text.contains(&secret[at..at + 10]));
         // The cut (300 characters of message) falls inside the token.
         for pad in [270, 280, 290, 299] {
             for (status, code) in [(403, "request_blocked"), (500, "workflow_run_failed")] {
@@ -256,18 +257,22 @@ mod tests {
                 );
                 let message = match provider.decode_run_as(&scoped, &response, &workflow) {
                     Ok(outcome) => outcome.error.unwrap().message,
-                    Err(error) => error.message,
+                    Err(error) => error.message.clone(),
                 };
                 assert!(!leaks(&message), "pad {pad}, {code}: {message}");
                 // Without the token in the redaction, the cut keeps part of it.
-                let unscoped = match provider.decode_run_as(provider.settings(), &response, &workflow) {
-                    Ok(outcome) => outcome.error.unwrap().message,
-                    Err(error) => error.message,
-                };
+                let unscoped =
+                    match provider.decode_run_as(provider.settings(), &response, &workflow) {
+                        Ok(outcome) => outcome.error.unwrap().message,
+                        Err(error) => error.message.clone(),
+                    };
                 assert!(pad > 283 || leaks(&unscoped), "pad {pad}: {unscoped}");
             }
         }
-        assert!(!leaks(&redact_secret(&token, &format!("{}{secret}", "y".repeat(3)))));
+        assert!(!leaks(&redact_secret(
+            &token,
+            &format!("{}{secret}", "y".repeat(3))
+        )));
     }
 
     #[test]

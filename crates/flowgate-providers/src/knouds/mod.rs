@@ -16,9 +16,8 @@
 use std::time::Duration;
 
 use flowgate_core::{
-    reason::Reason,
-    AsyncMode, ErrorClass, FieldViolation, GatewayError, Invocation, ProviderKind,
-    RunOutcome, RunStatus, Usage, WorkflowRef, WorkflowSchema, decode_output,
+    AsyncMode, ErrorClass, FieldViolation, GatewayError, Invocation, ProviderKind, RunOutcome,
+    RunStatus, Usage, WorkflowRef, WorkflowSchema, decode_output, reason::Reason,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -28,8 +27,7 @@ use crate::{
     dialect::{Auth, Dialect, HeaderName, HttpProvider, Request, RunLookup},
     errors::{
         ErrorBody, credential_rejected, decode_body, describe, failed_run, fallback_error,
-        protocol_error,
-        run_error, safe_message, upstream_error,
+        protocol_error, run_error, safe_message, upstream_error,
     },
     http::UpstreamResponse,
     numbers::{id_text, lenient},
