@@ -62,6 +62,32 @@ else
   echo "ok"
 fi
 
+step "no import circles: a dialect never imports another dialect or its dispatcher"
+# `imports FILES... -- MODULE`: the non-comment lines of FILES that name
+# MODULE as a path (`module::…`, `crate::module`, `super::super::module`).
+imports() {
+  local module=${*: -1}
+  grep -rnE "(^|[^a-z_])${module}::|crate::${module}\b|super::super::${module}\b" "${@:1:$#-2}" |
+    grep -vE '^[^:]+:[0-9]+:[[:space:]]*//' || true
+}
+circles=""
+for dialect in fetchhive aitutor knouds; do
+  for other in fetchhive aitutor knouds; do
+    [ "$dialect" = "$other" ] && continue
+    circles+=$(imports "crates/flowgate-providers/src/$dialect" -- "$other")
+  done
+done
+circles+=$(imports crates/flowgate-emulator/src/{aitutor.rs,fetchhive,knouds} -- server)
+circles+=$(imports crates/flowgate-webhook/src/{fetchhive,knouds,standard}.rs -- scheme)
+if [ -n "$circles" ]; then
+  echo "dialect modules import another dialect, or the emulator's/webhook's dispatcher;"
+  echo "move what they share down (dialect.rs, shared.rs, signature.rs):"
+  echo "$circles"
+  gates_failed+=("import circles")
+else
+  echo "ok"
+fi
+
 step "unused dependencies (scripts/unused_deps.py)"
 python3 scripts/unused_deps.py || gates_failed+=("unused dependencies")
 

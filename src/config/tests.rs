@@ -111,6 +111,51 @@ fn validation_lists_every_problem() {
     );
 }
 
+/// Which dialect takes a configured webhook secret or a default variant is
+/// the dialect's to say (its registration); the messages name them.
+#[test]
+fn dialect_only_fields_are_refused_elsewhere_by_what_the_dialect_says() {
+    let text = r#"
+        [providers.fh]
+        kind = "fetchhive"
+        api_key_env = "A"
+        default_variant = "v"
+        webhook_secret_env = "W"
+        [providers.at]
+        kind = "aitutor"
+        api_key_env = "A"
+        webhook_secret_env = "W"
+        [providers.kn]
+        kind = "knouds"
+        api_key_env = "A"
+        default_variant = "v"
+        webhook_secret_env = "W"
+    "#;
+    let err = Config::parse(text, env(&[])).unwrap_err();
+    let issues: Vec<_> = err
+        .issues
+        .iter()
+        .map(|i| (i.path.as_str(), i.message.as_str()))
+        .collect();
+    assert_eq!(
+        issues,
+        vec![
+            (
+                "providers.at.webhook_secret_env",
+                "only knouds providers sign webhooks with a configured secret"
+            ),
+            (
+                "providers.fh.webhook_secret_env",
+                "only knouds providers sign webhooks with a configured secret (fetchhive issues one per run)"
+            ),
+            (
+                "providers.kn.default_variant",
+                "only fetchhive providers have variants"
+            ),
+        ]
+    );
+}
+
 #[test]
 fn missing_key_names_the_variable_not_a_value() {
     let config = Config::parse(EXAMPLE, env(&[])).unwrap();

@@ -75,10 +75,23 @@ impl Config {
         }
         for (name, provider) in &self.providers {
             let at = |field: &str| format!("providers.{name}.{field}");
-            if provider.webhook_secret_env.is_some() && provider.kind != KindConfig::Knouds {
+            // What the configuration may ask of a dialect is the dialect's
+            // to say (its registration), not this file's.
+            let dialect = flowgate_providers::registry::builtin(provider.kind.into());
+            if provider.webhook_secret_env.is_some()
+                && let Some(dialect) = dialect.filter(|d| !d.configured_webhook_secret)
+            {
+                let per_run = if dialect.async_mode == flowgate_core::AsyncMode::Callback {
+                    format!(" ({} issues one per run)", dialect.kind)
+                } else {
+                    String::new()
+                };
                 issue(
                     at("webhook_secret_env"),
-                    "only knouds providers sign webhooks with a configured secret (Fetch Hive issues one per run)".into(),
+                    format!(
+                        "only {} providers sign webhooks with a configured secret{per_run}",
+                        builtin_kinds(|d| d.configured_webhook_secret)
+                    ),
                 );
             }
             if !is_valid_name(name) {
@@ -119,10 +132,13 @@ impl Config {
                     "must not exceed retry.max_backoff".into(),
                 );
             }
-            if provider.default_variant.is_some() && provider.kind != KindConfig::Fetchhive {
+            if provider.default_variant.is_some() && dialect.is_some_and(|d| !d.has_variants) {
                 issue(
                     at("default_variant"),
-                    "only fetchhive providers have variants".into(),
+                    format!(
+                        "only {} providers have variants",
+                        builtin_kinds(|d| d.has_variants)
+                    ),
                 );
             }
             for (workflow, declared) in &provider.workflows {
@@ -179,6 +195,17 @@ impl Config {
             Err(ConfigError { issues })
         }
     }
+}
+
+/// The configuration names of the built-in dialects `pick` selects, for
+/// messages: `knouds`, `fetchhive or knouds`.
+fn builtin_kinds(pick: impl Fn(&flowgate_providers::Registration) -> bool) -> String {
+    let names: Vec<&str> = flowgate_providers::registry::BUILTIN
+        .iter()
+        .filter(|d| pick(d))
+        .map(|d| d.kind.as_str())
+        .collect();
+    names.join(" or ")
 }
 
 pub(super) fn is_valid_name(name: &str) -> bool {

@@ -13,7 +13,9 @@
 
 use std::{pin::Pin, sync::Arc, time::Duration};
 
-use flowgate_core::{Deadline, Gateway, GatewayError, Invocation, SecretString, WorkflowTarget};
+use flowgate_core::{
+    Deadline, Gateway, GatewayError, Invocation, Provider, SecretString, WorkflowTarget,
+};
 use flowgate_state::{
     Idempotency, MemoryIdempotencyStore, RunTracker, Verification, VerifyKey,
     idempotency::{IdempotencyKey, RequestHash, Settlement, records_error},
@@ -117,7 +119,7 @@ impl GatewayService {
     /// followed by the tracker.
     async fn invoke_now(
         &self,
-        target: WorkflowTarget,
+        resolved: Resolved,
         invocation: Invocation,
         deadline: Deadline,
         trace_parent: Option<String>,
@@ -130,10 +132,17 @@ impl GatewayService {
             callback::check_callback_host(self.gateway.callback_policy(), &invocation, deadline)
                 .await?;
             self.tracker
-                .start(&target, invocation, deadline, trace_parent)
+                .start_on(resolved, invocation, deadline, trace_parent)
                 .await
         } else {
-            self.gateway.invoke(&target, &invocation, deadline).await
+            match resolved {
+                Ok(provider) => {
+                    self.gateway
+                        .invoke_on(&provider, &invocation, deadline)
+                        .await
+                }
+                Err(error) => Err(error),
+            }
         };
         let invoked = invoked?;
         // A run was started: charged to the caller whatever its status.
@@ -170,6 +179,7 @@ impl GatewayService {
         &self,
         key: IdempotencyKey,
         target: WorkflowTarget,
+        resolved: Resolved,
         invocation: Invocation,
         deadline: Deadline,
         trace_parent: Option<String>,
@@ -185,7 +195,7 @@ impl GatewayService {
         let work = async move {
             let answer = service
                 .invoke_now(
-                    target,
+                    resolved,
                     invocation,
                     work_deadline,
                     trace_parent,
@@ -227,8 +237,9 @@ impl GatewayService {
         caller: &Caller,
         access: &Access,
         target: &WorkflowTarget,
+        resolved: &Resolved,
     ) -> Result<QuotaTicket, Status> {
-        let provider = self.provider_name(target);
+        let provider = provider_name(resolved, target);
         let workflow = workflow_name(&target.workflow);
         access.target(provider, workflow);
         if !caller.capabilities().may_invoke(provider, workflow) {
@@ -240,15 +251,24 @@ impl GatewayService {
             .map_err(|refused| refused.annotate(access.reject(&refused.error)))
     }
 
-    /// The provider a target names or resolves to, for capability checks:
-    /// a target that resolves to none is checked by the name it gives (`*`
-    /// when it gives none: only a `*` provider pattern allows it), and a
-    /// caller allowed that far gets the engine's NOT_FOUND.
-    fn provider_name<'a>(&'a self, target: &'a WorkflowTarget) -> &'a str {
-        match self.gateway.resolve(target) {
-            Ok(provider) => provider.name(),
-            Err(_) => target.provider.as_deref().unwrap_or("*"),
-        }
+    /// The provider `target` resolves to ([`Gateway::resolve`]), once per
+    /// call: its capability check names it and the run goes to it.
+    fn resolve(&self, target: &WorkflowTarget) -> Resolved {
+        self.gateway.resolve(target).cloned()
+    }
+}
+
+/// A target's provider, or why it has none (answered once the caller is
+/// admitted: a caller allowed that far gets the engine's NOT_FOUND).
+type Resolved = Result<Arc<dyn Provider>, GatewayError>;
+
+/// The provider a target names or resolves to, for capability checks: a
+/// target that resolves to none is checked by the name it gives (`*` when
+/// it gives none: only a `*` provider pattern allows it).
+fn provider_name<'a>(resolved: &'a Resolved, target: &'a WorkflowTarget) -> &'a str {
+    match resolved {
+        Ok(provider) => provider.name(),
+        Err(_) => target.provider.as_deref().unwrap_or("*"),
     }
 }
 
@@ -281,7 +301,8 @@ impl WorkflowGateway for GatewayService {
             let (target, invocation) =
                 convert::invoke_request(request.into_inner()).map_err(|err| access.reject(&err))?;
             // Before anything is fetched or started.
-            let ticket = self.admit_run(&caller, &access, &target).await?;
+            let resolved = self.resolve(&target);
+            let ticket = self.admit_run(&caller, &access, &target, &resolved).await?;
             // Background work of an async run (polls, gateway-run calls)
             // links back to this call's trace.
             let trace_parent = invocation
@@ -304,6 +325,7 @@ impl WorkflowGateway for GatewayService {
                     self.invoke_once(
                         key,
                         target,
+                        resolved,
                         invocation,
                         deadline,
                         trace_parent,
@@ -314,7 +336,7 @@ impl WorkflowGateway for GatewayService {
                 }
                 None => self
                     .invoke_now(
-                        target,
+                        resolved,
                         invocation,
                         deadline,
                         trace_parent,
@@ -467,7 +489,8 @@ impl WorkflowGateway for GatewayService {
             let target =
                 convert::schema_request(request.into_inner()).map_err(|err| access.reject(&err))?;
             // Before the schema is looked up or fetched.
-            let provider = self.provider_name(&target);
+            let resolved = self.resolve(&target);
+            let provider = provider_name(&resolved, &target);
             let workflow = workflow_name(&target.workflow);
             access.target(provider, workflow);
             if !caller.capabilities().may_read_schema(provider, workflow) {

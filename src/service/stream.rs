@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument as _, field};
 
-use super::{Access, GatewayService, caller_of, owner};
+use super::{Access, GatewayService, caller_of, owner, provider_name};
 use crate::{auth::quota::QuotaCharge, convert, proto::pb, status::insert_rate_limit};
 
 /// The events of one InvokeStream call.
@@ -80,8 +80,9 @@ impl GatewayService {
                     ),
                 ])));
             }
-            let ticket = self.admit_run(&caller, &access, &target).await?;
-            let provider = self.provider_name(&target).to_owned();
+            let resolved = self.resolve(&target);
+            let ticket = self.admit_run(&caller, &access, &target, &resolved).await?;
+            let provider = provider_name(&resolved, &target).to_owned();
             let span = tracing::Span::current();
             span.record("flowgate.dialect", target.workflow.kind().as_str());
             span.record("flowgate.workflow", field::display(&target.workflow));
@@ -91,7 +92,9 @@ impl GatewayService {
                     IdempotencyKey::new(caller.name(), key).map_err(|err| access.reject(&err))?;
                 let charge = ticket.charge().clone();
                 let answer = self
-                    .invoke_once(key, target, invocation, deadline, None, owner, charge)
+                    .invoke_once(
+                        key, target, resolved, invocation, deadline, None, owner, charge,
+                    )
                     .await;
                 if let Ok(response) = &answer {
                     access.answered(response.get_ref());

@@ -86,15 +86,6 @@ pub trait Provider: Send + Sync + fmt::Debug {
         self.async_mode() != AsyncMode::Background
     }
 
-    /// For [`AsyncMode::Callback`] dialects: the upstream run id a callback
-    /// body names. Not yet trusted (the signature is checked after): it only
-    /// selects which run's secret to verify the delivery with. `None` when
-    /// the body names no run or the dialect signs with configured secrets.
-    fn callback_run_id(&self, body: &[u8]) -> Option<String> {
-        let _ = body;
-        None
-    }
-
     /// A run error read from a callback body, made safe to show a caller
     /// (the provider's key redacted, the text bounded), as the dialect's
     /// own decoders do for every answer it reads.

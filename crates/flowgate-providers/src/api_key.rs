@@ -25,6 +25,8 @@ struct KeyState {
     key: SecretString,
     /// The key this one replaced, redacted too.
     previous: Option<SecretString>,
+    /// Another secret redacted like the key (see [`ApiKey::also_redacting`]).
+    extra: Option<SecretString>,
     /// `Bearer <key>`, marked sensitive.
     bearer: HeaderValue,
     /// `<key>`, marked sensitive.
@@ -38,6 +40,7 @@ impl KeyState {
             plain: sensitive(key.expose()),
             key,
             previous,
+            extra: None,
         }
     }
 }
@@ -84,13 +87,29 @@ impl ApiKey {
         }
     }
 
-    /// Calls `each` with the current key, then the one it replaced.
+    /// Calls `each` with the current key, then the one it replaced, then
+    /// the extra secret of an [`ApiKey::also_redacting`] snapshot.
     pub(crate) fn for_each_key(&self, mut each: impl FnMut(&str)) {
         let state = self.0.load();
         each(state.key.expose());
-        if let Some(previous) = &state.previous {
-            each(previous.expose());
+        for other in [&state.previous, &state.extra].into_iter().flatten() {
+            each(other.expose());
         }
+    }
+
+    /// A snapshot of this key (not replaced by later rotations) that also
+    /// redacts `secret`, e.g. a single-use token a request carried, for
+    /// decoding that request's answer (see
+    /// [`crate::redaction::also_redacting`]).
+    pub(crate) fn also_redacting(&self, secret: &SecretString) -> Self {
+        let state = self.0.load();
+        Self(Arc::new(ArcSwap::from_pointee(KeyState {
+            key: state.key.clone(),
+            previous: state.previous.clone(),
+            extra: Some(secret.clone()),
+            bearer: state.bearer.clone(),
+            plain: state.plain.clone(),
+        })))
     }
 }
 

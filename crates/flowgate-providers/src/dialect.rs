@@ -131,6 +131,14 @@ pub trait Dialect: fmt::Debug + Default + Send + Sync + 'static {
     const ASYNC_MODE: AsyncMode;
     /// The status endpoint, when the dialect has one.
     const RUN_LOOKUP: Option<RunLookup> = None;
+    /// True when its webhooks are signed with a secret configured per
+    /// provider (`webhook_secret_env`); the configuration refuses one for
+    /// every other dialect.
+    const CONFIGURED_WEBHOOK_SECRET: bool = false;
+    /// True when its workflows have variants, so a provider may configure
+    /// a `default_variant`; the configuration refuses one for every other
+    /// dialect.
+    const HAS_VARIANTS: bool = false;
 
     /// Whether `id` has the shape of the vendor's run ids, checked before
     /// any status request on top of the shared rule, which always applies
@@ -216,13 +224,6 @@ pub trait Dialect: fmt::Debug + Default + Send + Sync + 'static {
         Err(GatewayError::internal(
             "the dialect has no schema endpoint to decode",
         ))
-    }
-
-    /// For [`AsyncMode::Callback`]: the upstream run id a callback body
-    /// names (see [`Provider::callback_run_id`]).
-    fn callback_run_id(body: &[u8]) -> Option<String> {
-        let _ = body;
-        None
     }
 
     /// A run with its output streamed (see [`Provider::invoke_stream`]):
@@ -328,12 +329,22 @@ impl<D: Dialect> HttpProvider<D> {
         response: &UpstreamResponse,
         workflow: &WorkflowRef,
     ) -> Result<RunOutcome, GatewayError> {
+        self.decode_run_as(&self.settings, response, workflow)
+    }
+
+    /// [`HttpProvider::decode_run`] with `settings` in place of the
+    /// provider's own, e.g. ones that redact one more secret
+    /// ([`crate::redaction::also_redacting`]).
+    pub(crate) fn decode_run_as(
+        &self,
+        settings: &ProviderSettings,
+        response: &UpstreamResponse,
+        workflow: &WorkflowRef,
+    ) -> Result<RunOutcome, GatewayError> {
         if D::is_success(response.status) {
-            self.dialect
-                .decode_success(&self.settings, response, workflow)
+            self.dialect.decode_success(settings, response, workflow)
         } else {
-            self.dialect
-                .decode_error(&self.settings, response, workflow)
+            self.dialect.decode_error(settings, response, workflow)
         }
     }
 
@@ -435,10 +446,6 @@ impl<D: Dialect> Provider for HttpProvider<D> {
 
     fn async_mode(&self) -> AsyncMode {
         D::ASYNC_MODE
-    }
-
-    fn callback_run_id(&self, body: &[u8]) -> Option<String> {
-        D::callback_run_id(body)
     }
 
     fn safe_run_error(&self, error: RunError) -> RunError {

@@ -9,7 +9,9 @@
 
 use std::time::SystemTime;
 
-use flowgate_core::{ErrorClass, GatewayError, RunError, UpstreamContext, reason::Reason};
+use flowgate_core::{
+    ErrorClass, GatewayError, RunError, RunOutcome, RunStatus, UpstreamContext, reason::Reason,
+};
 use serde_json::{Map, Value};
 
 pub use crate::redaction::{UNREADABLE_REASON, safe_message, upstream_reason};
@@ -280,6 +282,30 @@ pub fn run_error(error: Option<Value>, settings: &ProviderSettings) -> RunError 
             message: FAILED.to_owned(),
         });
     safe_run_error(settings, error)
+}
+
+/// The outcome of a run the vendor says ran and failed (an error answer
+/// that is a FAILED run, not a call error): the vendor's `code`, its
+/// `message` (or `default_message` when it gave none), both made safe
+/// ([`safe_run_error`]), and the answer's request id and rate limit.
+pub fn failed_run(
+    settings: &ProviderSettings,
+    response: &UpstreamResponse,
+    code: &str,
+    message: Option<&str>,
+    default_message: &str,
+) -> RunOutcome {
+    let error = RunError {
+        code: code.to_owned(),
+        message: message.unwrap_or(default_message).to_owned(),
+    };
+    RunOutcome {
+        upstream_request_id: response.request_id(),
+        status: Some(RunStatus::Failed),
+        error: Some(safe_run_error(settings, error)),
+        rate_limit: response.rate_limit.clone(),
+        ..RunOutcome::default()
+    }
 }
 
 /// A vendor's run error as a caller may see it: the code kept only as a

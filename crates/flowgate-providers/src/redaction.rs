@@ -11,9 +11,15 @@
 //!   token (`[A-Za-z0-9_.-]{1,64}`) with nothing of the key in it, else
 //!   `UPSTREAM_ERROR`;
 //! - [`upstream_request_id`] keeps a request id only when it is a plain
-//!   token of at most 128 characters with nothing of the key in it.
+//!   token of at most 128 characters with nothing of the key in it;
+//! - [`also_redacting`] extends all of the above to one more secret (a
+//!   single-use token a request carried) for decoding that request's
+//!   answer, and [`redact_secret`] redacts such a secret from a message
+//!   built elsewhere.
 
 use flowgate_core::reason::Reason;
+
+use flowgate_core::SecretString;
 
 use crate::ProviderSettings;
 
@@ -38,6 +44,25 @@ pub(crate) fn redact(settings: &ProviderSettings, text: &str) -> String {
         .api_key
         .for_each_key(|key| text = redact_key(key, &text));
     text
+}
+
+/// `settings` whose redaction also covers `secret` (and every fragment of
+/// it of [`MIN_FRAGMENT`] or more characters), before any truncation: for
+/// decoding the answer to a request that carried `secret`.
+pub(crate) fn also_redacting(
+    settings: &ProviderSettings,
+    secret: &SecretString,
+) -> ProviderSettings {
+    ProviderSettings {
+        api_key: settings.api_key.also_redacting(secret),
+        ..settings.clone()
+    }
+}
+
+/// `text` with `secret`, and every fragment of it of [`MIN_FRAGMENT`] or
+/// more characters, replaced by `[redacted]`.
+pub(crate) fn redact_secret(secret: &SecretString, text: &str) -> String {
+    redact_key(secret.expose(), text)
 }
 
 fn redact_key(key: &str, text: &str) -> String {

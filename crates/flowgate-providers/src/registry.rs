@@ -9,7 +9,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use flowgate_core::{Provider, ProviderKind};
+use flowgate_core::{AsyncMode, Provider, ProviderKind};
 
 use crate::{
     Guarded, HttpClient, ProviderSettings,
@@ -35,6 +35,12 @@ pub struct Registration {
     pub default_base_url: &'static str,
     /// Its default request timeout.
     pub default_timeout: Duration,
+    /// How its async invocations run (see [`Dialect::ASYNC_MODE`]).
+    pub async_mode: AsyncMode,
+    /// See [`Dialect::CONFIGURED_WEBHOOK_SECRET`].
+    pub configured_webhook_secret: bool,
+    /// See [`Dialect::HAS_VARIANTS`].
+    pub has_variants: bool,
     /// Its workflow-key syntax (see [`Dialect::check_workflow_key`]).
     pub check_workflow_key: fn(&str) -> Result<(), String>,
     build: fn(ProviderSettings, HttpClient) -> Arc<dyn Provider>,
@@ -47,6 +53,9 @@ impl Registration {
             kind: D::KIND,
             default_base_url: D::DEFAULT_BASE_URL,
             default_timeout: D::DEFAULT_TIMEOUT,
+            async_mode: D::ASYNC_MODE,
+            configured_webhook_secret: D::CONFIGURED_WEBHOOK_SECRET,
+            has_variants: D::HAS_VARIANTS,
             check_workflow_key: D::check_workflow_key,
             build: build::<D>,
         }
@@ -126,8 +135,9 @@ impl Dialects {
     }
 }
 
-/// The built-in registration of `kind`.
-pub(crate) fn builtin(kind: ProviderKind) -> Option<&'static Registration> {
+/// The built-in registration of `kind`: what the configuration may ask of
+/// a dialect it names.
+pub fn builtin(kind: ProviderKind) -> Option<&'static Registration> {
     BUILTIN.iter().find(|known| known.kind == kind)
 }
 

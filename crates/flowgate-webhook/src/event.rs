@@ -81,6 +81,23 @@ impl WebhookEvent {
     }
 }
 
+/// The fields of a Fetch Hive callback body naming its run (first found).
+const FETCHHIVE_RUN_ID: [&str; 2] = ["request_id", "run_id"];
+
+impl WebhookEvent {
+    /// The upstream run id `body` claims before its signature is checked,
+    /// for a scheme that signs with each run's own secret (Fetch Hive): it
+    /// only selects which run's secret to verify with. The same reader as
+    /// the verified event's `upstream_run_id`. `None` for the other
+    /// schemes and for a body that names no run.
+    pub fn claimed_run_id(scheme: WebhookScheme, body: &[u8]) -> Option<String> {
+        match scheme {
+            WebhookScheme::FetchHive => first_text(&json_object(body).ok()?, &FETCHHIVE_RUN_ID),
+            WebhookScheme::Knouds | WebhookScheme::Standard => None,
+        }
+    }
+}
+
 /// A JSON object whose fields are read only when used: a field the event
 /// does not read (usage numbers such as `"ms": 1e400`, which no `f64`
 /// holds) can never make a delivery unreadable.
@@ -175,7 +192,7 @@ fn knouds(
 }
 
 fn fetchhive(object: &Object, body: &[u8]) -> Result<WebhookEvent, WebhookFailure> {
-    let run_id = first_text(object, &["request_id", "run_id"]);
+    let run_id = first_text(object, &FETCHHIVE_RUN_ID);
     let status_word = first_text(object, &["run_status", "status"]);
     let status = status_word.as_deref().and_then(RunStatus::parse_upstream);
     let event_id = match &run_id {
@@ -319,6 +336,35 @@ mod tests {
         let event = WebhookEvent::decode(WebhookScheme::FetchHive, body, &unsigned()).unwrap();
         assert!(event.event_id.starts_with("sha256:"));
         assert_eq!(event.event_type, "callback");
+    }
+
+    /// The run a body claims before verification (which selects the run's
+    /// secret) is the run the verified event names, whichever field it uses.
+    #[test]
+    fn the_claimed_fetchhive_run_is_the_decoded_one() {
+        for body in [
+            &br#"{"request_id":"req_1","run_id":"r0","run_status":"completed"}"#[..],
+            br#"{"run_id":42,"status":"failed"}"#,
+            br#"{"request_id":"","run_id":"r9"}"#,
+            br#"{"output":"x"}"#,
+        ] {
+            let event = WebhookEvent::decode(WebhookScheme::FetchHive, body, &unsigned()).unwrap();
+            let claimed = WebhookEvent::claimed_run_id(WebhookScheme::FetchHive, body);
+            assert_eq!(claimed, event.upstream_run_id);
+        }
+        let named = br#"{"request_id":"req_1"}"#;
+        assert_eq!(
+            WebhookEvent::claimed_run_id(WebhookScheme::FetchHive, named).as_deref(),
+            Some("req_1")
+        );
+        assert_eq!(
+            WebhookEvent::claimed_run_id(WebhookScheme::FetchHive, b"[1]"),
+            None
+        );
+        assert_eq!(
+            WebhookEvent::claimed_run_id(WebhookScheme::Knouds, named),
+            None
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use flowgate_core::{
     AsyncMode, Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, OutputSink,
-    ProviderKind, RunError, RunOutcome, RunStatus, WorkflowRef, decode_output,
+    ProviderKind, RunOutcome, RunStatus, WorkflowRef, decode_output, reason::Reason,
 };
 use futures::future::BoxFuture;
 use serde::Deserialize;
@@ -26,8 +26,8 @@ use crate::{
     ProviderSettings,
     dialect::{Auth, Dialect, HttpProvider, Request, is_plain_key},
     errors::{
-        ErrorBody, credential_rejected, decode_body, describe, fallback_error, protocol_error,
-        safe_message, upstream_error,
+        ErrorBody, credential_rejected, decode_body, describe, failed_run, fallback_error,
+        protocol_error, upstream_error,
     },
     http::UpstreamResponse,
     numbers::{id_text, lenient},
@@ -112,21 +112,14 @@ impl AiTutorDialect {
         let message = describe(settings, response, &body);
         let code = body.code.clone();
         let error = match (response.status, code.as_deref()) {
-            (_, Some("workflow_run_failed")) => {
-                return Ok(RunOutcome {
-                    upstream_request_id: response.request_id(),
-                    status: Some(RunStatus::Failed),
-                    error: Some(RunError {
-                        code: "workflow_run_failed".into(),
-                        message: body
-                            .message
-                            .as_deref()
-                            .map(|m| safe_message(settings, m))
-                            .unwrap_or_else(|| "the workflow run failed".into()),
-                    }),
-                    rate_limit: response.rate_limit.clone(),
-                    ..RunOutcome::default()
-                });
+            (_, Some(code @ "workflow_run_failed")) => {
+                return Ok(failed_run(
+                    settings,
+                    response,
+                    code,
+                    body.message.as_deref(),
+                    "the workflow run failed",
+                ));
             }
             (401, _) => credential_rejected(settings, response),
             (_, Some("missing_input")) => {
@@ -196,7 +189,7 @@ impl AiTutorDialect {
                 settings,
                 response,
                 ErrorClass::ProtocolError,
-                "UPSTREAM_PROTOCOL_ERROR",
+                Reason::UpstreamProtocolError,
                 format!("{message} (success: false without a known code)"),
             ),
             _ => fallback_error(settings, response, &body),

@@ -31,6 +31,7 @@ use crate::{
     dialect::Request,
     errors::{decode_body, protocol_error},
     http::OpenResponse,
+    redaction::{also_redacting, redact_secret},
 };
 
 /// Largest streamed output accepted (the unary body limit).
@@ -59,8 +60,11 @@ pub(super) async fn invoke(
         Ok(token) => token,
         Err(outcome) => return Ok(outcome),
     };
+    // An error answer is decoded with the token redacted like the key,
+    // before any message is cut to length; messages built outside the
+    // decoders (transport failures) are redacted after the fact.
     let redact = |mut error: GatewayError| {
-        error.message = token.redact_from(&error.message);
+        error.message = redact_secret(&token, &error.message);
         error
     };
     let mut run = provider.invoke_request(invocation)?;
@@ -73,17 +77,11 @@ pub(super) async fn invoke(
     request.accept = "text/plain";
     let mut open = provider.open(request, deadline).await.map_err(&redact)?;
     if open.status != 200 {
-        let settings = provider.settings();
-        let response = open.read_all(settings).await.map_err(&redact)?;
-        return match provider.decode_run(&response, &invocation.workflow) {
-            Ok(mut outcome) => {
-                if let Some(error) = &mut outcome.error {
-                    error.message = token.redact_from(&error.message);
-                }
-                Ok(outcome)
-            }
-            Err(error) => Err(redact(error)),
-        };
+        let settings = also_redacting(provider.settings(), &token);
+        let response = open.read_all(&settings).await.map_err(&redact)?;
+        return provider
+            .decode_run_as(&settings, &response, &invocation.workflow)
+            .map_err(redact);
     }
     drop(token);
     forward(provider, &mut open, sink).await?;
@@ -222,6 +220,60 @@ impl Utf8Joiner {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A stream request's error answer echoing the token, long enough to
+    /// be cut to length mid-token: decoded as the stream path decodes it,
+    /// no 10-character piece of the token survives, in a call error or a
+    /// FAILED run.
+    #[test]
+    fn an_echoed_token_cut_mid_way_leaves_no_fragment() {
+        use crate::{HttpClient, ProviderSettings, http::UpstreamResponse};
+        use flowgate_core::{ProviderKind, WorkflowRef};
+
+        let token = SecretString::new("pub_tok_Zx81Qm3Vb7Lp0Rt5Yw2Kd9Hs4Nf6Gj");
+        let settings = ProviderSettings::new(
+            "at",
+            ProviderKind::AiTutor,
+            SecretString::new("aitutor_sk_live_0000000000000000"),
+        );
+        let provider = AiTutor::new(settings, HttpClient::new().unwrap());
+        let scoped = also_redacting(provider.settings(), &token);
+        let workflow = WorkflowRef::WorkflowId("wf".into());
+        let secret = token.expose();
+        let leaks =
+            |text: &str| (0..=secret.len() - 10).any(|at| text.contains(&secret[at..at + 10]));
+        // The cut (300 characters of message) falls inside the token.
+        for pad in [270, 280, 290, 299] {
+            for (status, code) in [(403, "request_blocked"), (500, "workflow_run_failed")] {
+                let body = serde_json::json!({
+                    "success": false,
+                    "code": code,
+                    "error": format!("{} token={secret} was refused", "x".repeat(pad)),
+                });
+                let response = UpstreamResponse::new(
+                    status,
+                    http::HeaderMap::new(),
+                    bytes::Bytes::from(body.to_string()),
+                );
+                let message = match provider.decode_run_as(&scoped, &response, &workflow) {
+                    Ok(outcome) => outcome.error.unwrap().message,
+                    Err(error) => error.message.clone(),
+                };
+                assert!(!leaks(&message), "pad {pad}, {code}: {message}");
+                // Without the token in the redaction, the cut keeps part of it.
+                let unscoped =
+                    match provider.decode_run_as(provider.settings(), &response, &workflow) {
+                        Ok(outcome) => outcome.error.unwrap().message,
+                        Err(error) => error.message.clone(),
+                    };
+                assert!(pad > 283 || leaks(&unscoped), "pad {pad}: {unscoped}");
+            }
+        }
+        assert!(!leaks(&redact_secret(
+            &token,
+            &format!("{}{secret}", "y".repeat(3))
+        )));
+    }
 
     #[test]
     fn ttl_covers_the_deadline_within_the_accepted_range() {

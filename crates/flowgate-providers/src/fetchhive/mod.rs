@@ -7,17 +7,14 @@
 //! `{request_id, run_id, status, output, error}`, with HTTP 200 or 202.
 //! Errors are `{"error", "message"?, "error_code"?}`.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flowgate_core::{
     AsyncMode, ErrorClass, FieldViolation, GatewayError, Invocation, ProviderKind, RunOutcome,
     RunStatus, SecretString, WorkflowRef, decode_output,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, value::RawValue};
+use serde_json::{Map, Value};
 
 use crate::{
     ProviderSettings,
@@ -354,6 +351,8 @@ impl Dialect for FetchHiveDialect {
     const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
     const AUTH: Auth = Auth::Bearer;
     const ASYNC_MODE: AsyncMode = AsyncMode::Callback;
+    /// Deployments have variants.
+    const HAS_VARIANTS: bool = true;
     /// Run ids are integers or `req_…` strings: the shared id shape.
     const RUN_LOOKUP: Option<RunLookup> = Some(RunLookup {
         path: &["workflow_runs"],
@@ -444,15 +443,6 @@ impl Dialect for FetchHiveDialect {
             return Err(Self::error(settings, response, &workflow));
         }
         decode_workflow_run(settings, response, run_id)
-    }
-
-    /// `request_id` (or `run_id`) of a callback body; the other fields are
-    /// not read (none of them can make the ids unreadable).
-    fn callback_run_id(body: &[u8]) -> Option<String> {
-        let fields: HashMap<String, Box<RawValue>> = serde_json::from_slice(body).ok()?;
-        ["request_id", "run_id"]
-            .iter()
-            .find_map(|field| id_text(&lenient::value_of(fields.get(*field)?)?))
     }
 }
 

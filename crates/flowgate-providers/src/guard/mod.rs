@@ -445,10 +445,6 @@ impl Provider for Guarded {
         self.inner.async_mode()
     }
 
-    fn callback_run_id(&self, body: &[u8]) -> Option<String> {
-        self.inner.callback_run_id(body)
-    }
-
     fn safe_run_error(&self, error: flowgate_core::RunError) -> flowgate_core::RunError {
         self.inner.safe_run_error(error)
     }

@@ -16,8 +16,8 @@
 use std::time::Duration;
 
 use flowgate_core::{
-    AsyncMode, ErrorClass, FieldViolation, GatewayError, Invocation, ProviderKind, RunError,
-    RunOutcome, RunStatus, Usage, WorkflowRef, WorkflowSchema, decode_output,
+    AsyncMode, ErrorClass, FieldViolation, GatewayError, Invocation, ProviderKind, RunOutcome,
+    RunStatus, Usage, WorkflowRef, WorkflowSchema, decode_output, reason::Reason,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -26,8 +26,8 @@ use crate::{
     ProviderSettings,
     dialect::{Auth, Dialect, HeaderName, HttpProvider, Request, RunLookup},
     errors::{
-        ErrorBody, credential_rejected, decode_body, describe, fallback_error, protocol_error,
-        run_error, safe_message, upstream_error,
+        ErrorBody, credential_rejected, decode_body, describe, failed_run, fallback_error,
+        protocol_error, run_error, safe_message, upstream_error,
     },
     http::UpstreamResponse,
     numbers::{id_text, lenient},
@@ -252,20 +252,13 @@ impl KnoudsDialect {
         };
         let error = match code.as_str() {
             "EXECUTION_FAILED" => {
-                return Ok(RunOutcome {
-                    upstream_request_id: response.request_id(),
-                    status: Some(RunStatus::Failed),
-                    error: Some(RunError {
-                        code,
-                        message: body
-                            .message
-                            .as_deref()
-                            .map(|m| safe_message(settings, m))
-                            .unwrap_or_else(|| "the execution failed".into()),
-                    }),
-                    rate_limit: response.rate_limit.clone(),
-                    ..RunOutcome::default()
-                });
+                return Ok(failed_run(
+                    settings,
+                    response,
+                    &code,
+                    body.message.as_deref(),
+                    "the execution failed",
+                ));
             }
             "INVALID_INPUTS" | "INVALID_BODY" => {
                 fail(ErrorClass::InvalidArgument).with_violations(input_violations(&body, settings))
@@ -311,7 +304,7 @@ impl KnoudsDialect {
                     settings,
                     response,
                     ErrorClass::ProtocolError,
-                    "UPSTREAM_PROTOCOL_ERROR",
+                    Reason::UpstreamProtocolError,
                     format!("{message} (success: false without a known code)"),
                 ),
                 _ => fallback_error(settings, response, &body),
@@ -376,6 +369,8 @@ impl Dialect for KnoudsDialect {
     const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
     const AUTH: Auth = Auth::Header(HeaderName::from_static("x-api-key"));
     const ASYNC_MODE: AsyncMode = AsyncMode::Polled;
+    /// Webhooks are signed with the provider's configured secret.
+    const CONFIGURED_WEBHOOK_SECRET: bool = true;
     /// Execution ids are UUIDs (see [`Dialect::accepts_run_id`]).
     const RUN_LOOKUP: Option<RunLookup> = Some(RunLookup {
         path: &["api", "executions"],

@@ -11,7 +11,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use flowgate_core::{RunError, RunId, RunStatus, SecretString, Usage};
+use flowgate_core::{ProviderKind, RunError, RunId, RunStatus, SecretString, Usage};
 pub use flowgate_redis::StoreUnavailable;
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -24,6 +24,11 @@ pub use redis::RedisRunStore;
 pub struct RunRecord {
     /// Provider and upstream id.
     pub run_id: RunId,
+    /// The provider's dialect when the run started (the provider may be
+    /// gone from the configuration by the time its event is forwarded);
+    /// `None` in records written before it was kept, and for a dialect
+    /// registered in code once read back from a shared store.
+    pub provider_kind: Option<ProviderKind>,
     /// The latest state.
     pub status: RunStatus,
     /// The output, once completed.
@@ -47,6 +52,7 @@ impl RunRecord {
     pub fn new(run_id: RunId, status: RunStatus) -> Self {
         Self {
             run_id,
+            provider_kind: None,
             status,
             output: None,
             error: None,

@@ -87,6 +87,7 @@ impl RunTracker {
             .map_err(super::store_unavailable)?
             .ok_or_else(|| GatewayError::internal("a fresh run id was already owned"))?;
         let mut record = RunRecord::new(run_id.clone(), RunStatus::Running);
+        record.provider_kind = Some(provider.kind());
         record.callback_url = callback_url;
         let trace_link = trace_parent.clone();
         record.trace_parent = trace_parent;

@@ -15,7 +15,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use flowgate_core::{ProviderKind, RunId};
+use flowgate_core::RunId;
 use flowgate_webhook::{
     Delivery, DeliveryOutcome, DeliveryResult, EnqueueError, Enqueued, ForwardedEvent,
 };
@@ -87,10 +87,16 @@ impl RunTracker {
             tracing::warn!(run_id = %record.run_id.encode(), "callback URL does not parse; not forwarding");
             return None;
         };
-        let kind = self
-            .gateway
-            .provider(&record.run_id.provider)
-            .map_or(ProviderKind::Knouds, |provider| provider.kind());
+        // The dialect the run started with, kept on its record; a record
+        // written before that was kept asks the provider, if still there.
+        let Some(kind) = record.provider_kind.or_else(|| {
+            self.gateway
+                .provider(&record.run_id.provider)
+                .map(|provider| provider.kind())
+        }) else {
+            tracing::warn!(run_id = %record.run_id.encode(), "the run's provider is gone and its record names no dialect; not forwarding");
+            return None;
+        };
         let event = ForwardedEvent {
             run_id: self.gateway.run_ids().sign(&record.run_id),
             provider: kind,

@@ -3,7 +3,7 @@
 //! pending and releases it when the delivery ends; a dead replica's forward
 //! (a lease nobody renews) is queued again here with the same `webhook-id`.
 
-use flowgate_core::CallbackPolicy;
+use flowgate_core::{CallbackPolicy, ProviderKind};
 use flowgate_webhook::{
     DeliveryOutcome, DeliveryResult, Forwarder, ForwarderConfig, StandardSecret, callback_client,
 };
@@ -196,4 +196,25 @@ fn forward_lease_ids_never_name_a_run() {
     assert_eq!(super::forward::forwarded_run(&lease), Some(run.clone()));
     assert_eq!(RunId::decode(&lease.encode()), Some(lease));
     assert_eq!(super::forward::forwarded_run(&run), None);
+}
+
+/// The event of a run whose provider left the configuration names the
+/// dialect the run started with (kept on its record), not a guess; a
+/// record that names none and whose provider is gone owes no event.
+#[tokio::test]
+async fn a_forwarded_event_names_the_dialect_its_record_keeps() {
+    let tracker = tracker(1);
+    let mut record = RunRecord::new(RunId::new("gone", "req_9"), RunStatus::Completed);
+    record.callback_url = Some("http://127.0.0.1:9/hook".into());
+    record.provider_kind = Some(ProviderKind::FetchHive);
+    let delivery = tracker.delivery(&record).expect("an event is owed");
+    let body: serde_json::Value = serde_json::from_slice(&delivery.body).unwrap();
+    assert_eq!(body["data"]["provider"], "fetchhive", "{body}");
+    record.provider_kind = None;
+    assert!(tracker.delivery(&record).is_none());
+    // A provider still configured answers for a record that names none.
+    record.run_id = RunId::new("kn", "e-1");
+    let delivery = tracker.delivery(&record).expect("an event is owed");
+    let body: serde_json::Value = serde_json::from_slice(&delivery.body).unwrap();
+    assert_eq!(body["data"]["provider"], "knouds", "{body}");
 }

@@ -55,7 +55,7 @@ use std::{
 
 use flowgate_core::{
     AsyncMode, Deadline, ErrorClass, FieldViolation, Gateway, GatewayError, Invocation, Invoked,
-    RunId, RunOutcome, RunStatus, WorkflowTarget,
+    Provider, RunId, RunOutcome, RunStatus, WorkflowTarget, reason::Reason,
 };
 use flowgate_webhook::{Verifier, VerifierConfig};
 use tokio::sync::Semaphore;
@@ -144,7 +144,7 @@ fn instant_after(after: Duration) -> tokio::time::Instant {
 }
 
 /// The reason of every answer caused by an unreachable shared state store.
-pub const REASON_STATE_STORE_UNAVAILABLE: &str = "STATE_STORE_UNAVAILABLE";
+pub const REASON_STATE_STORE_UNAVAILABLE: &str = Reason::StateStoreUnavailable.as_str();
 /// What callers are told to wait before retrying then.
 const STORE_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// At most one log line per this long about an unreachable store.
@@ -246,6 +246,23 @@ impl RunTracker {
     pub async fn start(
         self: &Arc<Self>,
         target: &WorkflowTarget,
+        invocation: Invocation,
+        deadline: Deadline,
+        trace_parent: Option<String>,
+    ) -> Result<Invoked, GatewayError> {
+        let resolved = self.gateway.resolve(target).cloned();
+        self.start_on(resolved, invocation, deadline, trace_parent)
+            .await
+    }
+
+    /// [`RunTracker::start`] with the target already resolved
+    /// ([`Gateway::resolve`]) by a caller that needed the provider first
+    /// (for its capability check): one resolution per call. A failed
+    /// resolution is answered where `start` would answer it, after the
+    /// request's own checks.
+    pub async fn start_on(
+        self: &Arc<Self>,
+        resolved: Result<Arc<dyn Provider>, GatewayError>,
         mut invocation: Invocation,
         deadline: Deadline,
         trace_parent: Option<String>,
@@ -260,7 +277,7 @@ impl RunTracker {
         if !refused.is_empty() {
             return Err(GatewayError::invalid_argument(refused));
         }
-        let provider = Arc::clone(self.gateway.resolve(target)?);
+        let provider = resolved?;
         // A run that cannot be recorded is not started (it would cost
         // credits and nobody could follow it).
         self.store.check().await.map_err(store_unavailable)?;
@@ -324,6 +341,7 @@ impl RunTracker {
             invoked.run_id.clone(),
             outcome.status.unwrap_or(RunStatus::Running),
         );
+        record.provider_kind = Some(invoked.provider.kind());
         record.output = outcome.output.clone();
         record.error = outcome.error.clone();
         record.usage = outcome.usage.clone();
@@ -383,6 +401,7 @@ impl RunTracker {
                         .ok_or_else(unknown)?;
                     let status = outcome.status.unwrap_or(RunStatus::Running);
                     let mut record = RunRecord::new(id.clone(), status);
+                    record.provider_kind = Some(provider.kind());
                     record.output = outcome.output;
                     record.error = outcome.error;
                     record.usage = outcome.usage;

@@ -63,7 +63,7 @@ impl RunTracker {
             // A callback-mode dialect (Fetch Hive) signs with the run's own
             // secret: the body's run id (not yet trusted) only selects which
             // secret to try.
-            AsyncMode::Callback => match provider.callback_run_id(body) {
+            AsyncMode::Callback => match WebhookEvent::claimed_run_id(scheme, body) {
                 Some(upstream) => self
                     .store
                     .get(&RunId::new(provider_name, upstream))
@@ -100,10 +100,9 @@ impl RunTracker {
         };
         let run_id = RunId::new(provider_name, upstream);
         if self.store.get(&run_id).await.map_err(rejected)?.is_none() {
-            self.store
-                .insert(RunRecord::new(run_id.clone(), RunStatus::Running))
-                .await
-                .map_err(rejected)?;
+            let mut record = RunRecord::new(run_id.clone(), RunStatus::Running);
+            record.provider_kind = Some(provider.kind());
+            self.store.insert(record).await.map_err(rejected)?;
         }
         self.apply(
             &run_id,

@@ -6,6 +6,7 @@
 //! | `rank` | 0 QUEUED, 1 RUNNING, 2 terminal (compared by the scripts) |
 //! | `status` | `queued`, `running`, `completed`, `failed`, `cancelled` |
 //! | `provider`, `upstream_id` | the run id |
+//! | `kind` | the provider's dialect (`fetchhive`, …) when the run started |
 //! | `updated_at` | nanoseconds since the Unix epoch |
 //! | `output` | JSON, once completed |
 //! | `error` | JSON `{"code","message"}`, once failed |
@@ -20,7 +21,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use flowgate_core::{RunError, RunId, RunStatus, SecretString, Usage};
+use flowgate_core::{ProviderKind, RunError, RunId, RunStatus, SecretString, Usage};
 use flowgate_redis::UnavailableKind;
 use serde_json::{Value, json};
 
@@ -35,6 +36,9 @@ pub(super) fn record_fields(record: &RunRecord) -> Vec<(&'static str, String)> {
         ("provider", record.run_id.provider.clone()),
         ("upstream_id", record.run_id.upstream_id.clone()),
     ];
+    if let Some(kind) = record.provider_kind {
+        fields.push(("kind", kind.as_str().to_owned()));
+    }
     fields.extend(state_fields(
         record.status,
         record.output.as_ref(),
@@ -156,6 +160,8 @@ pub(super) fn decode(
     });
     let record = RunRecord {
         run_id,
+        // A built-in dialect's name; any other reads as unknown.
+        provider_kind: text("kind").as_deref().and_then(ProviderKind::parse),
         status,
         output: json_field("output")?,
         error,
@@ -206,6 +212,7 @@ mod tests {
     #[test]
     fn a_full_record_round_trips() {
         let mut record = RunRecord::new(RunId::new("fh", "run-1"), RunStatus::Failed);
+        record.provider_kind = Some(ProviderKind::FetchHive);
         record.output = Some(json!({"answer": [1, "two", null]}));
         record.error = Some(RunError {
             code: "BOOM".into(),
@@ -234,6 +241,10 @@ mod tests {
             .unwrap();
         assert_eq!(decoded.record, record);
         assert!(decode(HashMap::new()).unwrap().is_none());
+        // A dialect registered in code is not known by name here: unknown.
+        let mut other = with_version(record_fields(&record));
+        other.insert("kind".into(), "relay".into());
+        assert_eq!(decode(other).unwrap().unwrap().record.provider_kind, None);
         let mut broken = with_version(record_fields(&record));
         broken.insert("status".into(), "sideways".into());
         assert!(decode(broken).is_err());
