@@ -1,6 +1,10 @@
 //! The one HTTP client every dialect shares, and the transport-level error
 //! mapping (connect failures, timeouts, oversized bodies).
 //!
+//! The client is hyper-util's pooled client over rustls (the ring provider,
+//! the platform's trust store, ALPN `h2` then `http/1.1`): one parse of the
+//! request URI per call, no redirect machinery in the path.
+//!
 //! Every upstream request gets a client span (`POST`, kind CLIENT) with
 //! `http.request.method`, `server.address`, `server.port`, `url.path` (never
 //! the query string, never a header), `http.response.status_code`,
@@ -10,21 +14,30 @@
 //! recorded (`flowgate.upstream.*`).
 //!
 //! Redirects are never followed. Vendors do not redirect API calls, and
-//! reqwest's default policy would strip `Authorization` but forward any
-//! other auth header (Knouds' `x-api-key`) to wherever a `Location` points.
-//! A 3xx answer becomes INTERNAL with reason `UPSTREAM_REDIRECT` (a
-//! configuration or vendor fault no retry fixes, so not UNAVAILABLE); the
-//! target of the redirect receives nothing. (Callback forwarding uses its
-//! own client, `flowgate_webhook::callback_client`, which follows no
-//! redirects either and checks every resolved address.)
+//! following one would forward the auth header (Knouds' `x-api-key`) to
+//! wherever a `Location` points. A 3xx answer becomes INTERNAL with reason
+//! `UPSTREAM_REDIRECT` (a configuration or vendor fault no retry fixes, so
+//! not UNAVAILABLE); the target of the redirect receives nothing. (Callback
+//! forwarding uses its own client, `flowgate_webhook::callback_client`,
+//! which follows no redirects either and checks every resolved address.)
 
-use std::time::{Duration, Instant, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
 
 use bytes::{Bytes, BytesMut};
 use flowgate_core::{
     Deadline, ErrorClass, GatewayError, RateLimitInfo, UpstreamContext, reason::Reason,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+use rustls_platform_verifier::BuilderVerifierExt as _;
 use tracing::{Instrument as _, field};
 
 use crate::{ProviderSettings, ratelimit};
@@ -33,8 +46,15 @@ use crate::{ProviderSettings, ratelimit};
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// The upstream's request id header.
 const REQUEST_ID: &str = "x-request-id";
-/// How long establishing a TCP/TLS connection may take.
+/// How long establishing a TCP connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The `User-Agent` of every upstream request.
+const USER_AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("flowgate/", env!("CARGO_PKG_VERSION")));
+/// The `Content-Type` of every request body.
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 tokio::task_local! {
     /// The attempt number (1 = first) of the call in progress, set by the
@@ -47,38 +67,39 @@ tokio::task_local! {
 #[error("{0}")]
 pub struct HttpClientError(String);
 
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 /// A cheap-to-clone handle on one pooled HTTP client.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    client: reqwest::Client,
+    client: Client<Connector, Full<Bytes>>,
 }
 
 impl HttpClient {
-    /// Builds the client: rustls with the ring provider, HTTP/1.1 and HTTP/2,
-    /// pooled connections, a connect timeout. Call once per process.
+    /// Builds the client: rustls with the ring provider and the platform's
+    /// verifier, HTTP/1.1 and HTTP/2 (ALPN), pooled connections, a connect
+    /// timeout, no redirects. Call once per process.
     pub fn new() -> Result<Self, HttpClientError> {
-        // reqwest is built without a bundled crypto provider (to keep aws-lc
-        // out of the build); install ring unless someone already installed one.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // Other rustls users in the process (the callback client, Redis)
+        // take the process default: ring, unless someone installed one.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("flowgate/", env!("CARGO_PKG_VERSION")))
-            // Never follow a redirect: see the module docs.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|err| HttpClientError(format!("building the HTTP client: {err}")))?;
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .and_then(|builder| builder.with_platform_verifier())
+            .map_err(|err| HttpClientError(format!("building the HTTP client's TLS: {err}")))?
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(Connector::from((http, tls)));
         Ok(Self { client })
-    }
-}
-
-impl HttpClient {
-    /// The pooled client itself (no redirects followed), for other outgoing
-    /// traffic to vendors to share its connection pool and TLS setup.
-    /// Callback forwarding does not use it: see
-    /// `flowgate_webhook::callback_client`.
-    pub fn reqwest(&self) -> reqwest::Client {
-        self.client.clone()
     }
 }
 
@@ -197,7 +218,9 @@ pub(crate) fn context(settings: &ProviderSettings, http_status: Option<u16>) -> 
 /// ([`OpenResponse::read_all`]). Dropping it closes the connection.
 #[derive(Debug)]
 pub(crate) struct OpenResponse {
-    response: reqwest::Response,
+    body: Incoming,
+    /// When the request's time budget runs out (the whole body included).
+    until: tokio::time::Instant,
     /// The HTTP status.
     pub status: u16,
     /// The headers (`X-Request-Id` already redacted or dropped).
@@ -215,20 +238,31 @@ impl OpenResponse {
         &mut self,
         settings: &ProviderSettings,
     ) -> Result<Option<Bytes>, GatewayError> {
-        match self.response.chunk().await {
-            Ok(chunk) => Ok(chunk),
-            Err(err) if err.is_timeout() => Err(timed_out(
-                settings,
-                self.caller_bound,
-                "reading the upstream response",
-            )),
-            Err(_) => Err(self.protocol(
-                settings,
-                format!(
-                    "the response from {} ended before its body was complete",
-                    settings.name
-                ),
-            )),
+        loop {
+            let frame = match tokio::time::timeout_at(self.until, self.body.frame()).await {
+                Err(_) => {
+                    return Err(timed_out(
+                        settings,
+                        self.caller_bound,
+                        "reading the upstream response",
+                    ));
+                }
+                Ok(None) => return Ok(None),
+                Ok(Some(Ok(frame))) => frame,
+                Ok(Some(Err(_))) => {
+                    return Err(self.protocol(
+                        settings,
+                        format!(
+                            "the response from {} ended before its body was complete",
+                            settings.name
+                        ),
+                    ));
+                }
+            };
+            // Trailers carry no body.
+            if let Ok(data) = frame.into_data() {
+                return Ok(Some(data));
+            }
         }
     }
 
@@ -258,8 +292,9 @@ impl OpenResponse {
             )
         };
         if self
-            .response
-            .content_length()
+            .body
+            .size_hint()
+            .exact()
             .is_some_and(|length| length > MAX_RESPONSE_BYTES as u64)
         {
             return Err(too_large(&self));
@@ -363,47 +398,43 @@ impl HttpClient {
         deadline: Deadline,
         span: &tracing::Span,
     ) -> Result<OpenResponse, GatewayError> {
-        let mut trace_headers = HeaderMap::new();
-        flowgate_telemetry::inject(span, &mut trace_headers);
         let budget = deadline.budget(settings.timeout);
         let caller_bound = budget < settings.timeout;
-        let mut builder = self
-            .client
-            .request(request.method, request.url)
-            .header(request.auth.0, request.auth.1)
-            .header(header::ACCEPT, request.accept)
-            .headers(trace_headers)
-            .timeout(budget);
-        if let Some(body) = request.body {
-            builder = builder
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(body);
-        }
-        let mut response = builder.send().await.map_err(|err| {
-            if err.is_timeout() {
-                timed_out(settings, caller_bound, "waiting for the upstream response")
-            } else if err.is_connect() {
-                GatewayError::new(
-                    ErrorClass::Unavailable,
-                    Reason::UpstreamUnreachable,
-                    format!("could not connect to {}", settings.name),
-                )
-                .with_upstream(context(settings, None))
-                .never_sent()
-            } else {
-                GatewayError::new(
-                    ErrorClass::Unavailable,
-                    Reason::UpstreamTransportError,
-                    format!(
-                        "the connection to {} failed before an answer",
-                        settings.name
-                    ),
-                )
-                .with_upstream(context(settings, None))
-            }
+        let now = tokio::time::Instant::now();
+        // A budget too far out to add is no bound: a day is as good.
+        let until = now
+            .checked_add(budget)
+            .unwrap_or_else(|| now + Duration::from_secs(24 * 3600));
+        let uri = http::Uri::try_from(request.url.as_str()).map_err(|_| {
+            GatewayError::internal(format!("the upstream URL for {} is invalid", settings.name))
         })?;
-        let status = response.status().as_u16();
-        let mut headers = std::mem::take(response.headers_mut());
+        let has_body = request.body.is_some();
+        let mut outgoing =
+            http::Request::new(Full::new(request.body.map(Bytes::from).unwrap_or_default()));
+        *outgoing.method_mut() = request.method;
+        *outgoing.uri_mut() = uri;
+        let headers = outgoing.headers_mut();
+        headers.insert(request.auth.0.clone(), request.auth.1);
+        headers.insert(header::ACCEPT, HeaderValue::from_static(request.accept));
+        headers.insert(header::USER_AGENT, USER_AGENT);
+        if has_body {
+            headers.insert(header::CONTENT_TYPE, JSON);
+        }
+        flowgate_telemetry::inject(span, headers);
+        let response = match tokio::time::timeout_at(until, self.client.request(outgoing)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => return Err(send_failed(settings, caller_bound, &err)),
+            Err(_) => {
+                return Err(timed_out(
+                    settings,
+                    caller_bound,
+                    "waiting for the upstream response",
+                ));
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let status = parts.status.as_u16();
+        let mut headers = parts.headers;
         clean_request_id(settings, &mut headers);
         let rate_limit = ratelimit::parse(&headers, SystemTime::now());
         span.record("http.response.status_code", i64::from(status));
@@ -418,12 +449,51 @@ impl HttpClient {
             flowgate_telemetry::metrics().record_rate_limit_remaining(&settings.name, remaining);
         }
         Ok(OpenResponse {
-            response,
+            body,
+            until,
             status,
             headers,
             rate_limit,
             caller_bound,
         })
+    }
+}
+
+/// A request that got no answer: a connect failure (nothing was sent), a
+/// connect timeout, or a connection that failed before the answer.
+fn send_failed(
+    settings: &ProviderSettings,
+    caller_bound: bool,
+    err: &hyper_util::client::legacy::Error,
+) -> GatewayError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return timed_out(settings, caller_bound, "waiting for the upstream response");
+        }
+        source = cause.source();
+    }
+    if err.is_connect() {
+        GatewayError::new(
+            ErrorClass::Unavailable,
+            Reason::UpstreamUnreachable,
+            format!("could not connect to {}", settings.name),
+        )
+        .with_upstream(context(settings, None))
+        .never_sent()
+    } else {
+        GatewayError::new(
+            ErrorClass::Unavailable,
+            Reason::UpstreamTransportError,
+            format!(
+                "the connection to {} failed before an answer",
+                settings.name
+            ),
+        )
+        .with_upstream(context(settings, None))
     }
 }
 
