@@ -52,6 +52,12 @@ const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 const REQUEST_ID: &str = "x-request-id";
 /// How long establishing a TCP connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keepalive: idle time before the first probe, and between probes.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+/// How long sent data may stay unacknowledged before the connection is
+/// dropped (`TCP_USER_TIMEOUT`, Linux).
+#[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The `User-Agent` of every upstream request.
@@ -98,6 +104,12 @@ impl HttpClient {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        // Dead pooled connections are noticed as reqwest's defaults did.
+        http.set_keepalive(Some(TCP_KEEPALIVE));
+        http.set_keepalive_interval(Some(TCP_KEEPALIVE));
+        http.set_keepalive_retries(Some(3));
+        #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+        http.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
