@@ -21,10 +21,7 @@
 //! forwarding uses its own client, `flowgate_webhook::callback_client`,
 //! which follows no redirects either and checks every resolved address.)
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant, SystemTime},
-};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use flowgate_core::{
@@ -33,33 +30,21 @@ use flowgate_core::{
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Body as _, Incoming};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
-};
-use rustls_platform_verifier::BuilderVerifierExt as _;
 use tracing::{Instrument as _, field};
 
 use crate::{ProviderSettings, ratelimit};
 
+mod build;
+mod proxy;
 mod url;
 
+pub use proxy::ProxyConfig;
 pub(crate) use url::{BaseUrl, is_upstream_id};
 
 /// Largest upstream response body accepted.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// The upstream's request id header.
 const REQUEST_ID: &str = "x-request-id";
-/// How long establishing a TCP connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// TCP keepalive: idle time before the first probe, and between probes.
-const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
-/// How long sent data may stay unacknowledged before the connection is
-/// dropped (`TCP_USER_TIMEOUT`, Linux).
-#[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
-const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long an idle pooled connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The `User-Agent` of every upstream request.
 const USER_AGENT: HeaderValue =
     HeaderValue::from_static(concat!("flowgate/", env!("CARGO_PKG_VERSION")));
@@ -77,46 +62,10 @@ tokio::task_local! {
 #[error("{0}")]
 pub struct HttpClientError(String);
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-
 /// A cheap-to-clone handle on one pooled HTTP client.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    client: Client<Connector, Full<Bytes>>,
-}
-
-impl HttpClient {
-    /// Builds the client: rustls with the ring provider and the platform's
-    /// verifier, HTTP/1.1 and HTTP/2 (ALPN), pooled connections, a connect
-    /// timeout, no redirects. Call once per process.
-    pub fn new() -> Result<Self, HttpClientError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        // Other rustls users in the process (the callback client, Redis)
-        // take the process default: ring, unless someone installed one.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .and_then(|builder| builder.with_platform_verifier())
-            .map_err(|err| HttpClientError(format!("building the HTTP client's TLS: {err}")))?
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        // Dead pooled connections are noticed as reqwest's defaults did.
-        http.set_keepalive(Some(TCP_KEEPALIVE));
-        http.set_keepalive_interval(Some(TCP_KEEPALIVE));
-        http.set_keepalive_retries(Some(3));
-        #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
-        http.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(Connector::from((http, tls)));
-        Ok(Self { client })
-    }
+    transport: build::Transport,
 }
 
 /// A complete upstream answer, as every dialect decoder reads it.
@@ -382,7 +331,7 @@ impl HttpClient {
             headers.insert(header::CONTENT_TYPE, JSON);
         }
         flowgate_telemetry::inject(span, headers);
-        let response = match tokio::time::timeout_at(until, self.client.request(outgoing)).await {
+        let response = match tokio::time::timeout_at(until, self.transport.request(outgoing)).await {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => return Err(send_failed(settings, caller_bound, &err)),
             Err(_) => {
@@ -437,7 +386,15 @@ fn send_failed(
         }
         source = cause.source();
     }
-    if err.is_connect() {
+    if let Some(proxy) = find_cause::<proxy::ProxyError>(err) {
+        GatewayError::new(
+            ErrorClass::Unavailable,
+            Reason::UpstreamUnreachable,
+            format!("could not connect to {} {proxy}", settings.name),
+        )
+        .with_upstream(context(settings, None))
+        .never_sent()
+    } else if err.is_connect() {
         GatewayError::new(
             ErrorClass::Unavailable,
             Reason::UpstreamUnreachable,
@@ -456,6 +413,20 @@ fn send_failed(
         )
         .with_upstream(context(settings, None))
     }
+}
+
+/// The first error of type `T` in `err`'s chain of causes.
+fn find_cause<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut source = Some(err);
+    while let Some(cause) = source {
+        if let Some(found) = cause.downcast_ref::<T>() {
+            return Some(found);
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// The client span of one upstream request (see the module docs).
