@@ -3,7 +3,9 @@
 //!
 //! The client is hyper-util's pooled client over rustls (the ring provider,
 //! the platform's trust store, ALPN `h2` then `http/1.1`): one parse of the
-//! request URI per call, no redirect machinery in the path.
+//! request URI per call, no redirect machinery in the path. When the proxy
+//! environment variables name a proxy, connections go through it (see
+//! `http/proxy.rs`); when none does, the connector is the direct one.
 //!
 //! Every upstream request gets a client span (`POST`, kind CLIENT) with
 //! `http.request.method`, `server.address`, `server.port`, `url.path` (never
@@ -331,7 +333,8 @@ impl HttpClient {
             headers.insert(header::CONTENT_TYPE, JSON);
         }
         flowgate_telemetry::inject(span, headers);
-        let response = match tokio::time::timeout_at(until, self.transport.request(outgoing)).await {
+        let response = match tokio::time::timeout_at(until, self.transport.request(outgoing)).await
+        {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => return Err(send_failed(settings, caller_bound, &err)),
             Err(_) => {

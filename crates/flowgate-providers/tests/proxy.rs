@@ -145,7 +145,10 @@ fn knouds(scheme: &str, vendor: &Server, proxy: &ProxyConfig) -> Knouds {
 }
 
 async fn lookup(provider: &Knouds) -> GatewayError {
-    provider.run_status("e-1", Deadline::NONE).await.unwrap_err()
+    provider
+        .run_status("e-1", Deadline::NONE)
+        .await
+        .unwrap_err()
 }
 
 #[tokio::test]
@@ -159,8 +162,11 @@ async fn http_calls_go_through_the_proxy_in_absolute_form_with_its_credentials()
     let error = lookup(&knouds("http", &vendor, &config)).await;
     // The vendor's 404 came back: the call got through.
     assert_eq!(error.reason, "EXECUTION_NOT_FOUND", "{error:?}");
-    let target = format!("GET http://{}/api/executions/e-1 HTTP/1.1 | {BASIC}", vendor.addr);
-    assert_eq!(proxy.seen(), [target.clone()]);
+    let target = format!(
+        "GET http://{}/api/executions/e-1 HTTP/1.1 | {BASIC}",
+        vendor.addr
+    );
+    assert_eq!(proxy.seen(), std::slice::from_ref(&target));
     assert_eq!(vendor.seen(), [target]);
 }
 
