@@ -13,7 +13,11 @@
 //!
 //! `cargo bench --bench invoke_cpu` (Linux). Knobs: `FLOWGATE_BENCH_CALLS`
 //! (default 20000), `FLOWGATE_BENCH_CONCURRENCY` (default 16),
-//! `FLOWGATE_BENCH_PERF=<file>` to also `perf record` the gateway.
+//! `FLOWGATE_BENCH_PERF=<file>` to also `perf record` the gateway,
+//! `FLOWGATE_BENCH_ROUNDS` (default 3), `FLOWGATE_BENCH_CALLGRIND=<dir>` to
+//! run both servers under callgrind and also report instructions per call
+//! (load-insensitive, unlike CPU time; use a few thousand calls and one
+//! round: callgrind is ~50x slower).
 
 #![expect(
     clippy::unwrap_used,
@@ -184,6 +188,7 @@ mod minimal {
 
 struct Measured {
     cpu_per_call: Duration,
+    instructions_per_call: Option<u64>,
     throughput: f64,
     p50: Duration,
     p99: Duration,
@@ -197,6 +202,9 @@ fn report(name: &str, measured: &Measured) {
         measured.p50,
         measured.p99
     );
+    if let Some(instructions) = measured.instructions_per_call {
+        println!("  {name:<18} instructions/call {instructions}");
+    }
 }
 
 /// Warms the server on `port` up, then measures its process `pid`.
@@ -225,7 +233,8 @@ async fn measure(
     });
     let before = cpu_ticks(pid);
     let started = Instant::now();
-    let mut latencies = drive(&client, calls, concurrency).await;
+    let (mut latencies, instructions) =
+        harness::instructions(pid, drive(&client, calls, concurrency)).await;
     let wall = started.elapsed();
     let ticks = cpu_ticks(pid) - before;
     if let Some(mut perf) = perf {
@@ -239,6 +248,7 @@ async fn measure(
         cpu_per_call: Duration::from_secs_f64(
             ticks as f64 / ticks_per_second() as f64 / calls as f64,
         ),
+        instructions_per_call: instructions.map(|total| total / calls as u64),
         throughput: calls as f64 / wall.as_secs_f64(),
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
@@ -267,7 +277,7 @@ async fn main() {
     )
     .await;
     let forwarder_port = free_port();
-    let forwarder = Command::new(std::env::current_exe().unwrap())
+    let forwarder = harness::server_command(&std::env::current_exe().unwrap(), "forwarder")
         .arg("--minimal-forwarder")
         .arg(forwarder_port.to_string())
         .arg(format!("http://127.0.0.1:{emulator_port}/knouds"))

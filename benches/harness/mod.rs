@@ -50,7 +50,13 @@ pub fn ticks_per_second() -> u64 {
 }
 
 pub async fn wait_for_port(port: u16) {
-    for _ in 0..200 {
+    // Under callgrind a server takes many times longer to start.
+    let tries = if callgrind_dir().is_some() {
+        2_400
+    } else {
+        200
+    };
+    for _ in 0..tries {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
@@ -105,6 +111,70 @@ pub fn config_file(port: u16, providers: &str) -> PathBuf {
     config
 }
 
+/// `FLOWGATE_BENCH_CALLGRIND=<dir>`: server processes run under
+/// `valgrind --tool=callgrind`, their profiles written to `<dir>`.
+pub fn callgrind_dir() -> Option<PathBuf> {
+    std::env::var_os("FLOWGATE_BENCH_CALLGRIND").map(PathBuf::from)
+}
+
+/// `program` as a command, under callgrind when `FLOWGATE_BENCH_CALLGRIND`
+/// is set (profile `<dir>/callgrind.<name>.<pid>`).
+pub fn server_command(program: &std::path::Path, name: &str) -> Command {
+    match callgrind_dir() {
+        Some(dir) => {
+            let mut command = Command::new("valgrind");
+            command
+                .arg("--tool=callgrind")
+                .arg(format!(
+                    "--callgrind-out-file={}/callgrind.{name}.%p",
+                    dir.display()
+                ))
+                .arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// The instructions (`Ir`) `pid` executed while `work` ran, when it runs
+/// under callgrind: counters zeroed before, dumped after, the dump's total
+/// read back.
+pub async fn instructions<F: std::future::Future>(pid: u32, work: F) -> (F::Output, Option<u64>) {
+    let Some(dir) = callgrind_dir() else {
+        return (work.await, None);
+    };
+    let control = |flag: &str| {
+        Command::new("callgrind_control")
+            .args([flag, &pid.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+    };
+    control("-z");
+    let output = work.await;
+    control("-d");
+    // The newest dump of this pid: `callgrind.<name>.<pid>.<n>`.
+    let newest = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name.contains(&format!(".{pid}.")) && !name.ends_with(".0")
+        })
+        .max_by_key(|entry| entry.metadata().and_then(|m| m.modified()).ok())
+        .unwrap();
+    let dump = std::fs::read_to_string(newest.path()).unwrap();
+    let total = dump
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("summary: ")
+                .or(line.strip_prefix("totals: "))
+        })
+        .and_then(|value| value.split_whitespace().next()?.parse().ok());
+    (output, total)
+}
+
 /// Starts `flowgate serve` on `port` with `providers` whose key variables
 /// are `keys`; answers its pid once it listens.
 pub async fn gateway(
@@ -114,7 +184,7 @@ pub async fn gateway(
     keys: &[(&str, &str)],
 ) -> u32 {
     let config = config_file(port, providers);
-    let gateway = Command::new(BINARY)
+    let gateway = server_command(std::path::Path::new(BINARY), "flowgate")
         .args(["serve", "--config"])
         .arg(&config)
         .envs(keys.iter().copied())

@@ -1,6 +1,12 @@
 //! The one HTTP client every dialect shares, and the transport-level error
 //! mapping (connect failures, timeouts, oversized bodies).
 //!
+//! The client is hyper-util's pooled client over rustls (the ring provider,
+//! the platform's trust store, ALPN `h2` then `http/1.1`): one parse of the
+//! request URI per call, no redirect machinery in the path. When the proxy
+//! environment variables name a proxy, connections go through it (see
+//! `http/proxy.rs`); when none does, the connector is the direct one.
+//!
 //! Every upstream request gets a client span (`POST`, kind CLIENT) with
 //! `http.request.method`, `server.address`, `server.port`, `url.path` (never
 //! the query string, never a header), `http.response.status_code`,
@@ -10,13 +16,12 @@
 //! recorded (`flowgate.upstream.*`).
 //!
 //! Redirects are never followed. Vendors do not redirect API calls, and
-//! reqwest's default policy would strip `Authorization` but forward any
-//! other auth header (Knouds' `x-api-key`) to wherever a `Location` points.
-//! A 3xx answer becomes INTERNAL with reason `UPSTREAM_REDIRECT` (a
-//! configuration or vendor fault no retry fixes, so not UNAVAILABLE); the
-//! target of the redirect receives nothing. (Callback forwarding uses its
-//! own client, `flowgate_webhook::callback_client`, which follows no
-//! redirects either and checks every resolved address.)
+//! following one would forward the auth header (Knouds' `x-api-key`) to
+//! wherever a `Location` points. A 3xx answer becomes INTERNAL with reason
+//! `UPSTREAM_REDIRECT` (a configuration or vendor fault no retry fixes, so
+//! not UNAVAILABLE); the target of the redirect receives nothing. (Callback
+//! forwarding uses its own client, `flowgate_webhook::callback_client`,
+//! which follows no redirects either and checks every resolved address.)
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,16 +30,28 @@ use flowgate_core::{
     Deadline, ErrorClass, GatewayError, RateLimitInfo, UpstreamContext, reason::Reason,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Body as _, Incoming};
 use tracing::{Instrument as _, field};
 
 use crate::{ProviderSettings, ratelimit};
+
+mod build;
+mod proxy;
+mod url;
+
+pub use proxy::ProxyConfig;
+pub(crate) use url::{BaseUrl, is_upstream_id};
 
 /// Largest upstream response body accepted.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// The upstream's request id header.
 const REQUEST_ID: &str = "x-request-id";
-/// How long establishing a TCP/TLS connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `User-Agent` of every upstream request.
+const USER_AGENT: HeaderValue =
+    HeaderValue::from_static(concat!("flowgate/", env!("CARGO_PKG_VERSION")));
+/// The `Content-Type` of every request body.
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 tokio::task_local! {
     /// The attempt number (1 = first) of the call in progress, set by the
@@ -50,36 +67,7 @@ pub struct HttpClientError(String);
 /// A cheap-to-clone handle on one pooled HTTP client.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    client: reqwest::Client,
-}
-
-impl HttpClient {
-    /// Builds the client: rustls with the ring provider, HTTP/1.1 and HTTP/2,
-    /// pooled connections, a connect timeout. Call once per process.
-    pub fn new() -> Result<Self, HttpClientError> {
-        // reqwest is built without a bundled crypto provider (to keep aws-lc
-        // out of the build); install ring unless someone already installed one.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("flowgate/", env!("CARGO_PKG_VERSION")))
-            // Never follow a redirect: see the module docs.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|err| HttpClientError(format!("building the HTTP client: {err}")))?;
-        Ok(Self { client })
-    }
-}
-
-impl HttpClient {
-    /// The pooled client itself (no redirects followed), for other outgoing
-    /// traffic to vendors to share its connection pool and TLS setup.
-    /// Callback forwarding does not use it: see
-    /// `flowgate_webhook::callback_client`.
-    pub fn reqwest(&self) -> reqwest::Client {
-        self.client.clone()
-    }
+    transport: build::Transport,
 }
 
 /// A complete upstream answer, as every dialect decoder reads it.
@@ -127,62 +115,6 @@ pub(crate) struct UpstreamRequest<'a> {
     pub body: Option<Vec<u8>>,
 }
 
-/// Longest upstream id put into a request path.
-const MAX_UPSTREAM_ID: usize = 128;
-
-/// True for an upstream id (run, execution) that names one resource when
-/// put into a URL path: 1 to 128 characters of `[A-Za-z0-9_.-]`, starting
-/// with a letter or digit (so never `.` or `..`, which would address the
-/// collection). The floor of every dialect's id check before a status
-/// request; a dialect may tighten it ([`crate::Dialect::accepts_run_id`]).
-pub(crate) fn is_upstream_id(id: &str) -> bool {
-    id.len() <= MAX_UPSTREAM_ID
-        && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// A provider's base URL, parsed once; request URLs are made by appending
-/// path segments (percent-encoded) to a copy, never by re-parsing text.
-#[derive(Clone, Debug)]
-pub(crate) struct BaseUrl(Result<reqwest::Url, String>);
-
-impl BaseUrl {
-    /// Parses `text` (configuration already checked it; a bad one fails
-    /// each call with INTERNAL instead of at start-up).
-    pub fn parse(text: &str) -> Self {
-        Self(reqwest::Url::parse(text).map_err(|err| err.to_string()))
-    }
-
-    /// `base/segment/…[?query]`.
-    pub fn join(
-        &self,
-        segments: &[&str],
-        query: Option<&str>,
-    ) -> Result<reqwest::Url, GatewayError> {
-        // The url crate drops `.` and `..` segments, which would turn a
-        // request for one resource into one for its collection.
-        if segments
-            .iter()
-            .any(|segment| segment.is_empty() || *segment == "." || *segment == "..")
-        {
-            return Err(GatewayError::internal(
-                "refusing to build an upstream URL with an empty or dot path segment",
-            ));
-        }
-        let mut url = self.0.clone().map_err(|err| {
-            GatewayError::internal(format!("the provider's base_url is invalid: {err}"))
-        })?;
-        url.path_segments_mut()
-            .map_err(|()| GatewayError::internal("the provider's base_url cannot take a path"))?
-            .pop_if_empty()
-            .extend(segments);
-        url.set_query(query);
-        Ok(url)
-    }
-}
-
 /// Who is being called, for error context.
 pub(crate) fn context(settings: &ProviderSettings, http_status: Option<u16>) -> UpstreamContext {
     UpstreamContext {
@@ -198,7 +130,9 @@ pub(crate) fn context(settings: &ProviderSettings, http_status: Option<u16>) -> 
 /// ([`OpenResponse::read_all`]). Dropping it closes the connection.
 #[derive(Debug)]
 pub(crate) struct OpenResponse {
-    response: reqwest::Response,
+    body: Incoming,
+    /// When the request's time budget runs out (the whole body included).
+    until: tokio::time::Instant,
     /// The HTTP status.
     pub status: u16,
     /// The headers (`X-Request-Id` already redacted or dropped).
@@ -216,20 +150,31 @@ impl OpenResponse {
         &mut self,
         settings: &ProviderSettings,
     ) -> Result<Option<Bytes>, GatewayError> {
-        match self.response.chunk().await {
-            Ok(chunk) => Ok(chunk),
-            Err(err) if err.is_timeout() => Err(timed_out(
-                settings,
-                self.caller_bound,
-                "reading the upstream response",
-            )),
-            Err(_) => Err(self.protocol(
-                settings,
-                format!(
-                    "the response from {} ended before its body was complete",
-                    settings.name
-                ),
-            )),
+        loop {
+            let frame = match tokio::time::timeout_at(self.until, self.body.frame()).await {
+                Err(_) => {
+                    return Err(timed_out(
+                        settings,
+                        self.caller_bound,
+                        "reading the upstream response",
+                    ));
+                }
+                Ok(None) => return Ok(None),
+                Ok(Some(Ok(frame))) => frame,
+                Ok(Some(Err(_))) => {
+                    return Err(self.protocol(
+                        settings,
+                        format!(
+                            "the response from {} ended before its body was complete",
+                            settings.name
+                        ),
+                    ));
+                }
+            };
+            // Trailers carry no body.
+            if let Ok(data) = frame.into_data() {
+                return Ok(Some(data));
+            }
         }
     }
 
@@ -259,8 +204,9 @@ impl OpenResponse {
             )
         };
         if self
-            .response
-            .content_length()
+            .body
+            .size_hint()
+            .exact()
             .is_some_and(|length| length > MAX_RESPONSE_BYTES as u64)
         {
             return Err(too_large(&self));
@@ -364,47 +310,44 @@ impl HttpClient {
         deadline: Deadline,
         span: &tracing::Span,
     ) -> Result<OpenResponse, GatewayError> {
-        let mut trace_headers = HeaderMap::new();
-        flowgate_telemetry::inject(span, &mut trace_headers);
         let budget = deadline.budget(settings.timeout);
         let caller_bound = budget < settings.timeout;
-        let mut builder = self
-            .client
-            .request(request.method, request.url)
-            .header(request.auth.0, request.auth.1)
-            .header(header::ACCEPT, request.accept)
-            .headers(trace_headers)
-            .timeout(budget);
-        if let Some(body) = request.body {
-            builder = builder
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(body);
-        }
-        let mut response = builder.send().await.map_err(|err| {
-            if err.is_timeout() {
-                timed_out(settings, caller_bound, "waiting for the upstream response")
-            } else if err.is_connect() {
-                GatewayError::new(
-                    ErrorClass::Unavailable,
-                    Reason::UpstreamUnreachable,
-                    format!("could not connect to {}", settings.name),
-                )
-                .with_upstream(context(settings, None))
-                .never_sent()
-            } else {
-                GatewayError::new(
-                    ErrorClass::Unavailable,
-                    Reason::UpstreamTransportError,
-                    format!(
-                        "the connection to {} failed before an answer",
-                        settings.name
-                    ),
-                )
-                .with_upstream(context(settings, None))
-            }
+        let now = tokio::time::Instant::now();
+        // A budget too far out to add is no bound: a day is as good.
+        let until = now
+            .checked_add(budget)
+            .unwrap_or_else(|| now + Duration::from_secs(24 * 3600));
+        let uri = http::Uri::try_from(request.url.as_str()).map_err(|_| {
+            GatewayError::internal(format!("the upstream URL for {} is invalid", settings.name))
         })?;
-        let status = response.status().as_u16();
-        let mut headers = std::mem::take(response.headers_mut());
+        let has_body = request.body.is_some();
+        let mut outgoing =
+            http::Request::new(Full::new(request.body.map(Bytes::from).unwrap_or_default()));
+        *outgoing.method_mut() = request.method;
+        *outgoing.uri_mut() = uri;
+        let headers = outgoing.headers_mut();
+        headers.insert(request.auth.0.clone(), request.auth.1);
+        headers.insert(header::ACCEPT, HeaderValue::from_static(request.accept));
+        headers.insert(header::USER_AGENT, USER_AGENT);
+        if has_body {
+            headers.insert(header::CONTENT_TYPE, JSON);
+        }
+        flowgate_telemetry::inject(span, headers);
+        let response = match tokio::time::timeout_at(until, self.transport.request(outgoing)).await
+        {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => return Err(send_failed(settings, caller_bound, &err)),
+            Err(_) => {
+                return Err(timed_out(
+                    settings,
+                    caller_bound,
+                    "waiting for the upstream response",
+                ));
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let status = parts.status.as_u16();
+        let mut headers = parts.headers;
         clean_request_id(settings, &mut headers);
         let rate_limit = ratelimit::parse(&headers, SystemTime::now());
         span.record("http.response.status_code", i64::from(status));
@@ -419,13 +362,74 @@ impl HttpClient {
             flowgate_telemetry::metrics().record_rate_limit_remaining(&settings.name, remaining);
         }
         Ok(OpenResponse {
-            response,
+            body,
+            until,
             status,
             headers,
             rate_limit,
             caller_bound,
         })
     }
+}
+
+/// A request that got no answer: a connect failure (nothing was sent), a
+/// connect timeout, or a connection that failed before the answer.
+fn send_failed(
+    settings: &ProviderSettings,
+    caller_bound: bool,
+    err: &hyper_util::client::legacy::Error,
+) -> GatewayError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return timed_out(settings, caller_bound, "waiting for the upstream response");
+        }
+        source = cause.source();
+    }
+    if let Some(proxy) = find_cause::<proxy::ProxyError>(err) {
+        GatewayError::new(
+            ErrorClass::Unavailable,
+            Reason::UpstreamUnreachable,
+            format!("could not connect to {} {proxy}", settings.name),
+        )
+        .with_upstream(context(settings, None))
+        .never_sent()
+    } else if err.is_connect() {
+        GatewayError::new(
+            ErrorClass::Unavailable,
+            Reason::UpstreamUnreachable,
+            format!("could not connect to {}", settings.name),
+        )
+        .with_upstream(context(settings, None))
+        .never_sent()
+    } else {
+        GatewayError::new(
+            ErrorClass::Unavailable,
+            Reason::UpstreamTransportError,
+            format!(
+                "the connection to {} failed before an answer",
+                settings.name
+            ),
+        )
+        .with_upstream(context(settings, None))
+    }
+}
+
+/// The first error of type `T` in `err`'s chain of causes.
+fn find_cause<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut source = Some(err);
+    while let Some(cause) = source {
+        if let Some(found) = cause.downcast_ref::<T>() {
+            return Some(found);
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// The client span of one upstream request (see the module docs).
@@ -505,63 +509,4 @@ fn redirect_refused(settings: &ProviderSettings, status: u16) -> GatewayError {
         ),
     )
     .with_upstream(context(settings, Some(status)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_urls_take_segments_without_reparsing() {
-        let base = BaseUrl::parse("http://127.0.0.1:8700/knouds/");
-        let url = base
-            .join(&["api", "workflows", "my-flow", "run"], Some("async=true"))
-            .unwrap();
-        assert_eq!(
-            url.as_str(),
-            "http://127.0.0.1:8700/knouds/api/workflows/my-flow/run?async=true"
-        );
-        assert_eq!(
-            url.path(),
-            "/knouds/api/workflows/my-flow/run",
-            "the span records no query"
-        );
-        let odd = BaseUrl::parse("https://api.fetchhive.com/v1")
-            .join(&["workflow_runs", "a/b?c"], None)
-            .unwrap();
-        assert_eq!(
-            odd.as_str(),
-            "https://api.fetchhive.com/v1/workflow_runs/a%2Fb%3Fc"
-        );
-        assert!(BaseUrl::parse("not a url").join(&["x"], None).is_err());
-    }
-
-    #[test]
-    fn upstream_ids_name_one_resource() {
-        for good in [
-            "3f0c9d1e-0000-4000-8000-000000000000",
-            "req_123",
-            "42",
-            "exec.7",
-        ] {
-            assert!(is_upstream_id(good), "{good}");
-        }
-        for bad in [
-            "",
-            ".",
-            "..",
-            "...",
-            "-x",
-            "a/b",
-            "a b",
-            "a%2e",
-            &"a".repeat(129),
-        ] {
-            assert!(!is_upstream_id(bad), "{bad}");
-        }
-        let base = BaseUrl::parse("http://127.0.0.1:1/");
-        for segment in [".", "..", ""] {
-            assert!(base.join(&["api", "executions", segment], None).is_err());
-        }
-    }
 }

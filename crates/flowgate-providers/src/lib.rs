@@ -43,7 +43,7 @@ pub use api_key::ApiKey;
 pub use dialect::{Dialect, HttpProvider};
 pub use flowgate_core::{depth, numbers};
 pub use guard::Guarded;
-pub use http::{HttpClient, HttpClientError, UpstreamResponse};
+pub use http::{HttpClient, HttpClientError, ProxyConfig, UpstreamResponse};
 pub use limits::MemoryLimitStore;
 pub use registry::{Dialects, Registration, UnknownDialect, check_workflow_key};
 pub use settings::{CircuitPolicy, LocalLimits, ProviderSettings, Resilience, RetryPolicy};
