@@ -36,6 +36,7 @@ use tracing::{Instrument as _, field};
 
 use crate::{ProviderSettings, ratelimit};
 
+mod bounded;
 mod build;
 mod proxy;
 mod url;
@@ -379,6 +380,17 @@ fn send_failed(
     caller_bound: bool,
     err: &hyper_util::client::legacy::Error,
 ) -> GatewayError {
+    // A proxy that cannot be reached (or refuses) is named as such, even
+    // when its connect timed out.
+    if let Some(proxy) = find_cause::<proxy::ProxyError>(err) {
+        return GatewayError::new(
+            ErrorClass::Unavailable,
+            Reason::UpstreamUnreachable,
+            format!("could not connect to {} {proxy}", settings.name),
+        )
+        .with_upstream(context(settings, None))
+        .never_sent();
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(cause) = source {
         if cause
@@ -389,15 +401,7 @@ fn send_failed(
         }
         source = cause.source();
     }
-    if let Some(proxy) = find_cause::<proxy::ProxyError>(err) {
-        GatewayError::new(
-            ErrorClass::Unavailable,
-            Reason::UpstreamUnreachable,
-            format!("could not connect to {} {proxy}", settings.name),
-        )
-        .with_upstream(context(settings, None))
-        .never_sent()
-    } else if err.is_connect() {
+    if err.is_connect() {
         GatewayError::new(
             ErrorClass::Unavailable,
             Reason::UpstreamUnreachable,

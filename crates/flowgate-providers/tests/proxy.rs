@@ -146,7 +146,7 @@ fn knouds(scheme: &str, vendor: &Server, proxy: &ProxyConfig) -> Knouds {
 
 async fn lookup(provider: &Knouds) -> GatewayError {
     provider
-        .run_status("e-1", Deadline::NONE)
+        .run_status("3f0c9d1e-0000-4000-8000-000000000000", Deadline::NONE)
         .await
         .unwrap_err()
 }
@@ -163,7 +163,7 @@ async fn http_calls_go_through_the_proxy_in_absolute_form_with_its_credentials()
     // The vendor's 404 came back: the call got through.
     assert_eq!(error.reason, "EXECUTION_NOT_FOUND", "{error:?}");
     let target = format!(
-        "GET http://{}/api/executions/e-1 HTTP/1.1 | {BASIC}",
+        "GET http://{}/api/executions/3f0c9d1e-0000-4000-8000-000000000000 HTTP/1.1 | {BASIC}",
         vendor.addr
     );
     assert_eq!(proxy.seen(), std::slice::from_ref(&target));
@@ -201,7 +201,7 @@ async fn no_proxy_hosts_are_reached_directly() {
     assert_eq!(proxy.seen(), Vec::<String>::new());
     assert_eq!(
         vendor.seen(),
-        ["GET /api/executions/e-1 HTTP/1.1 | -".to_owned()]
+        ["GET /api/executions/3f0c9d1e-0000-4000-8000-000000000000 HTTP/1.1 | -".to_owned()]
     );
 }
 
@@ -244,4 +244,23 @@ fn proxies_other_than_http_are_refused_without_echoing_the_url() {
         assert!(!error.contains("hunter2"), "{error}");
         assert!(!format!("{config:?}").contains("hunter2"));
     }
+}
+
+#[test]
+fn all_proxy_is_only_checked_where_it_fills_a_gap() {
+    // Both schemes named: an ALL_PROXY flowgate cannot use is not in the way.
+    let both = ProxyConfig {
+        all: Some("socks5://proxy:1080".into()),
+        http: Some("http://proxy:3128".into()),
+        https: Some("http://proxy:3128".into()),
+        no: None,
+    };
+    assert!(HttpClient::with_proxy(&both).is_ok());
+    // One scheme left to it: it is used, so it must be an http:// proxy.
+    let gap = ProxyConfig {
+        https: None,
+        ..both
+    };
+    let error = HttpClient::with_proxy(&gap).unwrap_err().to_string();
+    assert!(error.starts_with("ALL_PROXY names a socks5://"), "{error}");
 }

@@ -15,10 +15,12 @@ use rustls_platform_verifier::BuilderVerifierExt as _;
 
 use super::{
     HttpClient, HttpClientError,
+    bounded::Bounded,
     proxy::{ProxyConfig, ProxyConnector},
 };
 
-/// How long establishing a TCP connection may take.
+/// How long establishing a TCP connection may take, and separately the
+/// whole set-up (TCP, a proxy's `CONNECT`, the TLS handshake).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// TCP keepalive: idle time before the first probe, and between probes.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
@@ -29,8 +31,8 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-type Direct = hyper_rustls::HttpsConnector<HttpConnector>;
-type Proxied = hyper_rustls::HttpsConnector<ProxyConnector>;
+type Direct = Bounded<hyper_rustls::HttpsConnector<HttpConnector>>;
+type Proxied = Bounded<hyper_rustls::HttpsConnector<ProxyConnector>>;
 
 /// The pooled client: direct connections (no proxy set: exactly the
 /// connector without a proxy), or through [`ProxyConnector`].
@@ -105,7 +107,10 @@ impl HttpClient {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new());
         let transport = match proxy.matcher()? {
-            None => Transport::Direct(builder.build(Direct::from((http, tls)))),
+            None => Transport::Direct(builder.build(Bounded {
+                inner: (http, tls).into(),
+                timeout: CONNECT_TIMEOUT,
+            })),
             Some(matcher) => {
                 let matcher = Arc::new(matcher);
                 let connector = ProxyConnector {
@@ -113,7 +118,10 @@ impl HttpClient {
                     matcher: Arc::clone(&matcher),
                 };
                 Transport::Proxied {
-                    client: builder.build(Proxied::from((connector, tls))),
+                    client: builder.build(Bounded {
+                        inner: (connector, tls).into(),
+                        timeout: CONNECT_TIMEOUT,
+                    }),
                     matcher,
                 }
             }

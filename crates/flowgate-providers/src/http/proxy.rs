@@ -88,9 +88,16 @@ impl ProxyConfig {
     /// The matcher, or `None` when no proxy is set (direct connections).
     /// Logs once which proxy serves which scheme (host and port only).
     pub(super) fn matcher(&self) -> Result<Option<Matcher>, HttpClientError> {
-        let all = checked("ALL_PROXY", self.all.as_deref())?;
-        let http = checked("HTTP_PROXY", self.http.as_deref())?.or(all);
-        let https = checked("HTTPS_PROXY", self.https.as_deref())?.or(all);
+        let http = checked("HTTP_PROXY", self.http.as_deref())?;
+        let https = checked("HTTPS_PROXY", self.https.as_deref())?;
+        // ALL_PROXY only fills a gap: when both are set it is not used, so
+        // a value flowgate cannot use (say `socks5://`) is not an error.
+        let all = if http.is_none() || https.is_none() {
+            checked("ALL_PROXY", self.all.as_deref())?
+        } else {
+            None
+        };
+        let (http, https) = (http.or(all), https.or(all));
         if http.is_none() && https.is_none() {
             return Ok(None);
         }
