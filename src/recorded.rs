@@ -58,6 +58,14 @@ pub fn encode(answer: &Result<Response<pb::InvokeResponse>, Status>) -> Recorded
     RecordedAnswer(Bytes::from(stored.encode_to_vec()))
 }
 
+/// The answer recorded for an idempotent call whose work panicked
+/// ([`flowgate_state::idempotency::panicked`]), encoded once at start-up.
+pub fn panic_answer() -> RecordedAnswer {
+    encode(&Err(crate::status::to_status(
+        &flowgate_state::idempotency::panicked(),
+    )))
+}
+
 /// Decodes a stored answer; `replayed` adds [`REPLAYED_HEADER`].
 pub fn decode(
     answer: &RecordedAnswer,

@@ -227,7 +227,8 @@ pub fn build(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Ap
         },
         forwarding,
     );
-    let idempotency = Idempotency::new(idempotency_store);
+    let idempotency =
+        Idempotency::new(idempotency_store).with_panic_answer(crate::recorded::panic_answer());
     Ok(App {
         gateway,
         tracker,

@@ -76,7 +76,8 @@ impl GatewayService {
             idempotency: Idempotency::new(Arc::new(MemoryIdempotencyStore::new(
                 DEFAULT_IDEMPOTENCY_TTL,
                 DEFAULT_IDEMPOTENCY_CAPACITY,
-            ))),
+            )))
+            .with_panic_answer(crate::recorded::panic_answer()),
             quotas: Arc::new(CallerQuotas::memory()),
             default_deadline,
         }

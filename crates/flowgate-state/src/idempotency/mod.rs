@@ -33,7 +33,10 @@
 //!
 //! A first call's work that panics answers its caller INTERNAL, reason
 //! `INTERNAL_PANIC` (the panic message is logged once by the process's
-//! panic hook), and its claim is released. The detached tasks are tracked:
+//! panic hook). Its claim is never released (the upstream run may have
+//! started): the edge's encoding of that answer
+//! ([`Idempotency::with_panic_answer`]) is recorded and replayed to
+//! retries; without one the claim stays until its lease lapses. The detached tasks are tracked:
 //! at shutdown [`Idempotency::drain`] lets them finish within the grace and
 //! logs and counts (`flowgate.shutdown.abandoned{kind="idempotent_call"}`)
 //! those it abandons.
@@ -249,6 +252,8 @@ pub struct Idempotency {
     store: Arc<dyn IdempotencyStore>,
     /// The first calls' detached tasks (see [`Self::drain`]).
     tasks: TaskTracker,
+    /// Recorded for a first call whose work panicked.
+    panic_answer: Option<RecordedAnswer>,
 }
 
 impl Idempotency {
@@ -257,7 +262,17 @@ impl Idempotency {
         Self {
             store,
             tasks: TaskTracker::new(),
+            panic_answer: None,
         }
+    }
+
+    /// Records `answer` (the edge's encoding of [`panicked`]) under the key
+    /// of a first call whose work panicked, so its retries replay it
+    /// instead of starting a second, maybe paid, run.
+    #[must_use]
+    pub fn with_panic_answer(mut self, answer: RecordedAnswer) -> Self {
+        self.panic_answer = Some(answer);
+        self
     }
 
     /// Shutdown: lets the first calls' tasks still running (their callers
@@ -352,7 +367,7 @@ impl Idempotency {
     }
 
     /// Runs the first call's work in its own task and settles the key when
-    /// it ends (also when the task panics: the claim is then released).
+    /// it ends (also when the task panics: see [`ClaimGuard`]).
     fn spawn<F>(
         &self,
         key: IdempotencyKey,
@@ -364,11 +379,13 @@ impl Idempotency {
     {
         let (sender, receiver) = oneshot::channel();
         let store = Arc::clone(&self.store);
+        let panic_answer = self.panic_answer.clone();
         let task = async move {
             let mut claim = ClaimGuard {
                 store: Some(Arc::clone(&store)),
                 key: key.clone(),
                 hash,
+                panic_answer,
             };
             let settlement = work.await;
             claim.store = None;
@@ -395,25 +412,41 @@ impl Idempotency {
     }
 }
 
-/// Releases a claim whose work never settled (it panicked).
+/// Settles a claim whose work never settled (it panicked): the upstream
+/// run may have started, so the claim is never released. The panic answer
+/// is recorded when there is one; otherwise the claim stays until its lease
+/// lapses (retries wait, as for any unrecorded answer).
 struct ClaimGuard {
     store: Option<Arc<dyn IdempotencyStore>>,
     key: IdempotencyKey,
     hash: RequestHash,
+    panic_answer: Option<RecordedAnswer>,
 }
 
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
-        if let Some(store) = self.store.take() {
+        if let (Some(store), Some(answer)) = (self.store.take(), self.panic_answer.take()) {
             let key = self.key.clone();
             let hash = self.hash;
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
-                    let _ = store.release(&key, hash).await;
+                    if let Err(err) = store.record(&key, hash, answer).await {
+                        tracing::warn!(error = %err, "idempotent panic answer not recorded");
+                    }
                 });
             }
         }
     }
+}
+
+/// What the caller of a first call whose work panicked gets (and, encoded
+/// by the edge, what its retries replay).
+pub fn panicked() -> GatewayError {
+    GatewayError::new(
+        ErrorClass::Internal,
+        Reason::InternalPanic,
+        "internal error: the gateway failed while handling this call",
+    )
 }
 
 async fn wait_for_own(
@@ -431,11 +464,7 @@ async fn wait_for_own(
     // hook logged the panic): answered like any panic in a call.
     answer.map_err(|_| {
         tracing::warn!("idempotent call's work panicked: answered INTERNAL_PANIC");
-        GatewayError::new(
-            ErrorClass::Internal,
-            Reason::InternalPanic,
-            "internal error: the gateway failed while handling this call",
-        )
+        panicked()
     })
 }
 

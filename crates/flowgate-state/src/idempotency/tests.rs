@@ -276,9 +276,10 @@ async fn blows_up() -> Settlement {
     panic!("work blew up")
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_panicking_first_call_answers_internal_panic_and_frees_the_key() {
-    let idempotency = store();
+/// A first call whose work panics, then up to ten retries (10 ms apart)
+/// with work that would record "ok": the first answer that comes, and how
+/// often the retries' work ran.
+async fn panic_then_retry(idempotency: &Idempotency) -> (Option<RecordedAnswer>, usize) {
     let panicked = idempotency
         .run(
             key("k"),
@@ -294,9 +295,7 @@ async fn a_panicking_first_call_answers_internal_panic_and_frees_the_key() {
     assert_eq!(error.class, ErrorClass::Internal);
     assert_eq!(error.reason, Reason::InternalPanic.as_str());
     assert!(!error.message.contains("blew up"), "{}", error.message);
-    // The claim was released: a retry runs afresh.
     let calls = Arc::new(AtomicUsize::new(0));
-    let mut retried = None;
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(10)).await;
         let got = idempotency
@@ -309,12 +308,27 @@ async fn a_panicking_first_call_answers_internal_panic_and_frees_the_key() {
             )
             .await;
         if let Ok(got) = got {
-            retried = Some(got.answer);
-            break;
+            return (Some(got.answer), calls.load(Ordering::SeqCst));
         }
     }
-    assert_eq!(retried, Some(answer("ok")));
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    (None, calls.load(Ordering::SeqCst))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_first_call_answers_internal_panic_and_its_retries_replay_it() {
+    let idempotency = store().with_panic_answer(answer("panicked"));
+    // The upstream run may have started: retries replay, never run again.
+    assert_eq!(
+        panic_then_retry(&idempotency).await,
+        (Some(answer("panicked")), 0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_panic_answer_the_claim_of_a_panicked_call_is_kept() {
+    let idempotency = store();
+    // Not released: retries keep waiting (in flight) and run nothing.
+    assert_eq!(panic_then_retry(&idempotency).await, (None, 0));
 }
 
 /// A first call under `name` whose caller stops waiting after 1 s while
