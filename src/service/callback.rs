@@ -13,14 +13,21 @@
 //!
 //! The lookup is the system resolver's (`getaddrinfo`) on tokio's blocking
 //! pool, never on a runtime thread; a lookup cut short keeps its blocking
-//! thread until the resolver gives up on its own.
+//! thread until the resolver gives up on its own. At most
+//! [`MAX_LOOKUPS`] run at once (a permit is held until the resolver
+//! returns, also after the caller stopped waiting), so callers sending
+//! many names under a slow zone cannot fill the blocking pool that
+//! provider connections resolve on too: beyond that, UNAVAILABLE,
+//! `CALLBACK_DNS_TIMEOUT`, RetryInfo 1 s, nothing started.
 
 use std::{
     future::Future,
     io,
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, SocketAddr, ToSocketAddrs as _},
     time::Duration,
 };
+
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use flowgate_core::{
     CallbackPolicy, Deadline, ErrorClass, FieldViolation, GatewayError, Invocation, reason::Reason,
@@ -28,6 +35,9 @@ use flowgate_core::{
 
 /// Longest wait for the resolver.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Host-name lookups running at once, at most (process-wide).
+const MAX_LOOKUPS: usize = 32;
+static LOOKUPS: Semaphore = Semaphore::const_new(MAX_LOOKUPS);
 /// Addresses judged per name, at most.
 const MAX_ADDRESSES: usize = 64;
 /// `RetryInfo` of a resolver timeout.
@@ -51,8 +61,30 @@ pub(super) async fn check_callback_host(
     else {
         return Ok(());
     };
-    let lookup = tokio::net::lookup_host((host.as_str(), 443));
+    let permit = admit(&LOOKUPS)?;
+    let lookup = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        (host.as_str(), 443).to_socket_addrs()
+    });
+    let lookup = async move {
+        lookup
+            .await
+            .unwrap_or_else(|err| Err(io::Error::other(err)))
+    };
     judge(policy, deadline, lookup).await
+}
+
+/// A lookup slot of `lookups`, or UNAVAILABLE when all are taken.
+fn admit(lookups: &'static Semaphore) -> Result<SemaphorePermit<'static>, GatewayError> {
+    lookups.try_acquire().map_err(|_| {
+        GatewayError::new(
+            ErrorClass::Unavailable,
+            Reason::CallbackDnsTimeout,
+            "too many callback_url host names are being resolved at once; nothing was started",
+        )
+        .with_retry_after(Some(RETRY_AFTER))
+        .never_sent()
+    })
 }
 
 /// Waits for `lookup` (bounded) and judges what it found.
@@ -167,6 +199,20 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn lookups_beyond_the_limit_are_unavailable_until_one_ends() {
+        static TWO: Semaphore = Semaphore::const_new(2);
+        let first = admit(&TWO).unwrap();
+        let _second = admit(&TWO).unwrap();
+        let error = admit(&TWO).unwrap_err();
+        assert_eq!(error.class, ErrorClass::Unavailable);
+        assert!(error.has_reason(Reason::CallbackDnsTimeout));
+        assert_eq!(error.retry_after, Some(RETRY_AFTER));
+        assert!(error.never_sent);
+        drop(first);
+        assert!(admit(&TWO).is_ok());
     }
 
     #[tokio::test(start_paused = true)]
