@@ -17,7 +17,9 @@ use flowgate_emulator::{Emulator, EmulatorConfig};
 // the README's commands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_emulator_example_serves_calls_against_the_emulator() {
-    let emulator = Emulator::start(EmulatorConfig::default(), common::process::free_addr())
+    // Bound on port 0: a port picked and released first can be taken by
+    // another test in between (seen once as AddrInUse in CI).
+    let emulator = Emulator::start(EmulatorConfig::default(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let gateway = common::process::free_addr();
